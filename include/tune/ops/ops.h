@@ -1,0 +1,101 @@
+// The one op API. Each op checks its arguments (the message names the op and the shapes), then
+// dispatches on device and dtype to a backend kernel. Forward and backward of an op sit side by
+// side. Conventions, as in llm.c: outputs are written (=), parameter gradients are accumulated
+// (+=), and where an op accumulates into an activation gradient its comment says so.
+//
+// Layouts: activations are row-major [rows, features]; attention tensors are [B, T, H, D]
+// (straight out of the projection GEMMs, no transposes); Linear weights are [out, in] as in
+// Hugging Face. CPU kernels run in f32 and f64 (f64 for finite-difference tests); all float
+// tensors passed to one op share one dtype. Index tensors are i64 or i32.
+#pragma once
+
+#include <cstdint>
+
+#include "tune/core/tensor.h"
+
+namespace tune::ops {
+
+enum class Transpose : uint8_t { no, yes };
+
+// c = alpha * op(a) @ op(b) + beta * c, for 2-D a, b, c (pass views for higher ranks).
+// beta = 0 overwrites c (NaNs in c are not propagated); beta = 1 accumulates.
+void matmul(Tensor& c, const Tensor& a, Transpose ta, const Tensor& b, Transpose tb,
+            double alpha = 1.0, double beta = 0.0);
+
+// ---- elementwise and reductions ----
+void fill(Tensor& x, double value);
+void copy(Tensor& dst, const Tensor& src);                        // dst = src
+void add(Tensor& out, const Tensor& a, const Tensor& b);          // out = a + b
+void add_inplace(Tensor& y, const Tensor& x, double alpha = 1.0); // y += alpha * x
+void scale_inplace(Tensor& y, double alpha);                      // y *= alpha
+// y [N, C] += b [C] on every row.
+void add_bias(Tensor& y, const Tensor& b);
+// db [C] += sum over rows of dy [N, C].
+void bias_backward(Tensor& db, const Tensor& dy);
+// Sum of squares accumulated in double; the grad-norm building block.
+double sum_squares(const Tensor& x);
+
+// ---- embedding ----
+// out [N, C] = table [V, C] rows at ids [N]. An id outside [0, V) throws, naming the id.
+void embedding_forward(Tensor& out, const Tensor& ids, const Tensor& table);
+// dtable [V, C] += scatter of dout [N, C] at ids.
+void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& ids);
+
+// ---- RMSNorm over the last dimension (Llama: y = x * rsqrt(mean(x^2) + eps) * w) ----
+// x, y [N, C]; w [C]; rstd [N] saved for backward.
+void rms_norm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& w, double eps);
+// dx [N, C] = ...; dw [C] += ... (skipped when dw is undefined, e.g. a frozen weight).
+void rms_norm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x,
+                       const Tensor& w, const Tensor& rstd);
+
+// ---- rotary position embedding, Hugging Face's rotate_half convention ----
+// x [B, T, H, D] rotated in place: for i < D/2, with c = cos[pos, i], s = sin[pos, i]:
+//   x1' = x1 * c - x2 * s,  x2' = x2 * c + x1 * s   where x1 = x[..., i], x2 = x[..., i + D/2].
+// cos, sin [P, D/2] (P >= max position + 1); positions [B, T] (i64).
+void rope_forward(Tensor& x, const Tensor& cos, const Tensor& sin, const Tensor& positions);
+// The transpose of the rotation, in place on dx [B, T, H, D].
+void rope_backward(Tensor& dx, const Tensor& cos, const Tensor& sin, const Tensor& positions);
+
+// ---- causal self-attention with GQA/MQA and an optional sliding window ----
+// q [B, T, Hq, D], k and v [B, T, Hkv, D] with Hq % Hkv == 0 (query head h reads kv head
+// h / (Hq / Hkv)); out [B, T, Hq, D]; probs [B, Hq, T, T] saved for backward (row i holds
+// softmax over keys j, zero where masked). Key j is visible to query i when j <= i and, with
+// window > 0, i - j < window (Mistral's sliding window). scale multiplies q.k (usually D^-0.5).
+void attention_forward(Tensor& out, Tensor& probs, const Tensor& q, const Tensor& k,
+                       const Tensor& v, double scale, int64_t window);
+// dq, dk, dv are written (=), same shapes as q, k, v.
+void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q,
+                        const Tensor& k, const Tensor& v, const Tensor& probs, double scale);
+
+// ---- SwiGLU: h = silu(gate) * up, all [N, F] ----
+void swiglu_forward(Tensor& h, const Tensor& gate, const Tensor& up);
+void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor& gate,
+                     const Tensor& up);
+
+// ---- dropout with a counter-based mask: element i is kept when
+// uniform01(seed, stream, i) >= p, and kept values are scaled by 1 / (1 - p). The mask is a pure
+// function of (seed, stream, i), so backward is the same call on dy and nothing is stored. ----
+void dropout(Tensor& out, const Tensor& x, double p, uint64_t seed, uint64_t stream);
+
+// ---- cross-entropy over rows of logits [N, V] with integer targets [N]; target -100 is
+// ignored. Returns the sum of -log softmax(logits)[target] over counted rows (in double). When
+// dlogits is defined it is written: grad_scale * (softmax - onehot(target)) on counted rows, 0
+// on ignored rows. A target outside [0, V) other than -100 throws, naming row and value. ----
+double cross_entropy(Tensor& dlogits, const Tensor& logits, const Tensor& targets,
+                     double grad_scale);
+// Number of targets that are not -100.
+int64_t count_targets(const Tensor& targets);
+
+// ---- optimizer updates, elementwise over flat buffers (all f32 on CPU, same numel) ----
+// torch.optim.AdamW, step >= 1:
+//   p -= lr * weight_decay * p;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
+//   p -= (lr / (1 - b1^step)) * m / (sqrt(v) / sqrt(1 - b2^step) + eps)
+void adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double lr, double beta1,
+                  double beta2, double eps, double weight_decay, int64_t step);
+// torch.optim.SGD (dampening 0, not Nesterov), step >= 1: g' = g + wd * p;
+// buf = step == 1 ? g' : momentum * buf + g';  p -= lr * buf. With momentum 0, p -= lr * g' and
+// buf is not touched (may be undefined).
+void sgd_update(Tensor& param, const Tensor& grad, Tensor& momentum_buf, double lr,
+                double momentum, double weight_decay, int64_t step);
+
+}  // namespace tune::ops

@@ -1,0 +1,52 @@
+// CUDA memory and device queries behind include/tune/core/device.h. Allocations come from the
+// stream-ordered pool (cudaMallocAsync) so that freeing and reusing activation memory does not
+// synchronise the device.
+#include <cuda_runtime.h>
+
+#include "backend/cuda/cuda_check.h"
+#include "tune/core/device.h"
+#include "tune/core/error.h"
+
+namespace tune {
+
+bool cuda_available() { return cuda_device_count() > 0; }
+
+int cuda_device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no device" error
+    return 0;
+  }
+  return n;
+}
+
+std::string cuda_describe() {
+  int n = cuda_device_count();
+  if (n == 0) return "built with CUDA, but no device is visible";
+  std::string out;
+  for (int i = 0; i < n; ++i) {
+    cudaDeviceProp p{};
+    TUNE_CUDA_CHECK(cudaGetDeviceProperties(&p, i));
+    out += str(i ? "; " : "", i, ": ", p.name, ", ",
+               static_cast<double>(p.totalGlobalMem) / (1ull << 30), " GiB, sm_", p.major, p.minor);
+  }
+  return out;
+}
+
+std::shared_ptr<void> cuda_allocate(size_t bytes, void** data) {
+  TUNE_CHECK(cuda_available(), "cuda_allocate: no CUDA device is visible");
+  void* p = nullptr;
+  TUNE_CUDA_CHECK(cudaMallocAsync(&p, bytes == 0 ? 1 : bytes, cudaStreamPerThread));
+  *data = p;
+  return std::shared_ptr<void>(p, [](void* q) { cudaFreeAsync(q, cudaStreamPerThread); });
+}
+
+void cuda_copy(void* dst, const void* src, size_t bytes, CopyKind kind) {
+  cudaMemcpyKind k = kind == CopyKind::host_to_device   ? cudaMemcpyHostToDevice
+                     : kind == CopyKind::device_to_host ? cudaMemcpyDeviceToHost
+                                                        : cudaMemcpyDeviceToDevice;
+  TUNE_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, k, cudaStreamPerThread));
+  if (kind == CopyKind::device_to_host) TUNE_CUDA_CHECK(cudaStreamSynchronize(cudaStreamPerThread));
+}
+
+}  // namespace tune

@@ -1,0 +1,59 @@
+// `tune`: one binary, one table of subcommands.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+
+#include "cli/commands.h"
+#include "tune/core/error.h"
+#include "tune/version.h"
+
+namespace {
+
+struct Command {
+  const char* name;
+  const char* summary;
+  int (*run)(const tune::cli::Args&);
+};
+
+constexpr Command kCommands[] = {
+    {"check-golden", "compare a model against a Hugging Face golden case folder",
+     tune::cli::check_golden_command},
+    {"env", "print how this tune was built and what it can see (BLAS, threads, CUDA)",
+     tune::cli::env_command},
+};
+
+void print_help() {
+  std::printf("tune %s — train, fine-tune, serve and export Hugging Face-format language models\n\n",
+              tune::version());
+  std::printf("usage: tune <command> [options]\n\ncommands:\n");
+  for (const Command& c : kCommands) std::printf("  %-14s %s\n", c.name, c.summary);
+  std::printf("\n  tune <command> --help   options of one command\n  tune --version\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") ||
+      !std::strcmp(argv[1], "help")) {
+    print_help();
+    return argc < 2 ? 2 : 0;
+  }
+  if (!std::strcmp(argv[1], "--version")) {
+    std::printf("tune %s\n", tune::version());
+    return 0;
+  }
+  for (const Command& c : kCommands) {
+    if (std::strcmp(argv[1], c.name) != 0) continue;
+    try {
+      return c.run(tune::cli::Args(argv + 2, argv + argc));
+    } catch (const tune::Error& e) {
+      std::fprintf(stderr, "tune %s: error: %s\n", c.name, e.what());
+      return 1;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "tune %s: unexpected error: %s\n", c.name, e.what());
+      return 1;
+    }
+  }
+  std::fprintf(stderr, "tune: unknown command \"%s\"; run `tune --help` for the list\n", argv[1]);
+  return 2;
+}
