@@ -1,0 +1,43 @@
+// What a forward/backward pass needs besides parameters: an activation arena (DESIGN.md
+// decision 3), whether dropout is on, and the counters that make dropout masks reproducible.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "tune/core/tensor.h"
+
+namespace tune::nn {
+
+// A bump allocator for one step's activations. The first step discovers how much memory a step
+// of this shape needs (spilling into extra blocks as it goes); reset() then replaces the blocks
+// by a single one of that size, so later steps of the same shape allocate nothing. Tensors handed
+// out stay valid until the next reset(); after it their memory is reused.
+class Arena {
+ public:
+  Tensor alloc(const Shape& shape, DType dtype);
+  Tensor zeros(const Shape& shape, DType dtype);
+  void reset();
+  size_t capacity_bytes() const;
+  size_t peak_bytes() const { return peak_; }
+
+ private:
+  struct Block {
+    Tensor memory;  // u8, owns the bytes
+    size_t used = 0;
+  };
+  std::vector<Block> blocks_;
+  size_t in_use_ = 0, peak_ = 0;
+};
+
+enum class Mode : uint8_t { train, eval };
+
+struct Context {
+  Arena arena;
+  Mode mode = Mode::train;
+  DType dtype = DType::f32;  // activation dtype on the CPU: f32, or f64 for gradient checks
+  uint64_t seed = 0;         // dropout masks are a function of (seed, step, layer, element)
+  uint64_t step = 0;
+};
+
+}  // namespace tune::nn

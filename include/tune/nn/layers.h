@@ -1,0 +1,72 @@
+// The small layers: token embedding, RMSNorm and rotary position embedding. Like every nn layer
+// they save what their backward needs and accumulate (+=) into parameter gradients.
+#pragma once
+
+#include <string>
+
+#include "tune/nn/context.h"
+#include "tune/nn/params.h"
+
+namespace tune::nn {
+
+class Embedding {
+ public:
+  Embedding() = default;
+  Embedding(ParamStore& params, const std::string& module, int64_t vocab, int64_t dim, Role role);
+  // ids [N] (i64) -> [N, dim]
+  Tensor forward(Context& ctx, const Tensor& ids);
+  void backward(Context& ctx, const Tensor& dy);
+  int weight_index() const { return weight_; }
+
+ private:
+  ParamStore* params_ = nullptr;
+  int weight_ = -1;
+  int64_t dim_ = 0;
+  Tensor ids_;
+};
+
+class RMSNorm {
+ public:
+  RMSNorm() = default;
+  RMSNorm(ParamStore& params, const std::string& module, int64_t dim, double eps, Role role);
+  // x [N, dim] -> [N, dim]
+  Tensor forward(Context& ctx, const Tensor& x);
+  Tensor backward(Context& ctx, const Tensor& dy);
+
+ private:
+  ParamStore* params_ = nullptr;
+  int weight_ = -1;
+  double eps_ = 1e-6;
+  Tensor x_, rstd_;
+};
+
+enum class RopeType : uint8_t { standard, linear, llama3 };
+
+// Rotary embedding parameters as Hugging Face names them (rope_theta, rope_type, factor, ...).
+struct RopeConfig {
+  RopeType type = RopeType::standard;
+  double theta = 10000.0;
+  double factor = 1.0;                   // linear, llama3
+  double low_freq_factor = 1.0;          // llama3
+  double high_freq_factor = 4.0;         // llama3
+  int64_t original_max_positions = 8192;  // llama3
+};
+
+// Precomputed cos/sin tables [max_positions, head_dim / 2], computed as transformers does (the
+// inverse frequencies in f32 when the model runs in f32, so the tables match to the last bit
+// wherever the math libraries agree).
+class RotaryEmbedding {
+ public:
+  RotaryEmbedding() = default;
+  RotaryEmbedding(const RopeConfig& config, int64_t head_dim, int64_t max_positions, DType dtype);
+  // x [B, T, H, D] in place; positions [B, T] (i64).
+  void forward(Tensor& x, const Tensor& positions) const;
+  void backward(Tensor& dx, const Tensor& positions) const;
+  const Tensor& cos() const { return cos_; }
+  const Tensor& sin() const { return sin_; }
+
+ private:
+  Tensor cos_, sin_;
+};
+
+}  // namespace tune::nn

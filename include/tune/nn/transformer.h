@@ -1,0 +1,141 @@
+// The decoder-only transformer shared by the Llama family (Llama, Mistral, Qwen2, Qwen3): the
+// architecture description, the tensor-name table each family fills in, and the layers —
+// attention, SwiGLU MLP, decoder block, causal LM.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tune/nn/layers.h"
+#include "tune/nn/linear.h"
+
+namespace tune::nn {
+
+struct TransformerConfig {
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;
+  int64_t num_layers = 0;
+  int64_t num_heads = 0;
+  int64_t num_kv_heads = 0;
+  int64_t head_dim = 0;
+  int64_t max_positions = 0;
+  double rms_norm_eps = 1e-6;
+  RopeConfig rope;
+  bool tie_embeddings = false;
+  bool qkv_bias = false;  // q/k/v projections (Qwen2; Llama's attention_bias)
+  bool o_bias = false;    // output projection (Llama's attention_bias)
+  bool mlp_bias = false;  // Llama's mlp_bias
+  bool qk_norm = false;   // per-head RMSNorm on q and k before RoPE (Qwen3)
+  // Per layer: 0 = full causal attention, w > 0 = sliding window of w keys (Mistral).
+  std::vector<int64_t> sliding_window;
+};
+
+// Module names, "%d" standing for the layer index. The defaults are Llama's.
+struct TensorNames {
+  std::string embed = "model.embed_tokens";
+  std::string final_norm = "model.norm";
+  std::string lm_head = "lm_head";
+  std::string attn_norm = "model.layers.%d.input_layernorm";
+  std::string mlp_norm = "model.layers.%d.post_attention_layernorm";
+  std::string q = "model.layers.%d.self_attn.q_proj";
+  std::string k = "model.layers.%d.self_attn.k_proj";
+  std::string v = "model.layers.%d.self_attn.v_proj";
+  std::string o = "model.layers.%d.self_attn.o_proj";
+  std::string q_norm = "model.layers.%d.self_attn.q_norm";
+  std::string k_norm = "model.layers.%d.self_attn.k_norm";
+  std::string gate = "model.layers.%d.mlp.gate_proj";
+  std::string up = "model.layers.%d.mlp.up_proj";
+  std::string down = "model.layers.%d.mlp.down_proj";
+
+  static std::string at(const std::string& pattern, int64_t layer);
+};
+
+// How the parameters are declared: which are trainable, and the adapter if any.
+struct BuildOptions {
+  Role base_role = Role::trainable;  // frozen for LoRA
+  const LoraConfig* lora = nullptr;  // LoRA on the targeted Linears when set
+};
+
+class Attention {
+ public:
+  Attention() = default;
+  Attention(ParamStore& params, const TransformerConfig& c, const TensorNames& names, int64_t layer,
+            const BuildOptions& options);
+  // x [B*T, C] -> [B*T, C]
+  Tensor forward(Context& ctx, const Tensor& x, const Tensor& positions, const RotaryEmbedding& rope);
+  // dx is written (=).
+  void backward(Context& ctx, const Tensor& dy, Tensor& dx, const RotaryEmbedding& rope);
+  std::vector<Linear*> linears() { return {&q_, &k_, &v_, &o_}; }
+
+ private:
+  Linear q_, k_, v_, o_;
+  std::unique_ptr<RMSNorm> q_norm_, k_norm_;
+  int64_t heads_ = 0, kv_heads_ = 0, head_dim_ = 0, window_ = 0;
+  // Saved: rotated q, k and v as [B, T, H, D] views, attention probabilities, positions.
+  Tensor q_rot_, k_rot_, v_saved_, probs_, positions_;
+};
+
+class Mlp {
+ public:
+  Mlp() = default;
+  Mlp(ParamStore& params, const TransformerConfig& c, const TensorNames& names, int64_t layer,
+      const BuildOptions& options);
+  Tensor forward(Context& ctx, const Tensor& x);
+  void backward(Context& ctx, const Tensor& dy, Tensor& dx);
+  std::vector<Linear*> linears() { return {&gate_, &up_, &down_}; }
+
+ private:
+  Linear gate_, up_, down_;
+  Tensor gate_out_, up_out_;
+};
+
+class DecoderBlock {
+ public:
+  DecoderBlock(ParamStore& params, const TransformerConfig& c, const TensorNames& names,
+               int64_t layer, const BuildOptions& options);
+  // h = x + attn(norm(x)); y = h + mlp(norm(h))
+  Tensor forward(Context& ctx, const Tensor& x, const Tensor& positions, const RotaryEmbedding& rope);
+  Tensor backward(Context& ctx, const Tensor& dy, const RotaryEmbedding& rope);
+  std::vector<Linear*> linears();
+
+ private:
+  RMSNorm attn_norm_, mlp_norm_;
+  Attention attn_;
+  Mlp mlp_;
+};
+
+class CausalLM {
+ public:
+  CausalLM(ParamStore& params, const TransformerConfig& config, const TensorNames& names,
+           const BuildOptions& options);
+  const TransformerConfig& config() const { return config_; }
+
+  // ids [B, T] (i64), positions [B, T] (i64) -> logits [B*T, V]. Builds the rotary tables for the
+  // parameter dtype on first use.
+  Tensor forward(Context& ctx, const Tensor& ids, const Tensor& positions);
+  // dlogits [B*T, V]: accumulates every trainable parameter's gradient.
+  void backward(Context& ctx, const Tensor& dlogits);
+
+  // After forward: Hugging Face's output_hidden_states — the embeddings, each block's output,
+  // and last the final norm's output (L + 1 tensors, [B*T, C]).
+  const std::vector<Tensor>& hidden_states() const { return hidden_; }
+  // Every Linear, in model order (LoRA loading and merging walk these).
+  std::vector<Linear*> linears();
+
+ private:
+  ParamStore* params_;
+  TransformerConfig config_;
+  Embedding embed_;
+  std::vector<std::unique_ptr<DecoderBlock>> blocks_;
+  RMSNorm final_norm_;
+  Linear lm_head_;
+  RotaryEmbedding rope_;
+  std::vector<Tensor> hidden_;
+};
+
+// Positions 0..T-1 for every row of a [B, T] batch.
+Tensor default_positions(int64_t batch, int64_t seq);
+
+}  // namespace tune::nn

@@ -1,0 +1,52 @@
+#include "tune/models/model.h"
+
+#include "tune/io/checkpoint.h"
+
+namespace tune::models {
+
+namespace {
+bool is_adapter_param(const std::string& name) { return name.starts_with("base_model.model."); }
+}  // namespace
+
+Model::Model(const ModelConfig& config, const ModelOptions& options)
+    : config_(config), options_(options) {
+  TUNE_CHECK(options.dtype == DType::f32 || options.dtype == DType::f64,
+             "CPU models compute in f32 or f64, not ", dtype_name(options.dtype));
+  nn::BuildOptions build;
+  if (options.training == Training::lora) {
+    build.base_role = nn::Role::frozen;
+    build.lora = &options_.lora;
+  }
+  lm_ = std::make_unique<nn::CausalLM>(params_, config_.arch, config_.names, build);
+  params_.allocate(options.dtype);
+}
+
+void load_weights(Model& model, const std::string& dir) {
+  io::CheckpointReader reader = io::CheckpointReader::open_dir(dir);
+  nn::ParamStore& params = model.params();
+  for (int i = 0; i < static_cast<int>(params.infos().size()); ++i) {
+    const nn::ParamInfo& p = params.info(i);
+    if (is_adapter_param(p.name)) continue;
+    TUNE_CHECK(reader.contains(p.name), "tensor \"", p.name, "\" is missing from the checkpoint in ",
+               dir, ": the weights do not match config.json (model_type ",
+               model.config().model_type, ", ", model.config().arch.num_layers,
+               " layers); check that config.json and the .safetensors files belong together");
+    Tensor src = reader.tensor(p.name);
+    TUNE_CHECK(src.shape() == p.shape, "tensor \"", p.name, "\" in ", reader.file_of(p.name),
+               " has shape ", shape_str(src.shape()), " but config.json (", model.config().source,
+               ") implies ", shape_str(p.shape),
+               "; check that config.json and the weights belong together");
+    TUNE_CHECK(is_float(src.dtype()), "tensor \"", p.name, "\" in ", reader.file_of(p.name),
+               " has dtype ", dtype_name(src.dtype()), "; weights must be floating point");
+    Tensor dst = params.param(i);
+    dst.copy_from(src);
+  }
+}
+
+std::unique_ptr<Model> load_model(const std::string& dir, const ModelOptions& options) {
+  auto model = std::make_unique<Model>(read_model_config(dir), options);
+  load_weights(*model, dir);
+  return model;
+}
+
+}  // namespace tune::models

@@ -1,0 +1,52 @@
+#include "tune/nn/context.h"
+
+#include <algorithm>
+
+namespace tune::nn {
+
+namespace {
+constexpr size_t kAlign = 64;
+constexpr size_t kMinBlock = size_t{1} << 20;
+size_t round_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+}  // namespace
+
+Tensor Arena::alloc(const Shape& shape, DType dtype) {
+  size_t bytes = round_up(static_cast<size_t>(numel_of(shape)) * dtype_size(dtype));
+  if (blocks_.empty() || blocks_.back().used + bytes > static_cast<size_t>(blocks_.back().memory.numel())) {
+    size_t size = std::max(bytes, kMinBlock);
+    blocks_.push_back({Tensor::empty({static_cast<int64_t>(size)}, DType::u8), 0});
+  }
+  Block& b = blocks_.back();
+  Tensor memory = b.memory.narrow(static_cast<int64_t>(b.used), static_cast<int64_t>(bytes));
+  b.used += bytes;
+  in_use_ += bytes;
+  peak_ = std::max(peak_, in_use_);
+  // A typed view over the block's bytes; the view keeps the block alive.
+  return Tensor::wrap(memory.raw(), shape, dtype, std::shared_ptr<void>(memory.raw(), [memory](void*) {}));
+}
+
+Tensor Arena::zeros(const Shape& shape, DType dtype) {
+  Tensor t = alloc(shape, dtype);
+  t.zero();
+  return t;
+}
+
+void Arena::reset() {
+  if (blocks_.size() > 1) {
+    // The last step spilled: from now on one block holds a whole step.
+    size_t total = 0;
+    for (const Block& b : blocks_) total += b.used;
+    blocks_.clear();
+    blocks_.push_back({Tensor::empty({static_cast<int64_t>(std::max(total, kMinBlock))}, DType::u8), 0});
+  }
+  for (Block& b : blocks_) b.used = 0;
+  in_use_ = 0;
+}
+
+size_t Arena::capacity_bytes() const {
+  size_t n = 0;
+  for (const Block& b : blocks_) n += static_cast<size_t>(b.memory.numel());
+  return n;
+}
+
+}  // namespace tune::nn

@@ -1,0 +1,235 @@
+// The Llama-family decoder. Every layer's backward mirrors its forward line by line, in reverse;
+// activations come from the step's arena; parameter gradients accumulate.
+#include "tune/nn/transformer.h"
+
+#include <cmath>
+#include <cstdio>
+
+#include "tune/ops/ops.h"
+
+namespace tune::nn {
+
+std::string TensorNames::at(const std::string& pattern, int64_t layer) {
+  std::string out = pattern;
+  size_t pos = out.find("%d");
+  if (pos != std::string::npos) out.replace(pos, 2, std::to_string(layer));
+  return out;
+}
+
+namespace {
+
+Linear make_linear(ParamStore& params, const std::string& module, int64_t in, int64_t out,
+                   bool bias, const BuildOptions& options, uint64_t stream) {
+  Linear l(params, module, in, out, bias ? Bias::yes : Bias::no, options.base_role);
+  if (options.lora && options.lora->targets_module(module)) l.add_lora(*options.lora, stream);
+  return l;
+}
+
+// A distinct dropout stream for each Linear: (layer, which projection).
+uint64_t stream_id(int64_t layer, int which) { return static_cast<uint64_t>(layer) * 16 + which; }
+
+}  // namespace
+
+// ---- Attention ----
+
+Attention::Attention(ParamStore& params, const TransformerConfig& c, const TensorNames& names,
+                     int64_t layer, const BuildOptions& options)
+    : heads_(c.num_heads), kv_heads_(c.num_kv_heads), head_dim_(c.head_dim) {
+  const int64_t C = c.hidden_size, D = c.head_dim;
+  q_ = make_linear(params, TensorNames::at(names.q, layer), C, heads_ * D, c.qkv_bias, options,
+                   stream_id(layer, 0));
+  k_ = make_linear(params, TensorNames::at(names.k, layer), C, kv_heads_ * D, c.qkv_bias, options,
+                   stream_id(layer, 1));
+  v_ = make_linear(params, TensorNames::at(names.v, layer), C, kv_heads_ * D, c.qkv_bias, options,
+                   stream_id(layer, 2));
+  o_ = make_linear(params, TensorNames::at(names.o, layer), heads_ * D, C, c.o_bias, options,
+                   stream_id(layer, 3));
+  if (c.qk_norm) {
+    q_norm_ = std::make_unique<RMSNorm>(params, TensorNames::at(names.q_norm, layer), D,
+                                        c.rms_norm_eps, options.base_role);
+    k_norm_ = std::make_unique<RMSNorm>(params, TensorNames::at(names.k_norm, layer), D,
+                                        c.rms_norm_eps, options.base_role);
+  }
+  if (!c.sliding_window.empty()) window_ = c.sliding_window[static_cast<size_t>(layer)];
+}
+
+Tensor Attention::forward(Context& ctx, const Tensor& x, const Tensor& positions,
+                          const RotaryEmbedding& rope) {
+  const int64_t B = positions.size(0), T = positions.size(1), N = B * T, D = head_dim_;
+  Tensor q = q_.forward(ctx, x);  // (N, Hq*D)
+  Tensor k = k_.forward(ctx, x);  // (N, Hkv*D)
+  Tensor v = v_.forward(ctx, x);  // (N, Hkv*D)
+  if (q_norm_) {
+    q = q_norm_->forward(ctx, q.view({N * heads_, D}));
+    k = k_norm_->forward(ctx, k.view({N * kv_heads_, D}));
+  }
+  // RoPE rotates in place: the projections saved their inputs, not these outputs.
+  q_rot_ = q.view({B, T, heads_, D});
+  k_rot_ = k.view({B, T, kv_heads_, D});
+  v_saved_ = v.view({B, T, kv_heads_, D});
+  rope.forward(q_rot_, positions);
+  rope.forward(k_rot_, positions);
+  positions_ = positions;
+
+  Tensor out = ctx.arena.alloc({B, T, heads_, D}, x.dtype());
+  probs_ = ctx.arena.alloc({B, heads_, T, T}, x.dtype());
+  ops::attention_forward(out, probs_, q_rot_, k_rot_, v_saved_, 1.0 / std::sqrt(static_cast<double>(D)),
+                         window_);
+  return o_.forward(ctx, out.view({N, heads_ * D}));
+}
+
+void Attention::backward(Context& ctx, const Tensor& dy, Tensor& dx, const RotaryEmbedding& rope) {
+  const int64_t B = q_rot_.size(0), T = q_rot_.size(1), N = B * T, D = head_dim_;
+  Tensor dout = ctx.arena.alloc({N, heads_ * D}, dy.dtype());
+  o_.backward(ctx, dy, dout, Accumulate::no);
+
+  Tensor dq = ctx.arena.alloc(q_rot_.shape(), dy.dtype());
+  Tensor dk = ctx.arena.alloc(k_rot_.shape(), dy.dtype());
+  Tensor dv = ctx.arena.alloc(v_saved_.shape(), dy.dtype());
+  ops::attention_backward(dq, dk, dv, dout.view({B, T, heads_, D}), q_rot_, k_rot_, v_saved_, probs_,
+                          1.0 / std::sqrt(static_cast<double>(D)));
+  rope.backward(dq, positions_);
+  rope.backward(dk, positions_);
+
+  Tensor dq_flat = dq.view({N, heads_ * D}), dk_flat = dk.view({N, kv_heads_ * D});
+  if (q_norm_) {
+    dq_flat = q_norm_->backward(ctx, dq.view({N * heads_, D})).view({N, heads_ * D});
+    dk_flat = k_norm_->backward(ctx, dk.view({N * kv_heads_, D})).view({N, kv_heads_ * D});
+  }
+  q_.backward(ctx, dq_flat, dx, Accumulate::no);
+  k_.backward(ctx, dk_flat, dx, Accumulate::yes);
+  v_.backward(ctx, dv.view({N, kv_heads_ * D}), dx, Accumulate::yes);
+}
+
+// ---- MLP ----
+
+Mlp::Mlp(ParamStore& params, const TransformerConfig& c, const TensorNames& names, int64_t layer,
+         const BuildOptions& options) {
+  const int64_t C = c.hidden_size, F = c.intermediate_size;
+  gate_ = make_linear(params, TensorNames::at(names.gate, layer), C, F, c.mlp_bias, options,
+                      stream_id(layer, 4));
+  up_ = make_linear(params, TensorNames::at(names.up, layer), C, F, c.mlp_bias, options,
+                    stream_id(layer, 5));
+  down_ = make_linear(params, TensorNames::at(names.down, layer), F, C, c.mlp_bias, options,
+                      stream_id(layer, 6));
+}
+
+Tensor Mlp::forward(Context& ctx, const Tensor& x) {
+  gate_out_ = gate_.forward(ctx, x);  // (N, F)
+  up_out_ = up_.forward(ctx, x);      // (N, F)
+  Tensor h = ctx.arena.alloc(gate_out_.shape(), x.dtype());
+  ops::swiglu_forward(h, gate_out_, up_out_);
+  return down_.forward(ctx, h);
+}
+
+void Mlp::backward(Context& ctx, const Tensor& dy, Tensor& dx) {
+  Tensor dh = ctx.arena.alloc(gate_out_.shape(), dy.dtype());
+  down_.backward(ctx, dy, dh, Accumulate::no);
+  Tensor dgate = ctx.arena.alloc(gate_out_.shape(), dy.dtype());
+  Tensor dup = ctx.arena.alloc(up_out_.shape(), dy.dtype());
+  ops::swiglu_backward(dgate, dup, dh, gate_out_, up_out_);
+  gate_.backward(ctx, dgate, dx, Accumulate::no);
+  up_.backward(ctx, dup, dx, Accumulate::yes);
+}
+
+// ---- Decoder block ----
+
+DecoderBlock::DecoderBlock(ParamStore& params, const TransformerConfig& c, const TensorNames& names,
+                           int64_t layer, const BuildOptions& options)
+    : attn_norm_(params, TensorNames::at(names.attn_norm, layer), c.hidden_size, c.rms_norm_eps,
+                 options.base_role),
+      mlp_norm_(params, TensorNames::at(names.mlp_norm, layer), c.hidden_size, c.rms_norm_eps,
+                options.base_role),
+      attn_(params, c, names, layer, options),
+      mlp_(params, c, names, layer, options) {}
+
+Tensor DecoderBlock::forward(Context& ctx, const Tensor& x, const Tensor& positions,
+                             const RotaryEmbedding& rope) {
+  Tensor a = attn_.forward(ctx, attn_norm_.forward(ctx, x), positions, rope);
+  Tensor h = ctx.arena.alloc(x.shape(), x.dtype());
+  ops::add(h, x, a);
+  Tensor m = mlp_.forward(ctx, mlp_norm_.forward(ctx, h));
+  Tensor y = ctx.arena.alloc(x.shape(), x.dtype());
+  ops::add(y, h, m);
+  return y;
+}
+
+Tensor DecoderBlock::backward(Context& ctx, const Tensor& dy, const RotaryEmbedding& rope) {
+  Tensor dm = ctx.arena.alloc(dy.shape(), dy.dtype());
+  mlp_.backward(ctx, dy, dm);
+  Tensor dh = mlp_norm_.backward(ctx, dm);
+  ops::add_inplace(dh, dy);  // residual
+  Tensor da = ctx.arena.alloc(dy.shape(), dy.dtype());
+  attn_.backward(ctx, dh, da, rope);
+  Tensor dx = attn_norm_.backward(ctx, da);
+  ops::add_inplace(dx, dh);  // residual
+  return dx;
+}
+
+std::vector<Linear*> DecoderBlock::linears() {
+  std::vector<Linear*> out = attn_.linears();
+  for (Linear* l : mlp_.linears()) out.push_back(l);
+  return out;
+}
+
+// ---- Causal LM ----
+
+CausalLM::CausalLM(ParamStore& params, const TransformerConfig& c, const TensorNames& names,
+                   const BuildOptions& options)
+    : params_(&params), config_(c) {
+  embed_ = Embedding(params, names.embed, c.vocab_size, c.hidden_size, options.base_role);
+  for (int64_t l = 0; l < c.num_layers; ++l)
+    blocks_.push_back(std::make_unique<DecoderBlock>(params, c, names, l, options));
+  final_norm_ = RMSNorm(params, names.final_norm, c.hidden_size, c.rms_norm_eps, options.base_role);
+  if (c.tie_embeddings) {
+    lm_head_ = Linear::tied(params, names.lm_head, embed_.weight_index());
+  } else {
+    lm_head_ = Linear(params, names.lm_head, c.hidden_size, c.vocab_size, Bias::no,
+                      options.base_role);
+  }
+}
+
+Tensor CausalLM::forward(Context& ctx, const Tensor& ids, const Tensor& positions) {
+  TUNE_CHECK(ids.dim() == 2 && positions.shape() == ids.shape(), "CausalLM::forward: ids ",
+             shape_str(ids.shape()), " and positions ", shape_str(positions.shape()),
+             " must both be (batch, seq)");
+  if (!rope_.cos().defined() || rope_.cos().dtype() != params_->dtype())
+    rope_ = RotaryEmbedding(config_.rope, config_.head_dim, config_.max_positions, params_->dtype());
+  ctx.dtype = params_->dtype();
+
+  Tensor x = embed_.forward(ctx, ids);  // (B*T, C)
+  hidden_.assign(1, x);
+  for (size_t l = 0; l < blocks_.size(); ++l) {
+    x = blocks_[l]->forward(ctx, x, positions, rope_);
+    if (l + 1 < blocks_.size()) hidden_.push_back(x);
+  }
+  Tensor xn = final_norm_.forward(ctx, x);
+  hidden_.push_back(xn);
+  return lm_head_.forward(ctx, xn);  // (B*T, V)
+}
+
+void CausalLM::backward(Context& ctx, const Tensor& dlogits) {
+  Tensor dxn = ctx.arena.alloc({dlogits.size(0), config_.hidden_size}, dlogits.dtype());
+  lm_head_.backward(ctx, dlogits, dxn, Accumulate::no);
+  Tensor dx = final_norm_.backward(ctx, dxn);
+  for (size_t l = blocks_.size(); l-- > 0;) dx = blocks_[l]->backward(ctx, dx, rope_);
+  embed_.backward(ctx, dx);
+}
+
+std::vector<Linear*> CausalLM::linears() {
+  std::vector<Linear*> out;
+  for (auto& b : blocks_)
+    for (Linear* l : b->linears()) out.push_back(l);
+  out.push_back(&lm_head_);
+  return out;
+}
+
+Tensor default_positions(int64_t batch, int64_t seq) {
+  Tensor p = Tensor::empty({batch, seq}, DType::i64);
+  int64_t* d = p.data<int64_t>();
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t t = 0; t < seq; ++t) d[b * seq + t] = t;
+  return p;
+}
+
+}  // namespace tune::nn
