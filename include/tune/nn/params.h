@@ -46,6 +46,9 @@ class ParamStore {
   Tensor& trainable() { return trainable_; }
   Tensor& grads() { return grads_; }
   Tensor& frozen() { return frozen_; }
+  // Weight-decay groups do not affect the layout, so they may change after allocation
+  // (torch's default AdamW decays everything; trainers usually exempt norms and biases).
+  void set_decay(int i, Decay decay) { infos_[static_cast<size_t>(i)].decay = decay; }
   int64_t trainable_numel() const { return sizes_[1]; }
   int64_t frozen_numel() const { return sizes_[0]; }
   void zero_grads();
