@@ -75,7 +75,8 @@ struct Group {
   Sums total;
   double worst_error = -1;
 
-  void add(const std::string& name, const Tensor& ours, const Tensor& ref, const std::string& what) {
+  void add(const std::string& name, const Tensor& ours, const Tensor& ref,
+           const std::string& what) {
     Sums s = compare(ours, ref, what);
     total.diff += s.diff;
     total.norm += s.norm;
@@ -134,9 +135,11 @@ class Case {
     const auto& hidden = model->lm().hidden_states();
     for (size_t i = 0; i < hidden.size(); ++i) {
       std::string name = str("hidden.", i);
-      if (has(name)) rows.push_back({name, relative_error(hidden[i], ref(name), name), tol.forward});
+      if (has(name))
+        rows.push_back({name, relative_error(hidden[i], ref(name), name), tol.forward});
     }
-    rows.push_back({"loss", std::abs(p.loss.mean() - ref("loss").item()) / std::abs(ref("loss").item()),
+    rows.push_back({"loss",
+                    std::abs(p.loss.mean() - ref("loss").item()) / std::abs(ref("loss").item()),
                     tol.forward});
     Group grads{{"gradients", 0, tol.gradient}, Measure::every_tensor};
     const auto& params = model->params();
@@ -154,14 +157,17 @@ class Case {
       rows.push_back({"lora", 0, 0, "", true});
       return;
     }
-    models::ModelOptions options{dtype_, models::Training::lora, models::read_adapter_config(adapter)};
+    models::ModelOptions options{dtype_, models::Training::lora,
+                                 models::read_adapter_config(adapter)};
     auto model = models::load_model(dir_, options);
     models::load_adapter(*model, adapter);
     nn::Context ctx;
     Pass p = forward_backward(*model, ctx);
-    rows.push_back({"lora.logits", relative_error(p.logits, ref("lora.logits"), "lora.logits"), tol.lora});
+    rows.push_back(
+        {"lora.logits", relative_error(p.logits, ref("lora.logits"), "lora.logits"), tol.lora});
     double ref_loss = ref("lora.loss").item();
-    rows.push_back({"lora.loss", std::abs(p.loss.mean() - ref_loss) / std::abs(ref_loss), tol.lora});
+    rows.push_back(
+        {"lora.loss", std::abs(p.loss.mean() - ref_loss) / std::abs(ref_loss), tol.lora});
     Group grads{{"lora.gradients", 0, tol.lora}, Measure::every_tensor};
     const auto& params = model->params();
     for (int i = 0; i < static_cast<int>(params.infos().size()); ++i) {
@@ -200,7 +206,8 @@ class Case {
     }
     Tensor ref_losses = ref("adamw.losses");
     Tensor ours = Tensor::from_f64({steps}, losses);
-    rows.push_back({"adamw.losses", relative_error(ours, ref_losses, "adamw.losses"), tol.adamw_loss});
+    rows.push_back(
+        {"adamw.losses", relative_error(ours, ref_losses, "adamw.losses"), tol.adamw_loss});
     Group params{{"adamw.params", 0, tol.adamw_param}, Measure::whole_set};
     const auto& store = model->params();
     for (int i = 0; i < static_cast<int>(store.infos().size()); ++i) {
@@ -279,11 +286,13 @@ int check_golden_command(const Args& args) {
     std::printf("  %-20s %12s %10s  %s\n", "quantity", "rel. error", "tolerance", "");
     for (const Row& r : rows) {
       if (r.skipped) {
-        std::printf("  %-20s %12s %10s  skipped (not in this case)\n", r.quantity.c_str(), "-", "-");
+        std::printf("  %-20s %12s %10s  skipped (not in this case)\n", r.quantity.c_str(), "-",
+                    "-");
         continue;
       }
       std::printf("  %-20s %12.3e %10.0e  %s%s%s\n", r.quantity.c_str(), r.error, r.tolerance,
-                  r.ok() ? "ok  " : "FAIL", r.worst.empty() ? "" : "  worst tensor: ", r.worst.c_str());
+                  r.ok() ? "ok  " : "FAIL",
+                  r.worst.empty() ? "" : "  worst tensor: ", r.worst.c_str());
     }
     std::printf("  %s\n\n", ok ? "PASS" : "FAIL");
   }

@@ -12,8 +12,9 @@ namespace tune::cli {
 int env_command(const Args& args) {
   for (const auto& a : args) {
     if (a == "--help" || a == "-h") {
-      std::printf("usage: tune env\n\nPrints the version, compiler, build type, BLAS, CPU threads "
-                  "(OMP_NUM_THREADS sets them) and CUDA: built or not, and the devices seen.\n");
+      std::printf(
+          "usage: tune env\n\nPrints the version, compiler, build type, BLAS, CPU threads "
+          "(OMP_NUM_THREADS sets them) and CUDA: built or not, and the devices seen.\n");
       return 0;
     }
     throw Error(str("env takes no arguments, got \"", a, "\""));

@@ -23,8 +23,9 @@ constexpr Command kCommands[] = {
 };
 
 void print_help() {
-  std::printf("tune %s — train, fine-tune, serve and export Hugging Face-format language models\n\n",
-              tune::version());
+  std::printf(
+      "tune %s — train, fine-tune, serve and export Hugging Face-format language models\n\n",
+      tune::version());
   std::printf("usage: tune <command> [options]\n\ncommands:\n");
   for (const Command& c : kCommands) std::printf("  %-14s %s\n", c.name, c.summary);
   std::printf("\n  tune <command> --help   options of one command\n  tune --version\n");

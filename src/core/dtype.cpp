@@ -8,26 +8,40 @@ namespace tune {
 
 size_t dtype_size(DType t) {
   switch (t) {
-    case DType::f32: return 4;
-    case DType::f64: return 8;
-    case DType::bf16: return 2;
-    case DType::f16: return 2;
-    case DType::i32: return 4;
-    case DType::i64: return 8;
-    case DType::u8: return 1;
+    case DType::f32:
+      return 4;
+    case DType::f64:
+      return 8;
+    case DType::bf16:
+      return 2;
+    case DType::f16:
+      return 2;
+    case DType::i32:
+      return 4;
+    case DType::i64:
+      return 8;
+    case DType::u8:
+      return 1;
   }
   return 0;
 }
 
 const char* dtype_name(DType t) {
   switch (t) {
-    case DType::f32: return "f32";
-    case DType::f64: return "f64";
-    case DType::bf16: return "bf16";
-    case DType::f16: return "f16";
-    case DType::i32: return "i32";
-    case DType::i64: return "i64";
-    case DType::u8: return "u8";
+    case DType::f32:
+      return "f32";
+    case DType::f64:
+      return "f64";
+    case DType::bf16:
+      return "bf16";
+    case DType::f16:
+      return "f16";
+    case DType::i32:
+      return "i32";
+    case DType::i64:
+      return "i64";
+    case DType::u8:
+      return "u8";
   }
   return "?";
 }
@@ -44,30 +58,46 @@ DType parse_dtype(std::string_view s) {
   if (s == "i32" || s == "int32") return DType::i32;
   if (s == "i64" || s == "int64") return DType::i64;
   if (s == "u8" || s == "uint8") return DType::u8;
-  throw Error(str("unknown dtype \"", s, "\": use one of f32, bf16, f16, f64 (or float32, bfloat16, float16)"));
+  throw Error(str("unknown dtype \"", s,
+                  "\": use one of f32, bf16, f16, f64 (or float32, bfloat16, float16)"));
 }
 
 bool dtype_from_safetensors(std::string_view s, DType* out) {
-  if (s == "F32") *out = DType::f32;
-  else if (s == "F64") *out = DType::f64;
-  else if (s == "BF16") *out = DType::bf16;
-  else if (s == "F16") *out = DType::f16;
-  else if (s == "I32") *out = DType::i32;
-  else if (s == "I64") *out = DType::i64;
-  else if (s == "U8") *out = DType::u8;
-  else return false;
+  if (s == "F32")
+    *out = DType::f32;
+  else if (s == "F64")
+    *out = DType::f64;
+  else if (s == "BF16")
+    *out = DType::bf16;
+  else if (s == "F16")
+    *out = DType::f16;
+  else if (s == "I32")
+    *out = DType::i32;
+  else if (s == "I64")
+    *out = DType::i64;
+  else if (s == "U8")
+    *out = DType::u8;
+  else
+    return false;
   return true;
 }
 
 const char* dtype_to_safetensors(DType t) {
   switch (t) {
-    case DType::f32: return "F32";
-    case DType::f64: return "F64";
-    case DType::bf16: return "BF16";
-    case DType::f16: return "F16";
-    case DType::i32: return "I32";
-    case DType::i64: return "I64";
-    case DType::u8: return "U8";
+    case DType::f32:
+      return "F32";
+    case DType::f64:
+      return "F64";
+    case DType::bf16:
+      return "BF16";
+    case DType::f16:
+      return "F16";
+    case DType::i32:
+      return "I32";
+    case DType::i64:
+      return "I64";
+    case DType::u8:
+      return "U8";
   }
   return "?";
 }
@@ -98,13 +128,13 @@ uint16_t f32_to_f16(float f) {
   std::memcpy(&bits, &f, 4);
   uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
   uint32_t abs = bits & 0x7fffffffu;
-  if (abs > 0x7f800000u) return sign | 0x7e00u;  // nan
+  if (abs > 0x7f800000u) return sign | 0x7e00u;   // nan
   if (abs >= 0x477ff000u) return sign | 0x7c00u;  // rounds to >= 65520: inf
   if (abs < 0x38800000u) {
     // Result is subnormal in f16 (or zero): value / 2^-24, rounded to nearest even.
     float a;
     std::memcpy(&a, &abs, 4);
-    float scaled = a * 16777216.0f;  // exact (power of two)
+    float scaled = a * 16777216.0f;    // exact (power of two)
     float r = std::nearbyint(scaled);  // default rounding mode: nearest even
     return sign | static_cast<uint16_t>(r);
   }

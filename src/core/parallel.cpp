@@ -4,7 +4,9 @@
 
 namespace tune {
 
-int num_threads() { return omp_get_max_threads(); }
+int num_threads() {
+  return omp_get_max_threads();
+}
 
 // OpenBLAS is the OpenMP build, so it follows omp_set_num_threads as well.
 void set_num_threads(int n) {

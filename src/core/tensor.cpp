@@ -35,26 +35,47 @@ double load_as_double(const Src* p, int64_t i) {
 
 double element_as_double(const void* data, DType t, int64_t i) {
   switch (t) {
-    case DType::f32: return static_cast<const float*>(data)[i];
-    case DType::f64: return static_cast<const double*>(data)[i];
-    case DType::bf16: return bf16_to_f32(static_cast<const uint16_t*>(data)[i]);
-    case DType::f16: return f16_to_f32(static_cast<const uint16_t*>(data)[i]);
-    case DType::i32: return static_cast<const int32_t*>(data)[i];
-    case DType::i64: return static_cast<double>(static_cast<const int64_t*>(data)[i]);
-    case DType::u8: return static_cast<const uint8_t*>(data)[i];
+    case DType::f32:
+      return static_cast<const float*>(data)[i];
+    case DType::f64:
+      return static_cast<const double*>(data)[i];
+    case DType::bf16:
+      return bf16_to_f32(static_cast<const uint16_t*>(data)[i]);
+    case DType::f16:
+      return f16_to_f32(static_cast<const uint16_t*>(data)[i]);
+    case DType::i32:
+      return static_cast<const int32_t*>(data)[i];
+    case DType::i64:
+      return static_cast<double>(static_cast<const int64_t*>(data)[i]);
+    case DType::u8:
+      return static_cast<const uint8_t*>(data)[i];
   }
   return 0;
 }
 
 void store_double(void* data, DType t, int64_t i, double v) {
   switch (t) {
-    case DType::f32: static_cast<float*>(data)[i] = static_cast<float>(v); break;
-    case DType::f64: static_cast<double*>(data)[i] = v; break;
-    case DType::bf16: static_cast<uint16_t*>(data)[i] = f32_to_bf16(static_cast<float>(v)); break;
-    case DType::f16: static_cast<uint16_t*>(data)[i] = f32_to_f16(static_cast<float>(v)); break;
-    case DType::i32: static_cast<int32_t*>(data)[i] = static_cast<int32_t>(v); break;
-    case DType::i64: static_cast<int64_t*>(data)[i] = static_cast<int64_t>(v); break;
-    case DType::u8: static_cast<uint8_t*>(data)[i] = static_cast<uint8_t>(v); break;
+    case DType::f32:
+      static_cast<float*>(data)[i] = static_cast<float>(v);
+      break;
+    case DType::f64:
+      static_cast<double*>(data)[i] = v;
+      break;
+    case DType::bf16:
+      static_cast<uint16_t*>(data)[i] = f32_to_bf16(static_cast<float>(v));
+      break;
+    case DType::f16:
+      static_cast<uint16_t*>(data)[i] = f32_to_f16(static_cast<float>(v));
+      break;
+    case DType::i32:
+      static_cast<int32_t*>(data)[i] = static_cast<int32_t>(v);
+      break;
+    case DType::i64:
+      static_cast<int64_t*>(data)[i] = static_cast<int64_t>(v);
+      break;
+    case DType::u8:
+      static_cast<uint8_t*>(data)[i] = static_cast<uint8_t>(v);
+      break;
   }
 }
 
@@ -173,8 +194,8 @@ Tensor Tensor::narrow(int64_t start, int64_t length) const {
               start, ", ", length, ") of shape ", shape_str(shape_));
   Tensor t = *this;
   t.shape_[0] = length;
-  t.offset_ += static_cast<size_t>(start * (numel() / std::max<int64_t>(shape_[0], 1))) *
-               dtype_size(dtype_);
+  t.offset_ +=
+      static_cast<size_t>(start * (numel() / std::max<int64_t>(shape_[0], 1))) * dtype_size(dtype_);
   return t;
 }
 
@@ -184,7 +205,9 @@ Tensor Tensor::operator[](int64_t i) const {
   return t;
 }
 
-Tensor Tensor::clone() const { return to(dtype_); }
+Tensor Tensor::clone() const {
+  return to(dtype_);
+}
 
 Tensor Tensor::to(DType dtype) const {
   TUNE_ASSERT(device() == Device::cpu, "Tensor::to on ", describe());
@@ -201,7 +224,7 @@ void Tensor::copy_from(const Tensor& src) {
   }
   TUNE_ASSERT(src.dtype() == dtype_, "copy between devices needs equal dtypes: ", src.describe(),
               " into ", describe());
-  CopyKind kind = device() == Device::cpu        ? CopyKind::device_to_host
+  CopyKind kind = device() == Device::cpu       ? CopyKind::device_to_host
                   : src.device() == Device::cpu ? CopyKind::host_to_device
                                                 : CopyKind::device_to_device;
   cuda_copy(raw(), src.raw(), nbytes(), kind);

@@ -4,7 +4,9 @@
 
 namespace tune {
 
-const char* version() { return TUNE_VERSION; }
+const char* version() {
+  return TUNE_VERSION;
+}
 
 BuildInfo build_info() {
 #ifdef TUNE_HAVE_CUDA

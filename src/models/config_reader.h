@@ -10,7 +10,8 @@ namespace tune::models {
 
 class ConfigReader {
  public:
-  ConfigReader(const nlohmann::json& json, std::string source) : json_(json), source_(std::move(source)) {}
+  ConfigReader(const nlohmann::json& json, std::string source)
+      : json_(json), source_(std::move(source)) {}
 
   bool has(const std::string& key) const { return json_.contains(key) && !json_[key].is_null(); }
   int64_t integer(const std::string& key) const;

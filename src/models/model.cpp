@@ -5,7 +5,9 @@
 namespace tune::models {
 
 namespace {
-bool is_adapter_param(const std::string& name) { return name.starts_with("base_model.model."); }
+bool is_adapter_param(const std::string& name) {
+  return name.starts_with("base_model.model.");
+}
 }  // namespace
 
 Model::Model(const ModelConfig& config, const ModelOptions& options)
@@ -27,9 +29,10 @@ void load_weights(Model& model, const std::string& dir) {
   for (int i = 0; i < static_cast<int>(params.infos().size()); ++i) {
     const nn::ParamInfo& p = params.info(i);
     if (is_adapter_param(p.name)) continue;
-    TUNE_CHECK(reader.contains(p.name), "tensor \"", p.name, "\" is missing from the checkpoint in ",
-               dir, ": the weights do not match config.json (model_type ",
-               model.config().model_type, ", ", model.config().arch.num_layers,
+    TUNE_CHECK(reader.contains(p.name), "tensor \"", p.name,
+               "\" is missing from the checkpoint in ", dir,
+               ": the weights do not match config.json (model_type ", model.config().model_type,
+               ", ", model.config().arch.num_layers,
                " layers); check that config.json and the .safetensors files belong together");
     Tensor src = reader.tensor(p.name);
     TUNE_CHECK(src.shape() == p.shape, "tensor \"", p.name, "\" in ", reader.file_of(p.name),

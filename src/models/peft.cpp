@@ -18,7 +18,8 @@ void reject_if_set(const ConfigReader& c, const std::string& key, const std::str
   const auto& j = c.json();
   if (!j.contains(key) || j[key].is_null() || j[key] == false) return;
   if ((j[key].is_object() || j[key].is_array()) && j[key].empty()) return;
-  c.fail(key, str("is set (", feature, "), which tune.cpp does not support yet; "
+  c.fail(key, str("is set (", feature,
+                  "), which tune.cpp does not support yet; "
                   "retrain the adapter without it"));
 }
 
@@ -31,7 +32,8 @@ nn::LoraConfig read_adapter_config(const std::string& dir) {
              "adapter_model.safetensors");
   ConfigReader c(io::read_json_file(path), path);
   std::string type = c.string("peft_type", "LORA");
-  if (type != "LORA") c.fail("peft_type", str("is \"", type, "\"; only LORA adapters are supported"));
+  if (type != "LORA")
+    c.fail("peft_type", str("is \"", type, "\"; only LORA adapters are supported"));
   reject_if_set(c, "use_dora", "DoRA");
   reject_if_set(c, "rank_pattern", "per-module ranks");
   reject_if_set(c, "alpha_pattern", "per-module alphas");
@@ -44,7 +46,8 @@ nn::LoraConfig read_adapter_config(const std::string& dir) {
   lora.r = c.integer("r", 8);
   lora.alpha = c.number("lora_alpha", 8);
   lora.dropout = c.number("lora_dropout", 0.0);
-  lora.scaling = c.boolean("use_rslora", false) ? nn::LoraScaling::rslora : nn::LoraScaling::standard;
+  lora.scaling =
+      c.boolean("use_rslora", false) ? nn::LoraScaling::rslora : nn::LoraScaling::standard;
   if (lora.r <= 0) c.fail("r", "must be positive");
   const auto& targets = c.json().contains("target_modules") ? c.json()["target_modules"] : nullptr;
   lora.targets.clear();
@@ -52,8 +55,10 @@ nn::LoraConfig read_adapter_config(const std::string& dir) {
     std::string t = targets.get<std::string>();
     // PEFT treats a string as a regex matched against the full module name.
     if (t != "all-linear")
-      c.fail("target_modules", str("is the regular expression \"", t, "\"; list module names "
-                                   "instead (e.g. [\"q_proj\", \"v_proj\"]) or use \"all-linear\""));
+      c.fail("target_modules",
+             str("is the regular expression \"", t,
+                 "\"; list module names "
+                 "instead (e.g. [\"q_proj\", \"v_proj\"]) or use \"all-linear\""));
     lora.targets.push_back(t);
   } else if (targets.is_array() && !targets.empty()) {
     for (const auto& t : targets) {
@@ -82,7 +87,8 @@ void load_adapter(Model& model, const std::string& dir) {
         key = key.substr(0, key.size() - with_default.size()) + ab + ".weight";
     }
     int i = params.index(key);
-    TUNE_CHECK(i >= 0, path, ": tensor \"", name, "\" has no place in this model with these "
+    TUNE_CHECK(i >= 0, path, ": tensor \"", name,
+               "\" has no place in this model with these "
                "target modules; check that the adapter was trained on this base model and that "
                "adapter_config.json's target_modules matches the file");
     Tensor src = file.tensor(name);
@@ -96,13 +102,15 @@ void load_adapter(Model& model, const std::string& dir) {
     if (!is_lora_param(p.name)) continue;
     bool found = file.contains(p.name) ||
                  file.contains(p.name.substr(0, p.name.size() - 7) + ".default.weight");
-    TUNE_CHECK(found, path, ": missing tensor \"", p.name, "\", which adapter_config.json's "
+    TUNE_CHECK(found, path, ": missing tensor \"", p.name,
+               "\", which adapter_config.json's "
                "target_modules implies");
   }
 }
 
 void save_adapter(const Model& model, const std::string& dir, const std::string& base_model) {
-  TUNE_CHECK(model.options().training == Training::lora, "save_adapter: the model has no LoRA layers");
+  TUNE_CHECK(model.options().training == Training::lora,
+             "save_adapter: the model has no LoRA layers");
   std::filesystem::create_directories(dir);
   const nn::ParamStore& params = model.params();
   const nn::LoraConfig& lora = model.options().lora;
@@ -117,7 +125,8 @@ void save_adapter(const Model& model, const std::string& dir, const std::string&
   nlohmann::json config = {
       {"peft_type", "LORA"},
       {"task_type", "CAUSAL_LM"},
-      {"base_model_name_or_path", base_model.empty() ? nlohmann::json(nullptr) : nlohmann::json(base_model)},
+      {"base_model_name_or_path",
+       base_model.empty() ? nlohmann::json(nullptr) : nlohmann::json(base_model)},
       {"r", lora.r},
       {"lora_alpha", lora.alpha},
       {"lora_dropout", lora.dropout},

@@ -19,7 +19,8 @@ void read_qwen_sliding_window(const ConfigReader& c, ModelConfig& out) {
         out.arch.sliding_window[static_cast<size_t>(l)] = window;
   } else {
     int64_t first = c.integer("max_window_layers", layers);
-    for (int64_t l = first; l < layers; ++l) out.arch.sliding_window[static_cast<size_t>(l)] = window;
+    for (int64_t l = first; l < layers; ++l)
+      out.arch.sliding_window[static_cast<size_t>(l)] = window;
   }
 }
 

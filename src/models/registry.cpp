@@ -11,7 +11,7 @@ namespace {
 
 const std::vector<const Family*>& families() {
   static const std::vector<const Family*> all = {&llama_family(), &mistral_family(),
-                                                  &qwen2_family(), &qwen3_family()};
+                                                 &qwen2_family(), &qwen3_family()};
   return all;
 }
 
@@ -47,12 +47,16 @@ nn::RopeConfig read_rope(const ConfigReader& c) {
       rope.original_max_positions = s.integer("original_max_position_embeddings", 8192);
     }
   }
-  if (type == "default") rope.type = nn::RopeType::standard;
-  else if (type == "linear") rope.type = nn::RopeType::linear;
-  else if (type == "llama3") rope.type = nn::RopeType::llama3;
+  if (type == "default")
+    rope.type = nn::RopeType::standard;
+  else if (type == "linear")
+    rope.type = nn::RopeType::linear;
+  else if (type == "llama3")
+    rope.type = nn::RopeType::llama3;
   else
-    c.fail("rope_type", str("is \"", type, "\", which tune.cpp does not support yet; supported: "
-                        "default, linear, llama3"));
+    c.fail("rope_type", str("is \"", type,
+                            "\", which tune.cpp does not support yet; supported: "
+                            "default, linear, llama3"));
   return rope;
 }
 
@@ -74,8 +78,10 @@ ModelConfig parse_model_config(const nlohmann::json& json, const std::string& so
   auto it = std::find_if(families().begin(), families().end(),
                          [&](const Family* f) { return out.model_type == f->model_type; });
   if (it == families().end())
-    c.fail("model_type", str("is \"", out.model_type, "\", which tune.cpp does not support; "
-                         "supported model types: ", joined_types()));
+    c.fail("model_type", str("is \"", out.model_type,
+                             "\", which tune.cpp does not support; "
+                             "supported model types: ",
+                             joined_types()));
 
   nn::TransformerConfig& a = out.arch;
   a.vocab_size = c.integer("vocab_size");
@@ -84,14 +90,16 @@ ModelConfig parse_model_config(const nlohmann::json& json, const std::string& so
   a.num_layers = c.integer("num_hidden_layers");
   a.num_heads = c.integer("num_attention_heads");
   a.num_kv_heads = c.integer("num_key_value_heads", a.num_heads);
-  for (auto [key, v] : {std::pair{"vocab_size", a.vocab_size}, {"hidden_size", a.hidden_size},
+  for (auto [key, v] : {std::pair{"vocab_size", a.vocab_size},
+                        {"hidden_size", a.hidden_size},
                         {"intermediate_size", a.intermediate_size},
-                        {"num_hidden_layers", a.num_layers}, {"num_attention_heads", a.num_heads},
+                        {"num_hidden_layers", a.num_layers},
+                        {"num_attention_heads", a.num_heads},
                         {"num_key_value_heads", a.num_kv_heads}})
     if (v <= 0) c.fail(key, str("must be positive, got ", v));
   if (a.num_heads % a.num_kv_heads != 0)
-    c.fail("num_key_value_heads", str("(", a.num_kv_heads, ") must divide num_attention_heads (",
-                                      a.num_heads, ")"));
+    c.fail("num_key_value_heads",
+           str("(", a.num_kv_heads, ") must divide num_attention_heads (", a.num_heads, ")"));
   if (!c.has("head_dim") && a.hidden_size % a.num_heads != 0)
     c.fail("head_dim", str("is missing and hidden_size (", a.hidden_size,
                            ") is not divisible by num_attention_heads (", a.num_heads, ")"));

@@ -7,12 +7,15 @@ namespace tune::nn {
 namespace {
 constexpr size_t kAlign = 64;
 constexpr size_t kMinBlock = size_t{1} << 20;
-size_t round_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+size_t round_up(size_t n) {
+  return (n + kAlign - 1) / kAlign * kAlign;
+}
 }  // namespace
 
 Tensor Arena::alloc(const Shape& shape, DType dtype) {
   size_t bytes = round_up(static_cast<size_t>(numel_of(shape)) * dtype_size(dtype));
-  if (blocks_.empty() || blocks_.back().used + bytes > static_cast<size_t>(blocks_.back().memory.numel())) {
+  if (blocks_.empty() ||
+      blocks_.back().used + bytes > static_cast<size_t>(blocks_.back().memory.numel())) {
     size_t size = std::max(bytes, kMinBlock);
     blocks_.push_back({Tensor::empty({static_cast<int64_t>(size)}, DType::u8), 0});
   }
@@ -22,7 +25,8 @@ Tensor Arena::alloc(const Shape& shape, DType dtype) {
   in_use_ += bytes;
   peak_ = std::max(peak_, in_use_);
   // A typed view over the block's bytes; the view keeps the block alive.
-  return Tensor::wrap(memory.raw(), shape, dtype, std::shared_ptr<void>(memory.raw(), [memory](void*) {}));
+  return Tensor::wrap(memory.raw(), shape, dtype,
+                      std::shared_ptr<void>(memory.raw(), [memory](void*) {}));
 }
 
 Tensor Arena::zeros(const Shape& shape, DType dtype) {
@@ -37,7 +41,8 @@ void Arena::reset() {
     size_t total = 0;
     for (const Block& b : blocks_) total += b.used;
     blocks_.clear();
-    blocks_.push_back({Tensor::empty({static_cast<int64_t>(std::max(total, kMinBlock))}, DType::u8), 0});
+    blocks_.push_back(
+        {Tensor::empty({static_cast<int64_t>(std::max(total, kMinBlock))}, DType::u8), 0});
   }
   for (Block& b : blocks_) b.used = 0;
   in_use_ = 0;

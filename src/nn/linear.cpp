@@ -37,7 +37,9 @@ void Linear::add_lora(const LoraConfig& config, uint64_t dropout_stream) {
 
 namespace {
 // One dropout stream per (step, layer): the mask is regenerated, not stored, in backward.
-uint64_t stream_of(const Context& ctx, uint64_t layer_stream) { return (ctx.step << 24) ^ layer_stream; }
+uint64_t stream_of(const Context& ctx, uint64_t layer_stream) {
+  return (ctx.step << 24) ^ layer_stream;
+}
 }  // namespace
 
 Tensor Linear::forward(Context& ctx, const Tensor& x) {
@@ -69,7 +71,8 @@ void Linear::backward(Context& ctx, const Tensor& dy, Tensor& dx, Accumulate acc
     Tensor db = params_->grad(bias_);
     if (db.defined()) ops::bias_backward(db, dy);
   }
-  ops::matmul(dx, dy, Transpose::no, w, Transpose::no, 1.0, accumulate == Accumulate::yes ? 1.0 : 0.0);
+  ops::matmul(dx, dy, Transpose::no, w, Transpose::no, 1.0,
+              accumulate == Accumulate::yes ? 1.0 : 0.0);
   if (lora_a_ < 0) return;
 
   Tensor a = params_->param(lora_a_), b = params_->param(lora_b_);

@@ -26,7 +26,9 @@ Linear make_linear(ParamStore& params, const std::string& module, int64_t in, in
 }
 
 // A distinct dropout stream for each Linear: (layer, which projection).
-uint64_t stream_id(int64_t layer, int which) { return static_cast<uint64_t>(layer) * 16 + which; }
+uint64_t stream_id(int64_t layer, int which) {
+  return static_cast<uint64_t>(layer) * 16 + which;
+}
 
 }  // namespace
 
@@ -73,8 +75,8 @@ Tensor Attention::forward(Context& ctx, const Tensor& x, const Tensor& positions
 
   Tensor out = ctx.arena.alloc({B, T, heads_, D}, x.dtype());
   probs_ = ctx.arena.alloc({B, heads_, T, T}, x.dtype());
-  ops::attention_forward(out, probs_, q_rot_, k_rot_, v_saved_, 1.0 / std::sqrt(static_cast<double>(D)),
-                         window_);
+  ops::attention_forward(out, probs_, q_rot_, k_rot_, v_saved_,
+                         1.0 / std::sqrt(static_cast<double>(D)), window_);
   return o_.forward(ctx, out.view({N, heads_ * D}));
 }
 
@@ -86,8 +88,8 @@ void Attention::backward(Context& ctx, const Tensor& dy, Tensor& dx, const Rotar
   Tensor dq = ctx.arena.alloc(q_rot_.shape(), dy.dtype());
   Tensor dk = ctx.arena.alloc(k_rot_.shape(), dy.dtype());
   Tensor dv = ctx.arena.alloc(v_saved_.shape(), dy.dtype());
-  ops::attention_backward(dq, dk, dv, dout.view({B, T, heads_, D}), q_rot_, k_rot_, v_saved_, probs_,
-                          1.0 / std::sqrt(static_cast<double>(D)));
+  ops::attention_backward(dq, dk, dv, dout.view({B, T, heads_, D}), q_rot_, k_rot_, v_saved_,
+                          probs_, 1.0 / std::sqrt(static_cast<double>(D)));
   rope.backward(dq, positions_);
   rope.backward(dk, positions_);
 
@@ -184,8 +186,8 @@ CausalLM::CausalLM(ParamStore& params, const TransformerConfig& c, const TensorN
   if (c.tie_embeddings) {
     lm_head_ = Linear::tied(params, names.lm_head, embed_.weight_index());
   } else {
-    lm_head_ = Linear(params, names.lm_head, c.hidden_size, c.vocab_size, Bias::no,
-                      options.base_role);
+    lm_head_ =
+        Linear(params, names.lm_head, c.hidden_size, c.vocab_size, Bias::no, options.base_role);
   }
 }
 
@@ -194,7 +196,8 @@ Tensor CausalLM::forward(Context& ctx, const Tensor& ids, const Tensor& position
              shape_str(ids.shape()), " and positions ", shape_str(positions.shape()),
              " must both be (batch, seq)");
   if (!rope_.cos().defined() || rope_.cos().dtype() != params_->dtype())
-    rope_ = RotaryEmbedding(config_.rope, config_.head_dim, config_.max_positions, params_->dtype());
+    rope_ =
+        RotaryEmbedding(config_.rope, config_.head_dim, config_.max_positions, params_->dtype());
   ctx.dtype = params_->dtype();
 
   Tensor x = embed_.forward(ctx, ids);  // (B*T, C)

@@ -28,16 +28,17 @@ std::string str(const Args&... args) {
 // "(2, 3, 4)" — shapes in messages are written the way PyTorch prints them.
 std::string shape_str(const std::vector<int64_t>& shape);
 
-[[noreturn]] void throw_assert(const char* expr, const char* file, int line, const std::string& msg);
+[[noreturn]] void throw_assert(const char* expr, const char* file, int line,
+                               const std::string& msg);
 
 }  // namespace tune
 
-#define TUNE_CHECK(cond, ...)                             \
-  do {                                                    \
+#define TUNE_CHECK(cond, ...)                                   \
+  do {                                                          \
     if (!(cond)) throw ::tune::Error(::tune::str(__VA_ARGS__)); \
   } while (0)
 
-#define TUNE_ASSERT(cond, ...)                                                          \
-  do {                                                                                  \
+#define TUNE_ASSERT(cond, ...)                                                              \
+  do {                                                                                      \
     if (!(cond)) ::tune::throw_assert(#cond, __FILE__, __LINE__, ::tune::str(__VA_ARGS__)); \
   } while (0)

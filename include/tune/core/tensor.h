@@ -57,7 +57,9 @@ class Tensor {
 
   void* raw() const { return static_cast<char*>(storage_->data) + offset_; }
   template <typename T>
-  T* data() const { return static_cast<T*>(raw()); }
+  T* data() const {
+    return static_cast<T*>(raw());
+  }
 
   // Same storage, new shape with the same numel; one dimension may be -1.
   Tensor view(const Shape& shape) const;

@@ -32,9 +32,9 @@ std::vector<std::string> supported_model_types();
 enum class Training : uint8_t { full, lora };
 
 struct ModelOptions {
-  DType dtype = DType::f32;           // parameter and activation dtype on the CPU (f32 or f64)
+  DType dtype = DType::f32;            // parameter and activation dtype on the CPU (f32 or f64)
   Training training = Training::full;  // lora: base frozen, adapters trainable
-  nn::LoraConfig lora;                // used when training == lora
+  nn::LoraConfig lora;                 // used when training == lora
 };
 
 class Model {

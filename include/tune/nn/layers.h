@@ -46,9 +46,9 @@ enum class RopeType : uint8_t { standard, linear, llama3 };
 struct RopeConfig {
   RopeType type = RopeType::standard;
   double theta = 10000.0;
-  double factor = 1.0;                   // linear, llama3
-  double low_freq_factor = 1.0;          // llama3
-  double high_freq_factor = 4.0;         // llama3
+  double factor = 1.0;                    // linear, llama3
+  double low_freq_factor = 1.0;           // llama3
+  double high_freq_factor = 4.0;          // llama3
   int64_t original_max_positions = 8192;  // llama3
 };
 

@@ -12,8 +12,8 @@ namespace tune::nn {
 Tensor shift_labels(const Tensor& labels);
 
 struct LossResult {
-  double sum = 0;      // sum of token losses
-  int64_t count = 0;   // counted tokens
+  double sum = 0;     // sum of token losses
+  int64_t count = 0;  // counted tokens
   double mean() const { return count ? sum / static_cast<double>(count) : 0.0; }
 };
 

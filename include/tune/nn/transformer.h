@@ -64,7 +64,8 @@ class Attention {
   Attention(ParamStore& params, const TransformerConfig& c, const TensorNames& names, int64_t layer,
             const BuildOptions& options);
   // x [B*T, C] -> [B*T, C]
-  Tensor forward(Context& ctx, const Tensor& x, const Tensor& positions, const RotaryEmbedding& rope);
+  Tensor forward(Context& ctx, const Tensor& x, const Tensor& positions,
+                 const RotaryEmbedding& rope);
   // dx is written (=).
   void backward(Context& ctx, const Tensor& dy, Tensor& dx, const RotaryEmbedding& rope);
   std::vector<Linear*> linears() { return {&q_, &k_, &v_, &o_}; }
@@ -96,7 +97,8 @@ class DecoderBlock {
   DecoderBlock(ParamStore& params, const TransformerConfig& c, const TensorNames& names,
                int64_t layer, const BuildOptions& options);
   // h = x + attn(norm(x)); y = h + mlp(norm(h))
-  Tensor forward(Context& ctx, const Tensor& x, const Tensor& positions, const RotaryEmbedding& rope);
+  Tensor forward(Context& ctx, const Tensor& x, const Tensor& positions,
+                 const RotaryEmbedding& rope);
   Tensor backward(Context& ctx, const Tensor& dy, const RotaryEmbedding& rope);
   std::vector<Linear*> linears();
 

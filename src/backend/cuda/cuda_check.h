@@ -6,11 +6,11 @@
 
 #include "tune/core/error.h"
 
-#define TUNE_CUDA_CHECK(stmt)                                                                 \
-  do {                                                                                        \
-    cudaError_t tune_cuda_err_ = (stmt);                                                      \
-    if (tune_cuda_err_ != cudaSuccess)                                                        \
-      throw ::tune::Error(::tune::str("CUDA error ", cudaGetErrorName(tune_cuda_err_), " (",  \
+#define TUNE_CUDA_CHECK(stmt)                                                                     \
+  do {                                                                                            \
+    cudaError_t tune_cuda_err_ = (stmt);                                                          \
+    if (tune_cuda_err_ != cudaSuccess)                                                            \
+      throw ::tune::Error(::tune::str("CUDA error ", cudaGetErrorName(tune_cuda_err_), " (",      \
                                       cudaGetErrorString(tune_cuda_err_), ") in ", #stmt, " at ", \
-                                      __FILE__, ":", __LINE__));                              \
+                                      __FILE__, ":", __LINE__));                                  \
   } while (0)

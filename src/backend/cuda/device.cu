@@ -9,7 +9,9 @@
 
 namespace tune {
 
-bool cuda_available() { return cuda_device_count() > 0; }
+bool cuda_available() {
+  return cuda_device_count() > 0;
+}
 
 int cuda_device_count() {
   int n = 0;

@@ -7,15 +7,26 @@ namespace tune {
 
 namespace {
 [[noreturn]] void no_cuda(const char* what) {
-  throw Error(str(what, ": this build of tune has no CUDA backend; rebuild on a machine with the "
-                        "CUDA toolkit (nvcc) and configure with -DTUNE_CUDA=ON"));
+  throw Error(str(what,
+                  ": this build of tune has no CUDA backend; rebuild on a machine with the "
+                  "CUDA toolkit (nvcc) and configure with -DTUNE_CUDA=ON"));
 }
 }  // namespace
 
-bool cuda_available() { return false; }
-int cuda_device_count() { return 0; }
-std::string cuda_describe() { return "not built (no CUDA toolkit at configure time)"; }
-std::shared_ptr<void> cuda_allocate(size_t, void**) { no_cuda("cuda_allocate"); }
-void cuda_copy(void*, const void*, size_t, CopyKind) { no_cuda("cuda_copy"); }
+bool cuda_available() {
+  return false;
+}
+int cuda_device_count() {
+  return 0;
+}
+std::string cuda_describe() {
+  return "not built (no CUDA toolkit at configure time)";
+}
+std::shared_ptr<void> cuda_allocate(size_t, void**) {
+  no_cuda("cuda_allocate");
+}
+void cuda_copy(void*, const void*, size_t, CopyKind) {
+  no_cuda("cuda_copy");
+}
 
 }  // namespace tune
