@@ -1,0 +1,74 @@
+// RMSNorm (Llama): y = x * rstd * w with rstd = 1 / sqrt(mean(x^2) + eps) per row.
+// Design notes:
+// - Row reductions accumulate in double; the row's elementwise work stays in T.
+// - Backward, with xhat = x * rstd and g = w * dy:
+//     dx = rstd * (g - xhat * mean(g * xhat)),   dw += sum over rows of dy * xhat.
+//   dw is summed first, by threads that own column blocks and walk rows in order (no races,
+//   no atomics, same order at any thread count); dx then goes row by row reading each dy
+//   element before writing it, so dx may alias dy.
+#include <algorithm>
+#include <cmath>
+
+#include "backend/cpu/cpu_kernels.h"
+
+namespace tune::cpu {
+
+namespace {
+constexpr int64_t kParallelMin = 1 << 14;
+constexpr int64_t kColumnBlock = 64;
+}  // namespace
+
+template <typename T>
+void rms_norm_forward(T* y, T* rstd, const T* x, const T* w, int64_t n, int64_t c, double eps) {
+#pragma omp parallel for schedule(static) if (n * c > kParallelMin)
+  for (int64_t r = 0; r < n; ++r) {
+    const T* xr = x + r * c;
+    T* yr = y + r * c;
+    double ss = 0;
+    for (int64_t j = 0; j < c; ++j) ss += static_cast<double>(xr[j]) * xr[j];
+    const T rs = static_cast<T>(1.0 / std::sqrt(ss / static_cast<double>(c) + eps));
+    rstd[r] = rs;
+    for (int64_t j = 0; j < c; ++j) yr[j] = xr[j] * rs * w[j];
+  }
+}
+
+template <typename T>
+void rms_norm_backward(T* dx, T* dw, const T* dy, const T* x, const T* w, const T* rstd, int64_t n,
+                       int64_t c) {
+  if (dw) {
+    const int64_t blocks = (c + kColumnBlock - 1) / kColumnBlock;
+#pragma omp parallel for schedule(static) if (n * c > kParallelMin)
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      const int64_t c0 = blk * kColumnBlock, width = std::min(kColumnBlock, c - c0);
+      double acc[kColumnBlock] = {};
+      for (int64_t r = 0; r < n; ++r) {
+        const T* dyr = dy + r * c + c0;
+        const T* xr = x + r * c + c0;
+        const double rs = rstd[r];
+        for (int64_t j = 0; j < width; ++j) acc[j] += static_cast<double>(dyr[j]) * xr[j] * rs;
+      }
+      for (int64_t j = 0; j < width; ++j) dw[c0 + j] += static_cast<T>(acc[j]);
+    }
+  }
+#pragma omp parallel for schedule(static) if (n * c > kParallelMin)
+  for (int64_t r = 0; r < n; ++r) {
+    const T* dyr = dy + r * c;
+    const T* xr = x + r * c;
+    T* dxr = dx + r * c;
+    const T rs = rstd[r];
+    double dot = 0;  // sum of g * xhat
+    for (int64_t j = 0; j < c; ++j) dot += static_cast<double>(w[j]) * dyr[j] * xr[j] * rs;
+    const T mean_dot = static_cast<T>(dot / static_cast<double>(c));
+    for (int64_t j = 0; j < c; ++j) dxr[j] = rs * (w[j] * dyr[j] - xr[j] * rs * mean_dot);
+  }
+}
+
+#define TUNE_INSTANTIATE(T)                                                                   \
+  template void rms_norm_forward<T>(T*, T*, const T*, const T*, int64_t, int64_t, double);    \
+  template void rms_norm_backward<T>(T*, T*, const T*, const T*, const T*, const T*, int64_t, \
+                                     int64_t);
+TUNE_INSTANTIATE(float)
+TUNE_INSTANTIATE(double)
+#undef TUNE_INSTANTIATE
+
+}  // namespace tune::cpu

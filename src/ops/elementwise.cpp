@@ -1,0 +1,118 @@
+// Elementwise ops, bias add and its backward, sum of squares, dropout. Elementwise tensors must
+// have equal shapes (no broadcasting; views are free, so callers reshape instead).
+#include "backend/cpu/cpu_kernels.h"
+#include "ops/op_checks.h"
+#include "tune/ops/ops.h"
+
+namespace tune::ops {
+
+using detail::Arg;
+
+namespace {
+
+// Device and dtype checks common to every op here; returns the float dtype.
+DType check_cpu_float(const char* op, std::initializer_list<Arg> args) {
+  if (detail::check_device(op, args) == Device::cuda) detail::no_cuda_kernel(op);
+  return detail::check_float(op, args);
+}
+
+}  // namespace
+
+void fill(Tensor& x, double value) {
+  const DType dt = check_cpu_float("fill", {{"x", x}});
+  detail::dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::fill<T>(x.data<T>(), x.numel(), static_cast<T>(value));
+  });
+}
+
+void copy(Tensor& dst, const Tensor& src) {
+  const Arg da{"dst", dst}, sa{"src", src};
+  const DType dt = check_cpu_float("copy", {da, sa});
+  detail::check_same_shape("copy", da, sa);
+  detail::dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::copy<T>(dst.data<T>(), src.data<T>(), dst.numel());
+  });
+}
+
+void add(Tensor& out, const Tensor& a, const Tensor& b) {
+  const Arg oa{"out", out}, aa{"a", a}, ba{"b", b};
+  const DType dt = check_cpu_float("add", {oa, aa, ba});
+  detail::check_same_shape("add", ba, aa);
+  detail::check_same_shape("add", oa, aa);
+  detail::dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::add<T>(out.data<T>(), a.data<T>(), b.data<T>(), out.numel());
+  });
+}
+
+void add_inplace(Tensor& y, const Tensor& x, double alpha) {
+  const Arg ya{"y", y}, xa{"x", x};
+  const DType dt = check_cpu_float("add_inplace", {ya, xa});
+  detail::check_same_shape("add_inplace", xa, ya);
+  detail::dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::add_inplace<T>(y.data<T>(), x.data<T>(), y.numel(), static_cast<T>(alpha));
+  });
+}
+
+void scale_inplace(Tensor& y, double alpha) {
+  const DType dt = check_cpu_float("scale_inplace", {{"y", y}});
+  detail::dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::scale_inplace<T>(y.data<T>(), y.numel(), static_cast<T>(alpha));
+  });
+}
+
+void add_bias(Tensor& y, const Tensor& b) {
+  constexpr const char* op = "add_bias";
+  const Arg ya{"y", y}, ba{"b", b};
+  detail::check_rank(op, ya, 2);
+  detail::check_shape(op, ba, {y.size(1)}, ya);
+  const DType dt = check_cpu_float(op, {ya, ba});
+  detail::dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::add_bias<T>(y.data<T>(), b.data<T>(), y.size(0), y.size(1));
+  });
+}
+
+void bias_backward(Tensor& db, const Tensor& dy) {
+  constexpr const char* op = "bias_backward";
+  const Arg da{"db", db}, ya{"dy", dy};
+  detail::check_rank(op, ya, 2);
+  detail::check_shape(op, da, {dy.size(1)}, ya);
+  const DType dt = check_cpu_float(op, {da, ya});
+  detail::dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::bias_backward<T>(db.data<T>(), dy.data<T>(), dy.size(0), dy.size(1));
+  });
+}
+
+double sum_squares(const Tensor& x) {
+  const DType dt = check_cpu_float("sum_squares", {{"x", x}});
+  double total = 0;
+  detail::dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    total = cpu::sum_squares<T>(x.data<T>(), x.numel());
+  });
+  return total;
+}
+
+void dropout(Tensor& out, const Tensor& x, double p, uint64_t seed, uint64_t stream) {
+  constexpr const char* op = "dropout";
+  const Arg oa{"out", out}, xa{"x", x};
+  const DType dt = check_cpu_float(op, {oa, xa});
+  detail::check_same_shape(op, oa, xa);
+  if (!(p >= 0.0 && p < 1.0)) detail::fail(op, str("p = ", p, " is outside [0, 1)"));
+  detail::dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    if (p == 0.0) {
+      cpu::copy<T>(out.data<T>(), x.data<T>(), x.numel());
+    } else {
+      cpu::dropout<T>(out.data<T>(), x.data<T>(), x.numel(), p, seed, stream);
+    }
+  });
+}
+
+}  // namespace tune::ops

@@ -1,0 +1,62 @@
+// Cross-entropy over rows of logits with integer targets (-100 ignored), and the target count
+// callers divide by.
+#include "backend/cpu/cpu_kernels.h"
+#include "ops/op_checks.h"
+#include "tune/ops/ops.h"
+
+namespace tune::ops {
+
+using detail::Arg;
+
+namespace {
+constexpr int64_t kIgnoreIndex = -100;
+}  // namespace
+
+double cross_entropy(Tensor& dlogits, const Tensor& logits, const Tensor& targets,
+                     double grad_scale) {
+  constexpr const char* op = "cross_entropy";
+  const Arg da{"dlogits", dlogits}, la{"logits", logits}, ta{"targets", targets};
+  detail::check_rank(op, la, 2);
+  detail::check_shape(op, ta, {logits.size(0)}, la);
+  const int64_t n = logits.size(0), v = logits.size(1);
+  if (v == 0) detail::fail(op, str("logits has shape ", shape_str(logits.shape()), "; V is 0"));
+  const bool with_grad = dlogits.defined();  // undefined: loss only (evaluation)
+  if (with_grad) detail::check_same_shape(op, da, la);
+  const Device dev =
+      with_grad ? detail::check_device(op, {da, la, ta}) : detail::check_device(op, {la, ta});
+  if (dev == Device::cuda) detail::no_cuda_kernel(op);
+  const DType dt = with_grad ? detail::check_float(op, {da, la}) : detail::check_float(op, {la});
+  detail::check_index(op, ta);
+  const int64_t bad = detail::first_out_of_range(targets, v, kIgnoreIndex);
+  if (bad >= 0) {
+    detail::fail(op, str("target ", static_cast<int64_t>(targets.item(bad)), " at row ", bad,
+                         " is outside [0, ", v, ") for logits with shape ",
+                         shape_str(logits.shape()), "; use -100 to ignore a row"));
+  }
+  double loss = 0;
+  detail::dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    detail::dispatch_index(targets.dtype(), [&](auto itag) {
+      using I = decltype(itag);
+      loss = cpu::cross_entropy<T, I>(with_grad ? dlogits.data<T>() : nullptr, logits.data<T>(),
+                                      targets.data<I>(), n, v, grad_scale);
+    });
+  });
+  return loss;
+}
+
+int64_t count_targets(const Tensor& targets) {
+  constexpr const char* op = "count_targets";
+  const Arg ta{"targets", targets};
+  if (detail::check_device(op, {ta}) == Device::cuda) detail::no_cuda_kernel(op);
+  detail::check_index(op, ta);
+  int64_t count = 0;
+  detail::dispatch_index(targets.dtype(), [&](auto itag) {
+    using I = decltype(itag);
+    const I* p = targets.data<I>();
+    for (int64_t i = 0; i < targets.numel(); ++i) count += p[i] != kIgnoreIndex;
+  });
+  return count;
+}
+
+}  // namespace tune::ops

@@ -1,0 +1,50 @@
+// RMSNorm forward and backward over the last dimension of (N, C) activations.
+#include "backend/cpu/cpu_kernels.h"
+#include "ops/op_checks.h"
+#include "tune/ops/ops.h"
+
+namespace tune::ops {
+
+using detail::Arg;
+
+void rms_norm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& w, double eps) {
+  constexpr const char* op = "rms_norm_forward";
+  const Arg ya{"y", y}, ra{"rstd", rstd}, xa{"x", x}, wa{"w", w};
+  detail::check_rank(op, xa, 2);
+  detail::check_shape(op, wa, {x.size(1)}, xa);
+  detail::check_same_shape(op, ya, xa);
+  detail::check_shape(op, ra, {x.size(0)}, xa);
+  if (!(eps >= 0.0)) detail::fail(op, str("eps = ", eps, " must be >= 0"));
+  if (detail::check_device(op, {ya, ra, xa, wa}) == Device::cuda) detail::no_cuda_kernel(op);
+  const DType dt = detail::check_float(op, {ya, ra, xa, wa});
+  detail::dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::rms_norm_forward<T>(y.data<T>(), rstd.data<T>(), x.data<T>(), w.data<T>(), x.size(0),
+                             x.size(1), eps);
+  });
+}
+
+void rms_norm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w,
+                       const Tensor& rstd) {
+  constexpr const char* op = "rms_norm_backward";
+  const Arg dxa{"dx", dx}, dwa{"dw", dw}, dya{"dy", dy}, xa{"x", x}, wa{"w", w}, ra{"rstd", rstd};
+  detail::check_rank(op, xa, 2);
+  detail::check_shape(op, wa, {x.size(1)}, xa);
+  detail::check_shape(op, ra, {x.size(0)}, xa);
+  detail::check_same_shape(op, dya, xa);
+  detail::check_same_shape(op, dxa, xa);
+  const bool with_dw = dw.defined();  // undefined for a frozen weight
+  if (with_dw) detail::check_same_shape(op, dwa, wa);
+  const Device dev = with_dw ? detail::check_device(op, {dxa, dwa, dya, xa, wa, ra})
+                             : detail::check_device(op, {dxa, dya, xa, wa, ra});
+  if (dev == Device::cuda) detail::no_cuda_kernel(op);
+  const DType dt = with_dw ? detail::check_float(op, {dxa, dwa, dya, xa, wa, ra})
+                           : detail::check_float(op, {dxa, dya, xa, wa, ra});
+  detail::dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::rms_norm_backward<T>(dx.data<T>(), with_dw ? dw.data<T>() : nullptr, dy.data<T>(),
+                              x.data<T>(), w.data<T>(), rstd.data<T>(), x.size(0), x.size(1));
+  });
+}
+
+}  // namespace tune::ops

@@ -1,0 +1,316 @@
+// Ops, part 2: the per-layer ops (RMSNorm, RoPE, SwiGLU, cross-entropy). Each is compared with
+// a naive loop written here, at awkward sizes and in f32 and f64; backward ops against central
+// finite differences of <dy, y> in f64.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "test_util.h"
+#include "tune/ops/ops.h"
+
+namespace tune {
+namespace {
+
+using test::contains;
+using test::dot;
+using test::error_of;
+using test::fd_gradient;
+using test::randn;
+using test::rel_error;
+
+constexpr DType kFloatTypes[] = {DType::f32, DType::f64};
+
+double tolerance(DType t) {
+  return t == DType::f32 ? 2e-6 : 1e-13;
+}
+
+// ---- RMSNorm ----
+
+TEST(OpsRmsNorm, ForwardMatchesLoop) {
+  uint64_t seed = 1;
+  for (DType dt : kFloatTypes) {
+    for (int64_t n : {1, 7, 31, 33, 300}) {
+      for (int64_t c : {1, 5, 67}) {
+        const Tensor x = randn({n, c}, dt, seed++), w = randn({c}, dt, seed++);
+        Tensor y = test::full({n, c}, dt, NAN), rstd = test::full({n}, dt, NAN);
+        ops::rms_norm_forward(y, rstd, x, w, 1e-5);
+        Tensor ey = Tensor::empty({n, c}, DType::f64), er = Tensor::empty({n}, DType::f64);
+        for (int64_t r = 0; r < n; ++r) {
+          double ss = 0;
+          for (int64_t j = 0; j < c; ++j) ss += x.item(r * c + j) * x.item(r * c + j);
+          const double rs = 1.0 / std::sqrt(ss / c + 1e-5);
+          er.data<double>()[r] = rs;
+          for (int64_t j = 0; j < c; ++j)
+            ey.data<double>()[r * c + j] = x.item(r * c + j) * rs * w.item(j);
+        }
+        EXPECT_LT(rel_error(y, ey), tolerance(dt)) << n << "x" << c;
+        EXPECT_LT(rel_error(rstd, er), tolerance(dt)) << n << "x" << c;
+      }
+    }
+  }
+}
+
+TEST(OpsRmsNorm, GradientsMatchFiniteDifferences) {
+  for (int64_t n : {1, 7}) {
+    for (int64_t c : {1, 5, 67}) {
+      Tensor x = randn({n, c}, DType::f64, 100), w = randn({c}, DType::f64, 101);
+      const Tensor dy = randn({n, c}, DType::f64, 102);
+      auto loss = [&] {
+        Tensor y = Tensor::empty({n, c}, DType::f64), rstd = Tensor::empty({n}, DType::f64);
+        ops::rms_norm_forward(y, rstd, x, w, 1e-5);
+        return dot(dy, y);
+      };
+      Tensor y = Tensor::empty({n, c}, DType::f64), rstd = Tensor::empty({n}, DType::f64);
+      ops::rms_norm_forward(y, rstd, x, w, 1e-5);
+      Tensor dx = test::full({n, c}, DType::f64, NAN);
+      const Tensor dw0 = randn({c}, DType::f64, 103);
+      Tensor dw = dw0.clone();
+      ops::rms_norm_backward(dx, dw, dy, x, w, rstd);
+      EXPECT_LT(rel_error(dx, fd_gradient(x, loss)), 1e-6) << n << "x" << c;
+      // dw accumulates onto what was there.
+      Tensor dw_only = dw.clone();
+      ops::add_inplace(dw_only, dw0, -1.0);
+      EXPECT_LT(rel_error(dw_only, fd_gradient(w, loss)), 1e-6) << n << "x" << c;
+    }
+  }
+}
+
+TEST(OpsRmsNorm, BackwardWithoutWeightGradientAndInPlace) {
+  for (DType dt : kFloatTypes) {
+    const Tensor x = randn({33, 67}, dt, 200), w = randn({67}, dt, 201);
+    const Tensor dy = randn({33, 67}, dt, 202);
+    Tensor y = Tensor::empty({33, 67}, dt), rstd = Tensor::empty({33}, dt);
+    ops::rms_norm_forward(y, rstd, x, w, 1e-6);
+    Tensor dx = Tensor::empty({33, 67}, dt), dw = Tensor::zeros({67}, dt);
+    ops::rms_norm_backward(dx, dw, dy, x, w, rstd);
+    // A frozen weight: no dw, same dx.
+    Tensor dx_frozen = Tensor::empty({33, 67}, dt), no_dw;
+    ops::rms_norm_backward(dx_frozen, no_dw, dy, x, w, rstd);
+    EXPECT_EQ(rel_error(dx_frozen, dx), 0.0);
+    // dx written over dy: same dx and dw.
+    Tensor inplace = dy.clone(), dw2 = Tensor::zeros({67}, dt);
+    ops::rms_norm_backward(inplace, dw2, inplace, x, w, rstd);
+    EXPECT_EQ(rel_error(inplace, dx), 0.0);
+    EXPECT_EQ(rel_error(dw2, dw), 0.0);
+  }
+}
+
+// ---- RoPE ----
+
+// cos/sin tables (P, D/2) for base 10000, as Hugging Face's rotary embedding builds them.
+void rope_tables(Tensor& cos, Tensor& sin, int64_t positions, int64_t d, DType dt) {
+  cos = Tensor::empty({positions, d / 2}, DType::f64);
+  sin = Tensor::empty({positions, d / 2}, DType::f64);
+  for (int64_t p = 0; p < positions; ++p) {
+    for (int64_t i = 0; i < d / 2; ++i) {
+      const double angle = p * std::pow(10000.0, -2.0 * i / d);
+      cos.data<double>()[p * d / 2 + i] = std::cos(angle);
+      sin.data<double>()[p * d / 2 + i] = std::sin(angle);
+    }
+  }
+  cos = cos.to(dt);
+  sin = sin.to(dt);
+}
+
+TEST(OpsRope, ForwardMatchesRotateHalfAndBackwardInvertsIt) {
+  uint64_t seed = 300;
+  for (DType dt : kFloatTypes) {
+    for (DType it : {DType::i64, DType::i32}) {
+      for (int64_t t : {1, 7, 33, 300}) {  // 300: big enough to run in parallel
+        const int64_t b = 2, h = 3, d = 10, table = 50;
+        Tensor cos, sin;
+        rope_tables(cos, sin, table, d, dt);
+        const Tensor positions = test::randint({b, t}, table, seed++).to(it);
+        const Tensor x0 = randn({b, t, h, d}, dt, seed++);
+        Tensor x = x0.clone();
+        ops::rope_forward(x, cos, sin, positions);
+        Tensor expected = Tensor::empty(x.shape(), DType::f64);
+        for (int64_t bt = 0; bt < b * t; ++bt) {
+          const auto pos = static_cast<int64_t>(positions.item(bt));
+          for (int64_t head = 0; head < h; ++head) {
+            const int64_t base = (bt * h + head) * d;
+            for (int64_t i = 0; i < d / 2; ++i) {
+              const double c = cos.item(pos * d / 2 + i), s = sin.item(pos * d / 2 + i);
+              const double x1 = x0.item(base + i), x2 = x0.item(base + i + d / 2);
+              expected.data<double>()[base + i] = x1 * c - x2 * s;
+              expected.data<double>()[base + i + d / 2] = x2 * c + x1 * s;
+            }
+          }
+        }
+        EXPECT_LT(rel_error(x, expected), tolerance(dt) * 2);
+        ops::rope_backward(x, cos, sin, positions);  // the rotation is orthogonal
+        EXPECT_LT(rel_error(x, x0), tolerance(dt) * 2);
+      }
+    }
+  }
+}
+
+TEST(OpsRope, BackwardMatchesFiniteDifferences) {
+  const int64_t b = 2, t = 5, h = 2, d = 6;
+  Tensor cos, sin;
+  rope_tables(cos, sin, 9, d, DType::f64);
+  const Tensor positions = Tensor::from_i64({b, t}, {0, 1, 2, 3, 4, 8, 3, 3, 0, 7});
+  Tensor x = randn({b, t, h, d}, DType::f64, 400);
+  const Tensor dy = randn({b, t, h, d}, DType::f64, 401);
+  auto loss = [&] {
+    Tensor y = x.clone();
+    ops::rope_forward(y, cos, sin, positions);
+    return dot(dy, y);
+  };
+  Tensor dx = dy.clone();
+  ops::rope_backward(dx, cos, sin, positions);
+  EXPECT_LT(rel_error(dx, fd_gradient(x, loss)), 1e-6);
+}
+
+TEST(OpsRope, RejectsPositionsBeyondTheTablesAndOddHeads) {
+  Tensor cos, sin;
+  rope_tables(cos, sin, 4, 8, DType::f32);
+  Tensor x = Tensor::zeros({1, 3, 2, 8}, DType::f32);
+  const std::string msg = error_of([&] {
+    ops::rope_forward(x, cos, sin, Tensor::from_i64({1, 3}, {0, 1, 4}));
+  });
+  EXPECT_TRUE(contains(msg, "[rope_forward] position 4 at (b, t) = (0, 2)"));
+  EXPECT_TRUE(contains(msg, "4 rows"));
+  Tensor odd = Tensor::zeros({1, 3, 2, 7}, DType::f32);
+  EXPECT_TRUE(
+      contains(error_of([&] {
+                 ops::rope_backward(odd, cos, sin, Tensor::from_i64({1, 3}, {0, 1, 2}));
+               }),
+               "[rope_backward] dx has shape (1, 3, 2, 7); the head dimension must be even"));
+  Tensor narrow_cos = Tensor::zeros({4, 3}, DType::f32);
+  EXPECT_TRUE(contains(error_of([&] {
+                         ops::rope_forward(x, narrow_cos, sin, Tensor::from_i64({1, 3}, {0, 1, 2}));
+                       }),
+                       "[rope_forward] cos has shape (4, 3) but x has shape (1, 3, 2, 8); expected "
+                       "cos to be (4, 4)"));
+}
+
+// ---- SwiGLU ----
+
+TEST(OpsSwiglu, ForwardMatchesLoop) {
+  uint64_t seed = 500;
+  for (DType dt : kFloatTypes) {
+    for (int64_t n : {1, 7, 31, 33}) {
+      for (int64_t f : {1, 5, 67, 1001}) {
+        const Tensor g = randn({n, f}, dt, seed++, 3.0), u = randn({n, f}, dt, seed++);
+        Tensor h = test::full({n, f}, dt, NAN);
+        ops::swiglu_forward(h, g, u);
+        Tensor expected = Tensor::empty({n, f}, DType::f64);
+        for (int64_t i = 0; i < n * f; ++i) {
+          const double gi = g.item(i);
+          expected.data<double>()[i] = gi / (1 + std::exp(-gi)) * u.item(i);
+        }
+        EXPECT_LT(rel_error(h, expected), tolerance(dt) * 2) << n << "x" << f;
+      }
+    }
+  }
+}
+
+TEST(OpsSwiglu, GradientsMatchFiniteDifferences) {
+  Tensor g = randn({7, 5}, DType::f64, 600, 3.0), u = randn({7, 5}, DType::f64, 601);
+  const Tensor dh = randn({7, 5}, DType::f64, 602);
+  auto loss = [&] {
+    Tensor h = Tensor::empty({7, 5}, DType::f64);
+    ops::swiglu_forward(h, g, u);
+    return dot(dh, h);
+  };
+  Tensor dg = test::full({7, 5}, DType::f64, NAN), du = test::full({7, 5}, DType::f64, NAN);
+  ops::swiglu_backward(dg, du, dh, g, u);
+  EXPECT_LT(rel_error(dg, fd_gradient(g, loss)), 1e-6);
+  EXPECT_LT(rel_error(du, fd_gradient(u, loss)), 1e-6);
+  // Gradients written over their inputs (the MLP's memory-saving path) give the same values.
+  Tensor g2 = g.clone(), u2 = u.clone();
+  ops::swiglu_backward(g2, u2, dh, g2, u2);
+  EXPECT_EQ(rel_error(g2, dg), 0.0);
+  EXPECT_EQ(rel_error(u2, du), 0.0);
+}
+
+// ---- cross-entropy ----
+
+// Sum over counted rows of -log softmax(logits)[target], and its gradient, in f64.
+double naive_cross_entropy(const Tensor& logits, const Tensor& targets, double grad_scale,
+                           Tensor* dlogits) {
+  const int64_t n = logits.size(0), v = logits.size(1);
+  double total = 0;
+  *dlogits = Tensor::zeros({n, v}, DType::f64);
+  for (int64_t r = 0; r < n; ++r) {
+    const auto t = static_cast<int64_t>(targets.item(r));
+    if (t == -100) continue;
+    double m = -INFINITY, s = 0;
+    for (int64_t j = 0; j < v; ++j) m = std::max(m, logits.item(r * v + j));
+    for (int64_t j = 0; j < v; ++j) s += std::exp(logits.item(r * v + j) - m);
+    const double lse = m + std::log(s);
+    total += lse - logits.item(r * v + t);
+    for (int64_t j = 0; j < v; ++j) {
+      dlogits->data<double>()[r * v + j] =
+          grad_scale * (std::exp(logits.item(r * v + j) - lse) - (j == t ? 1.0 : 0.0));
+    }
+  }
+  return total;
+}
+
+TEST(OpsCrossEntropy, MatchesLoopWithIgnoredRows) {
+  uint64_t seed = 700;
+  for (DType dt : kFloatTypes) {
+    for (DType it : {DType::i64, DType::i32}) {
+      for (int64_t n : {1, 7, 31, 33}) {
+        for (int64_t v : {1, 5, 67, 1000}) {
+          const Tensor logits = randn({n, v}, dt, seed++, 4.0);
+          Tensor targets = test::randint({n}, v, seed++);
+          for (int64_t r = 1; r < n; r += 3) targets.data<int64_t>()[r] = -100;
+          targets = targets.to(it);
+          Tensor dlogits = test::full({n, v}, dt, NAN), expected;
+          const double loss = ops::cross_entropy(dlogits, logits, targets, 0.25);
+          const double expected_loss = naive_cross_entropy(logits, targets, 0.25, &expected);
+          EXPECT_NEAR(loss, expected_loss, (dt == DType::f32 ? 1e-5 : 1e-12) * (1 + expected_loss))
+              << n << "x" << v;
+          EXPECT_LT(rel_error(dlogits, expected), dt == DType::f32 ? 1e-5 : 1e-12) << n << "x" << v;
+          // Without dlogits only the loss is computed.
+          Tensor none;
+          EXPECT_EQ(ops::cross_entropy(none, logits, targets, 0.25), loss);
+          // dlogits written over logits: same loss and gradient.
+          Tensor inplace = logits.clone();
+          EXPECT_EQ(ops::cross_entropy(inplace, inplace, targets, 0.25), loss);
+          EXPECT_EQ(rel_error(inplace, dlogits), 0.0);
+        }
+      }
+    }
+  }
+}
+
+TEST(OpsCrossEntropy, GradientMatchesFiniteDifferences) {
+  Tensor logits = randn({7, 11}, DType::f64, 800, 3.0);
+  const Tensor targets = Tensor::from_i64({7}, {3, -100, 0, 10, -100, 5, 5});
+  const double grad_scale = 1.0 / 5;  // 1 / count_targets, as a mean loss would use
+  auto loss = [&] {
+    Tensor none;
+    return grad_scale * ops::cross_entropy(none, logits, targets, grad_scale);
+  };
+  Tensor dlogits = Tensor::empty({7, 11}, DType::f64);
+  ops::cross_entropy(dlogits, logits, targets, grad_scale);
+  EXPECT_LT(rel_error(dlogits, fd_gradient(logits, loss)), 1e-6);
+  for (int64_t j = 0; j < 11; ++j) EXPECT_EQ(dlogits.item(11 + j), 0.0) << "ignored row";
+}
+
+TEST(OpsCrossEntropy, CountsTargetsAndRejectsBadOnes) {
+  const Tensor targets = Tensor::from_i64({5}, {1, -100, 2, -100, 0});
+  EXPECT_EQ(ops::count_targets(targets), 3);
+  EXPECT_EQ(ops::count_targets(targets.to(DType::i32)), 3);
+  const Tensor logits = Tensor::zeros({3, 4}, DType::f32);
+  Tensor none;
+  const std::string msg = error_of([&] {
+    ops::cross_entropy(none, logits, Tensor::from_i64({3}, {0, 4, 1}), 1.0);
+  });
+  EXPECT_TRUE(contains(msg, "[cross_entropy] target 4 at row 1 is outside [0, 4)"));
+  EXPECT_TRUE(contains(error_of([&] {
+                         ops::cross_entropy(none, logits, Tensor::from_i64({3}, {0, -1, 1}), 1.0);
+                       }),
+                       "target -1 at row 1"));
+  // Uniform logits: each counted row costs log(V).
+  EXPECT_NEAR(ops::cross_entropy(none, logits, Tensor::from_i64({3}, {0, -100, 3}), 1.0),
+              2 * std::log(4.0), 1e-6);
+}
+
+}  // namespace
+}  // namespace tune
