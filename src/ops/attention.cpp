@@ -1,0 +1,81 @@
+// Causal self-attention with GQA/MQA and an optional sliding window, forward and backward.
+#include "backend/cpu/cpu_kernels.h"
+#include "ops/op_checks.h"
+#include "tune/ops/ops.h"
+
+namespace tune::ops {
+
+using detail::Arg;
+
+namespace {
+
+// Checks q (B, T, Hq, D) against k and v (B, T, Hkv, D); returns the shape.
+cpu::AttentionShape check_qkv(const char* op, const Arg& q, const Arg& k, const Arg& v) {
+  detail::check_rank(op, q, 4);
+  detail::check_rank(op, k, 4);
+  const Tensor& qt = q.tensor;
+  const Tensor& kt = k.tensor;
+  const cpu::AttentionShape s{qt.size(0), qt.size(1), qt.size(2), kt.size(2), qt.size(3)};
+  detail::check_shape(op, k, {s.batch, s.seq, s.kv_heads, s.head_dim}, q);
+  detail::check_same_shape(op, v, k);
+  if (s.kv_heads == 0 || s.q_heads % s.kv_heads != 0) {
+    detail::fail(op, str(q.name, " has shape ", shape_str(qt.shape()), " and ", k.name,
+                         " has shape ", shape_str(kt.shape()), ": the ", s.q_heads,
+                         " query heads must be a multiple of the ", s.kv_heads, " kv heads"));
+  }
+  return s;
+}
+
+}  // namespace
+
+void attention_forward(Tensor& out, Tensor& probs, const Tensor& q, const Tensor& k,
+                       const Tensor& v, double scale, int64_t window) {
+  constexpr const char* op = "attention_forward";
+  const Arg oa{"out", out}, pa{"probs", probs}, qa{"q", q}, ka{"k", k}, va{"v", v};
+  const cpu::AttentionShape s = check_qkv(op, qa, ka, va);
+  detail::check_same_shape(op, oa, qa);
+  detail::check_shape(op, pa, {s.batch, s.q_heads, s.seq, s.seq}, qa);
+  if (window < 0) detail::fail(op, str("window = ", window, " must be >= 0 (0: no window)"));
+  if (detail::check_device(op, {oa, pa, qa, ka, va}) == Device::cuda) detail::no_cuda_kernel(op);
+  const DType dt = detail::check_float(op, {oa, pa, qa, ka, va});
+  for (const Arg& in : {qa, ka, va}) {
+    detail::check_no_overlap(op, oa, in);
+    detail::check_no_overlap(op, pa, in);
+  }
+  detail::dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::attention_forward<T>(out.data<T>(), probs.data<T>(), q.data<T>(), k.data<T>(), v.data<T>(),
+                              s, scale, window);
+  });
+}
+
+void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q,
+                        const Tensor& k, const Tensor& v, const Tensor& probs, double scale) {
+  constexpr const char* op = "attention_backward";
+  const Arg dqa{"dq", dq}, dka{"dk", dk}, dva{"dv", dv}, doa{"dout", dout}, qa{"q", q}, ka{"k", k},
+      va{"v", v}, pa{"probs", probs};
+  const cpu::AttentionShape s = check_qkv(op, qa, ka, va);
+  detail::check_same_shape(op, doa, qa);
+  detail::check_shape(op, pa, {s.batch, s.q_heads, s.seq, s.seq}, qa);
+  detail::check_same_shape(op, dqa, qa);
+  detail::check_same_shape(op, dka, ka);
+  detail::check_same_shape(op, dva, va);
+  if (detail::check_device(op, {dqa, dka, dva, doa, qa, ka, va, pa}) == Device::cuda) {
+    detail::no_cuda_kernel(op);
+  }
+  const DType dt = detail::check_float(op, {dqa, dka, dva, doa, qa, ka, va, pa});
+  // dq, dk, dv are written while q, k, v, dout and probs are still being read.
+  for (const Arg& grad : {dqa, dka, dva}) {
+    for (const Arg& in : {doa, qa, ka, va, pa}) detail::check_no_overlap(op, grad, in);
+  }
+  detail::check_no_overlap(op, dqa, dka);
+  detail::check_no_overlap(op, dqa, dva);
+  detail::check_no_overlap(op, dka, dva);
+  detail::dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::attention_backward<T>(dq.data<T>(), dk.data<T>(), dv.data<T>(), dout.data<T>(),
+                               q.data<T>(), k.data<T>(), v.data<T>(), probs.data<T>(), s, scale);
+  });
+}
+
+}  // namespace tune::ops
