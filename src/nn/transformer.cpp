@@ -189,6 +189,9 @@ CausalLM::CausalLM(ParamStore& params, const TransformerConfig& c, const TensorN
     lm_head_ =
         Linear(params, names.lm_head, c.hidden_size, c.vocab_size, Bias::no, options.base_role);
   }
+  // As in PEFT, the head gets an adapter only when named ("all-linear" leaves it out).
+  if (options.lora && options.lora->targets_module(names.lm_head))
+    lm_head_.add_lora(*options.lora, stream_id(c.num_layers, 7));
 }
 
 Tensor CausalLM::forward(Context& ctx, const Tensor& ids, const Tensor& positions) {

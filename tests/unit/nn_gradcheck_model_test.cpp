@@ -361,6 +361,23 @@ TEST(LoraTargets, CausalLMAddsAdaptersToTargetedLinearsOnly) {
   EXPECT_EQ(params.index("base_model.model.lm_head.lora_A.weight"), -1);
 }
 
+// PEFT puts an adapter on the output head only when it is named, tied or not.
+TEST(LoraTargets, NamedLmHeadGetsAnAdapter) {
+  for (bool tied : {false, true}) {
+    LoraConfig cfg;
+    cfg.targets = {"q_proj", "lm_head"};
+    BuildOptions options;
+    options.base_role = Role::frozen;
+    options.lora = &cfg;
+    TransformerConfig c = tiny_config();
+    c.tie_embeddings = tied;
+    ParamStore params;
+    nn::CausalLM lm(params, c, TensorNames{}, options);
+    EXPECT_TRUE(lm.linears().back()->has_lora()) << "tied " << tied;
+    EXPECT_GE(params.index("base_model.model.lm_head.lora_B.weight"), 0);
+  }
+}
+
 // ---- Arena across model steps ----
 
 // A model step large enough to spill out of the arena's first block: after the first reset the

@@ -1,5 +1,5 @@
 // What a forward/backward pass needs besides parameters: an activation arena (DESIGN.md
-// decision 3), whether dropout is on, and the counters that make dropout masks reproducible.
+// decision 3), whether dropout is on, and the step counter that makes dropout masks reproducible.
 #pragma once
 
 #include <cstdint>
@@ -36,7 +36,8 @@ struct Context {
   Arena arena;
   Mode mode = Mode::train;
   DType dtype = DType::f32;  // activation dtype on the CPU: f32, or f64 for gradient checks
-  uint64_t seed = 0;         // dropout masks are a function of (seed, step, layer, element)
+  // Dropout masks are a function of (LoraConfig::seed, step, layer, element): the same step
+  // gives the same mask, so an interrupted run resumes exactly.
   uint64_t step = 0;
 };
 
