@@ -111,10 +111,8 @@ void Sgd::set_steps_taken(int64_t steps) {
 
 double grad_norm(const nn::ParamStore& params) {
   if (params.trainable_numel() == 0) return 0.0;
-  // ParamStore has no const grads() accessor; this only reads. The padding is zero, so the flat
-  // buffer's sum of squares is the sum over parameters.
-  const Tensor& grads = const_cast<nn::ParamStore&>(params).grads();
-  return std::sqrt(ops::sum_squares(grads));
+  // The padding is zero, so the flat buffer's sum of squares is the sum over parameters.
+  return std::sqrt(ops::sum_squares(params.grads()));
 }
 
 double clip_grad_norm(nn::ParamStore& params, double max_norm) {

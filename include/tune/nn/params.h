@@ -45,6 +45,7 @@ class ParamStore {
   DType dtype() const { return dtype_; }
   Tensor& trainable() { return trainable_; }
   Tensor& grads() { return grads_; }
+  const Tensor& grads() const { return grads_; }
   Tensor& frozen() { return frozen_; }
   // Weight-decay groups do not affect the layout, so they may change after allocation
   // (torch's default AdamW decays everything; trainers usually exempt norms and biases).
