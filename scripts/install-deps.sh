@@ -19,8 +19,12 @@ packages=(
   python3                 # Debian's, for scripts
   nlohmann-json3-dev      # JSON: config.json, golden.json, safetensors headers
   libopenblas-openmp-dev  # CPU GEMMs; the OpenMP build shares one thread pool with ours
+  libpcre2-dev            # tokenizer pre-tokenizer regexes (UTF + UCP + JIT)
+  libutf8proc-dev         # Unicode normalization for tokenizers
   libgtest-dev            # unit tests
   libgmock-dev
+  python3-jinja2          # the reference the chat-template tests compare against
+  nodejs                  # runs the tokenizer tests' reference (HF's Rust tokenizers, from npm)
 )
 
 usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
