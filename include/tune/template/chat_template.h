@@ -10,7 +10,15 @@
 #include <string>
 #include <vector>
 
+#include "tune/core/error.h"
+
 namespace tune::tmpl {
+
+// What raise_exception(msg) throws: what() is the template's own message, unchanged.
+class TemplateException : public Error {
+ public:
+  explicit TemplateException(const std::string& message) : Error(message) {}
+};
 
 // A byte range [begin, end) of the rendered text.
 struct Span {
