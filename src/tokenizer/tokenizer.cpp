@@ -142,7 +142,6 @@ Tokenizer Tokenizer::load(const std::string& dir_or_file) {
       throw Error(str(where, ": expected an object with an integer \"id\" and a string \"content\""));
     }
     AddedToken a;
-    a.id = t["id"].get<int32_t>();
     a.content = t["content"].get<std::string>();
     a.special = t.value("special", false);
     a.lstrip = t.value("lstrip", false);
@@ -150,6 +149,20 @@ Tokenizer Tokenizer::load(const std::string& dir_or_file) {
     a.single_word = t.value("single_word", false);
     a.normalized = t.value("normalized", !a.special);
     if (a.content.empty()) continue;
+    // Rust does not trust the file's id: a token already known keeps its id, one in the model
+    // vocabulary takes the model's id, a new one the next free id after the vocabulary.
+    const int64_t model_size = impl->model->vocab_size();
+    if (auto it = impl->added_ids.find(a.content); it != impl->added_ids.end()) {
+      a.id = it->second;
+    } else if (auto id = impl->model->token_to_id(a.content)) {
+      a.id = *id;
+    } else if (impl->added_ids.empty()) {
+      a.id = static_cast<int32_t>(model_size);
+    } else {
+      int32_t max_id = 0;
+      for (const auto& kv : impl->added_ids) max_id = std::max(max_id, kv.second);
+      a.id = (max_id >= model_size || model_size == 0) ? max_id + 1 : static_cast<int32_t>(model_size);
+    }
     impl->added_ids[a.content] = a.id;
     impl->added_tokens[a.id] = a.content;
     if (a.special) impl->specials.insert(a.content);
