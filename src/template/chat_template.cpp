@@ -41,6 +41,8 @@ void check_names(const Body& body, const std::string& name) {
 
 }  // namespace
 
+Rendered render_value(const ChatTemplate::Program& program, const Value& variables);
+
 ChatTemplate::ChatTemplate(const std::string& source, const std::string& name)
     : program_(std::make_unique<Program>()) {
   program_->name = name;
@@ -56,13 +58,25 @@ std::string ChatTemplate::render(const nlohmann::json& variables) const {
   return render_tracked(variables).text;
 }
 
+std::string ChatTemplate::render(const nlohmann::ordered_json& variables) const {
+  return render_tracked(variables).text;
+}
+
 Rendered ChatTemplate::render_tracked(const nlohmann::json& variables) const {
+  return render_value(*program_, Value::from_json(variables));
+}
+
+Rendered ChatTemplate::render_tracked(const nlohmann::ordered_json& variables) const {
+  return render_value(*program_, Value::from_json(variables));
+}
+
+Rendered render_value(const ChatTemplate::Program& program, const Value& variables) {
   int line = 0;
   try {
-    return render_body(program_->body, variables, &line);
+    return render_body(program.body, variables, &line);
   } catch (const RenderError& e) {
     if (e.from_raise_exception) throw TemplateException(e.message);
-    throw Error(tune::str(program_->name, ":", line, ": ", e.message));
+    throw Error(tune::str(program.name, ":", line, ": ", e.message));
   }
 }
 

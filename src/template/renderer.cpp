@@ -185,7 +185,7 @@ class Renderer {
         scope->vars[param] = fallback ? eval(*fallback, scope)
                                       : Value::undefined("parameter '" + param + "' was not provided");
       }
-      scope->vars["varargs"] = Value::make_list(std::move(varargs));
+      scope->vars["varargs"] = Value::make_tuple(std::move(varargs));
       scope->vars["kwargs"] = kwargs;
       return Value::string(capture(def->body, scope));
     });
@@ -293,12 +293,11 @@ class Renderer {
 
 }  // namespace
 
-Rendered render_body(const Body& body, const nlohmann::json& variables, int* line) {
+Rendered render_body(const Body& body, const Value& variables, int* line) {
   Rendered result;
   auto frame = std::make_shared<Frame>();
-  if (variables.is_object())
-    for (auto it = variables.begin(); it != variables.end(); ++it)
-      frame->vars[it.key()] = Value::from_json(*it);
+  if (variables.is_mapping())
+    for (const auto& [k, v] : variables.dict->items) frame->vars[k.s] = v;
   Renderer(&result.text, &result.generation, line).exec(body, frame);
   return result;
 }

@@ -13,6 +13,6 @@ namespace tune::tmpl {
 
 // Renders `body` with `variables` as the context; records {% generation %} spans.
 // Throws RenderError (value.h); `line` receives the line of the statement that failed.
-Rendered render_body(const Body& body, const nlohmann::json& variables, int* line);
+Rendered render_body(const Body& body, const Value& variables, int* line);
 
 }  // namespace tune::tmpl

@@ -39,27 +39,36 @@ Value Value::callable(Function f) {
   return v;
 }
 
-Value Value::from_json(const nlohmann::json& j) {
+namespace {
+
+template <typename Json>
+Value value_from_json(const Json& j) {
   switch (j.type()) {
-    case nlohmann::json::value_t::null: return none();
-    case nlohmann::json::value_t::boolean: return boolean(j.get<bool>());
-    case nlohmann::json::value_t::number_integer: return integer(j.get<int64_t>());
-    case nlohmann::json::value_t::number_unsigned: return integer(int64_t(j.get<uint64_t>()));
-    case nlohmann::json::value_t::number_float: return real(j.get<double>());
-    case nlohmann::json::value_t::string: return string(j.get<std::string>());
+    case nlohmann::json::value_t::null: return Value::none();
+    case nlohmann::json::value_t::boolean: return Value::boolean(j.template get<bool>());
+    case nlohmann::json::value_t::number_integer: return Value::integer(j.template get<int64_t>());
+    case nlohmann::json::value_t::number_unsigned: return Value::integer(int64_t(j.template get<uint64_t>()));
+    case nlohmann::json::value_t::number_float: return Value::real(j.template get<double>());
+    case nlohmann::json::value_t::string: return Value::string(j.template get<std::string>());
     case nlohmann::json::value_t::array: {
       List items;
-      for (const auto& e : j) items.push_back(from_json(e));
-      return make_list(std::move(items));
+      for (const auto& e : j) items.push_back(value_from_json(e));
+      return Value::make_list(std::move(items));
     }
     case nlohmann::json::value_t::object: {
-      Value d = make_dict();
-      for (auto it = j.begin(); it != j.end(); ++it) d.dict->set(string(it.key()), from_json(*it));
+      Value d = Value::make_dict();
+      for (auto it = j.begin(); it != j.end(); ++it)
+        d.dict->set(Value::string(it.key()), value_from_json(*it));
       return d;
     }
-    default: return none();
+    default: return Value::none();
   }
 }
+
+}  // namespace
+
+Value Value::from_json(const nlohmann::json& j) { return value_from_json(j); }
+Value Value::from_json(const nlohmann::ordered_json& j) { return value_from_json(j); }
 
 Value* Dict::find(const Value& key) {
   for (auto& [k, v] : items)

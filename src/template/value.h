@@ -52,6 +52,7 @@ struct Value {
   static Value make_namespace();
   static Value callable(Function f);
   static Value from_json(const nlohmann::json& j);
+  static Value from_json(const nlohmann::ordered_json& j);
 
   bool is_undefined() const { return kind == Kind::kUndefined; }
   bool is_none() const { return kind == Kind::kNone; }

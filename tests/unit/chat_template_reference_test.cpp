@@ -13,7 +13,7 @@
 #include "tune/template/chat_template.h"
 
 namespace fs = std::filesystem;
-using nlohmann::json;
+using json = nlohmann::ordered_json;  // keeps key order, as Python dicts do
 
 namespace {
 

@@ -43,6 +43,10 @@ class ChatTemplate {
   // bos_token, ...). raise_exception(msg) in the template throws tune::Error carrying msg.
   std::string render(const nlohmann::json& variables) const;
   Rendered render_tracked(const nlohmann::json& variables) const;
+  // The same from ordered_json, which keeps objects in document order as Python's dicts do:
+  // use it when the order of keys can show (tools | tojson, iterating a dict).
+  std::string render(const nlohmann::ordered_json& variables) const;
+  Rendered render_tracked(const nlohmann::ordered_json& variables) const;
 
   struct Program;
 
