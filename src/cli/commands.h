@@ -2,8 +2,12 @@
 // process exit code; errors travel as tune::Error and main() prints them.
 #pragma once
 
+#include <cstdio>
 #include <string>
+#include <string_view>
 #include <vector>
+
+#include "tune/tokenizer/tokenizer.h"
 
 namespace tune::cli {
 
@@ -11,5 +15,13 @@ using Args = std::vector<std::string>;
 
 int env_command(const Args& args);
 int check_golden_command(const Args& args);
+int tokenize_command(const Args& args);
+int detokenize_command(const Args& args);
+int chat_template_command(const Args& args);
+
+// Shared by the tokenizer commands (defined in tokenize_command.cpp): --tokenizer's value checked
+// (exists, has tokenizer.json) and loaded; and fwrite that throws when the bytes do not all go out.
+tok::Tokenizer load_tokenizer_arg(const std::string& path);
+void write_all(std::FILE* out, std::string_view bytes, const std::string& where);
 
 }  // namespace tune::cli
