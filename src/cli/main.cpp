@@ -20,10 +20,10 @@ constexpr Command kCommands[] = {
      tune::cli::chat_template_command},
     {"check-golden", "compare a model against a Hugging Face golden case folder",
      tune::cli::check_golden_command},
-    {"env", "print how this tune was built and what it can see (BLAS, threads, CUDA)",
-     tune::cli::env_command},
     {"detokenize", "token ids -> text with a Hugging Face tokenizer",
      tune::cli::detokenize_command},
+    {"env", "print how this tune was built and what it can see (BLAS, threads, CUDA)",
+     tune::cli::env_command},
     {"tokenize", "text -> token ids with a Hugging Face tokenizer (TEXT or a JSONL file)",
      tune::cli::tokenize_command},
 };
