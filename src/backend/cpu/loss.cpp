@@ -1,16 +1,21 @@
 // Cross-entropy over rows of logits (N, V). Design notes:
-// - Per row: m = max, lse = m + log(sum exp(x - m)), with exp in T and the sum in double;
-//   loss = lse - x[target]; dlogits = grad_scale * (exp(x - lse) - onehot(target)).
+// - Per row: m = max, e_j = exp(x_j - m), sum = sum_j e_j (e in T, the sum in double);
+//   loss = m + log(sum) - x[target]; dlogits = grad_scale * (e_j / sum - onehot(target)).
+// - One exp per logit: the sum pass writes e_j into dlogits (or, for the loss alone, into a row
+//   of scratch per thread) and the gradient pass scales it there. exp, max and the sum come from
+//   vector_math.h, so every pass vectorizes, and the sum's order is fixed by the code.
 // - Row losses land in a per-row array summed in row order afterwards, so the total does not
 //   depend on the thread count.
-// - Within a row, logits are fully read (max, sum, x[target]) before dlogits is written, so
-//   dlogits may alias logits and a large vocabulary needs no second (N, V) buffer.
+// - Within a row, logits are fully read (max, x[target], then each x_j just before e_j is
+//   written over it), so dlogits may alias logits and a large vocabulary needs no second (N, V)
+//   buffer.
 // - Ignored rows (target -100) get zero gradient and add nothing.
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/vector_math.h"
 
 namespace tune::cpu {
 
@@ -23,24 +28,28 @@ template <typename T, typename I>
 double cross_entropy(T* dlogits, const T* logits, const I* targets, int64_t n, int64_t v,
                      double grad_scale) {
   std::vector<double> row_loss(static_cast<size_t>(n), 0.0);
-#pragma omp parallel for schedule(static) if (n * v > kParallelMin)
-  for (int64_t r = 0; r < n; ++r) {
-    const T* x = logits + r * v;  // (V)
-    const int64_t target = static_cast<int64_t>(targets[r]);
-    if (target == kIgnoreIndex) {
-      if (dlogits) std::fill(dlogits + r * v, dlogits + (r + 1) * v, T(0));
-      continue;
+#pragma omp parallel if (n * v > kParallelMin)
+  {
+    std::vector<T> scratch(dlogits ? 0 : static_cast<size_t>(v));  // (V)
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < n; ++r) {
+      const T* x = logits + r * v;                        // (V)
+      T* e = dlogits ? dlogits + r * v : scratch.data();  // (V)
+      const int64_t target = static_cast<int64_t>(targets[r]);
+      if (target == kIgnoreIndex) {
+        if (dlogits) std::fill(e, e + v, T(0));
+        continue;
+      }
+      const T m = vector_math::max(x, v);
+      const double x_target = static_cast<double>(x[target]);
+      for (int64_t j = 0; j < v; ++j) e[j] = vector_math::exp(x[j] - m);
+      const double sum = vector_math::sum<double>(e, v);
+      row_loss[static_cast<size_t>(r)] = static_cast<double>(m) + std::log(sum) - x_target;
+      if (!dlogits) continue;
+      const T scale = static_cast<T>(grad_scale / sum);
+      for (int64_t j = 0; j < v; ++j) e[j] *= scale;
+      e[target] -= static_cast<T>(grad_scale);
     }
-    const T m = *std::max_element(x, x + v);
-    double sum = 0;
-    for (int64_t j = 0; j < v; ++j) sum += static_cast<double>(std::exp(x[j] - m));
-    const double lse = static_cast<double>(m) + std::log(sum);
-    row_loss[static_cast<size_t>(r)] = lse - static_cast<double>(x[target]);
-    if (!dlogits) continue;
-    T* dx = dlogits + r * v;
-    const T lse_t = static_cast<T>(lse), gs = static_cast<T>(grad_scale);
-    for (int64_t j = 0; j < v; ++j) dx[j] = gs * std::exp(x[j] - lse_t);
-    dx[target] -= gs;
   }
   double total = 0;
   for (double l : row_loss) total += l;
