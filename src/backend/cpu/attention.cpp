@@ -20,10 +20,10 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <cmath>
 #include <vector>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/vector_math.h"
 
 namespace tune::cpu {
 
@@ -45,18 +45,16 @@ int64_t first_key(int64_t i, int64_t window) {
   return window > 0 ? std::max<int64_t>(0, i - window + 1) : 0;
 }
 
-// Softmax of row i of scores (T) in place over keys [lo, i]; zero elsewhere.
+// Softmax of row i of scores (T) in place over keys [lo, i]; zero elsewhere. The max, exp and
+// sum come from vector_math.h, so each pass vectorizes.
 template <typename T>
 void masked_softmax_row(T* row, int64_t i, int64_t lo, int64_t seq) {
-  T m = row[lo];
-  for (int64_t j = lo + 1; j <= i; ++j) m = std::max(m, row[j]);
-  T sum = 0;
-  for (int64_t j = lo; j <= i; ++j) {
-    row[j] = std::exp(row[j] - m);
-    sum += row[j];
-  }
-  const T inv = T(1) / sum;
-  for (int64_t j = lo; j <= i; ++j) row[j] *= inv;
+  T* x = row + lo;  // (len), the visible keys
+  const int64_t len = i - lo + 1;
+  const T m = vector_math::max(x, len);
+  for (int64_t j = 0; j < len; ++j) x[j] = vector_math::exp(x[j] - m);
+  const T inv = T(1) / vector_math::sum<T>(x, len);
+  for (int64_t j = 0; j < len; ++j) x[j] *= inv;
   std::fill(row, row + lo, T(0));
   std::fill(row + i + 1, row + seq, T(0));
 }
