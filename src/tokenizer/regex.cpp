@@ -8,7 +8,63 @@
 
 namespace tune::tok {
 
-Regex::Regex(const std::string& pattern, const std::string& where) {
+namespace {
+
+// Oniguruma (which Hugging Face compiles these patterns with) and PCRE2 disagree on two Unicode
+// classes: PCRE2's \s also matches U+180E (kept in its horizontal-space list, though Unicode 6.3
+// dropped it from White_Space), and its \w is [\p{L}\p{N}_] where Oniguruma's is
+// Letter | Mark | Number | Connector_Punctuation. Spell both out as Oniguruma means them.
+std::string as_oniguruma_classes(const std::string& pattern, const std::string& where) {
+  constexpr const char* kWord = "\\p{L}\\p{M}\\p{N}\\p{Pc}";
+  std::string out;
+  bool in_class = false;
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    char c = pattern[i];
+    if (c == '\\' && i + 1 < pattern.size()) {
+      char e = pattern[++i];
+      if (e == 's') {
+        out += "\\p{White_Space}";
+      } else if (e == 'S') {
+        out += "\\P{White_Space}";
+      } else if (e == 'w') {
+        out += in_class ? str(kWord) : str("[", kWord, "]");
+      } else if (e == 'W') {
+        if (in_class)
+          throw Error(
+              str(where, ": \\W inside a character class is not supported in /", pattern, "/"));
+        out += str("[^", kWord, "]");
+      } else {
+        out += c;
+        out += e;
+      }
+      continue;
+    }
+    if (!in_class && c == '[') {
+      in_class = true;
+      out += c;
+      // A ']' right after '[' or '[^' is a literal member, not the end of the class.
+      if (i + 1 < pattern.size() && pattern[i + 1] == '^') out += pattern[++i];
+      if (i + 1 < pattern.size() && pattern[i + 1] == ']') out += pattern[++i];
+      continue;
+    }
+    if (in_class && c == '[' && i + 1 < pattern.size() && pattern[i + 1] == ':') {
+      size_t end = pattern.find(":]", i + 2);  // POSIX class such as [:alpha:]
+      if (end != std::string::npos) {
+        out.append(pattern, i, end + 2 - i);
+        i = end + 1;
+        continue;
+      }
+    }
+    if (in_class && c == ']') in_class = false;
+    out += c;
+  }
+  return out;
+}
+
+}  // namespace
+
+Regex::Regex(const std::string& source, const std::string& where) {
+  const std::string pattern = as_oniguruma_classes(source, where);
   int err = 0;
   PCRE2_SIZE offset = 0;
   pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
@@ -17,13 +73,16 @@ Regex::Regex(const std::string& pattern, const std::string& where) {
     PCRE2_UCHAR msg[256];
     pcre2_get_error_message(err, msg, sizeof msg);
     throw Error(str(where, ": bad regex: ", reinterpret_cast<const char*>(msg), " at offset ",
-                    offset, " in /", pattern, "/"));
+                    offset, " in /", source, "/",
+                    pattern == source ? "" : str(" (compiled as /", pattern, "/)")));
   }
   pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);  // falls back to the interpreter when unavailable
   code_ = code;
 }
 
-Regex::~Regex() { pcre2_code_free(static_cast<pcre2_code*>(code_)); }
+Regex::~Regex() {
+  pcre2_code_free(static_cast<pcre2_code*>(code_));
+}
 
 std::vector<Span> Regex::find_all(std::string_view text) const {
   auto* code = static_cast<pcre2_code*>(code_);
@@ -66,8 +125,8 @@ Pattern::Pattern(const nlohmann::json& j, const std::string& where) {
   } else if (j.is_object() && j.contains("Regex") && j["Regex"].is_string()) {
     regex_ = std::make_unique<Regex>(j["Regex"].get<std::string>(), where + ".Regex");
   } else {
-    throw Error(str(where, ": a pattern must be {\"String\": ...} or {\"Regex\": ...}, got ",
-                    j.dump()));
+    throw Error(
+        str(where, ": a pattern must be {\"String\": ...} or {\"Regex\": ...}, got ", j.dump()));
   }
 }
 
