@@ -93,7 +93,8 @@ class Case {
   Case(std::string dir, DType dtype) : dir_(std::move(dir)), dtype_(dtype) {
     for (const char* f : {"config.json", "golden.json", "golden.safetensors"})
       TUNE_CHECK(io::file_exists(dir_ + "/" + f), dir_, " is not a golden case folder: it has no ",
-                 f, " (expected config.json, model.safetensors, golden.json, golden.safetensors "
+                 f,
+                 " (expected config.json, model.safetensors, golden.json, golden.safetensors "
                  "and optionally adapter/, as shared/golden/README.md describes)");
     golden_ = io::SafetensorsFile::open(dir_ + "/golden.safetensors");
     info_ = io::read_json_file(dir_ + "/golden.json");

@@ -45,7 +45,8 @@ Value strings(const std::vector<std::string>& parts) {
 bool affix(const std::string& s, const Value& what, bool prefix) {
   auto test = [&](const std::string& x) {
     if (x.size() > s.size()) return false;
-    return prefix ? s.compare(0, x.size(), x) == 0 : s.compare(s.size() - x.size(), x.size(), x) == 0;
+    return prefix ? s.compare(0, x.size(), x) == 0
+                  : s.compare(s.size() - x.size(), x.size(), x) == 0;
   };
   if (what.is_string()) return test(what.s);
   if (what.kind == Value::Kind::kTuple) {
@@ -62,7 +63,8 @@ Value string_method(const std::string& s, const std::string& name) {
   auto bind = [](Function f) { return Value::callable(std::move(f)); };
   if (name == "strip" || name == "lstrip" || name == "rstrip")
     return bind([s, name](CallArgs& a) {
-      return Value::string(py::strip(s, opt_string(a, 0, "chars"), name != "rstrip", name != "lstrip"));
+      return Value::string(
+          py::strip(s, opt_string(a, 0, "chars"), name != "rstrip", name != "lstrip"));
     });
   if (name == "split" || name == "rsplit")
     return bind([s, name](CallArgs& a) {
@@ -91,7 +93,8 @@ Value string_method(const std::string& s, const std::string& name) {
   if (name == "upper") return bind([s](CallArgs&) { return Value::string(py::upper(s)); });
   if (name == "lower") return bind([s](CallArgs&) { return Value::string(py::lower(s)); });
   if (name == "title") return bind([s](CallArgs&) { return Value::string(py::title(s)); });
-  if (name == "capitalize") return bind([s](CallArgs&) { return Value::string(py::capitalize(s)); });
+  if (name == "capitalize")
+    return bind([s](CallArgs&) { return Value::string(py::capitalize(s)); });
   if (name == "find")
     return bind([s](CallArgs& a) { return Value::integer(py::find(s, arg_string(a, 0, "find"))); });
   if (name == "index")
@@ -101,7 +104,8 @@ Value string_method(const std::string& s, const std::string& name) {
       return Value::integer(at);
     });
   if (name == "count")
-    return bind([s](CallArgs& a) { return Value::integer(py::count(s, arg_string(a, 0, "count"))); });
+    return bind(
+        [s](CallArgs& a) { return Value::integer(py::count(s, arg_string(a, 0, "count"))); });
   if (name == "join")
     return bind([s](CallArgs& a) {
       const Value* items = a.get(0, "");
@@ -109,7 +113,8 @@ Value string_method(const std::string& s, const std::string& name) {
       std::string out;
       bool first = true;
       for (const Value& v : iterate(*items)) {
-        if (!v.is_string()) fail("TypeError: sequence item: expected str instance, " + type_name(v) + " found");
+        if (!v.is_string())
+          fail("TypeError: sequence item: expected str instance, " + type_name(v) + " found");
         if (!first) out += s;
         first = false;
         out += v.s;
@@ -121,21 +126,25 @@ Value string_method(const std::string& s, const std::string& name) {
     return !cps.empty() && std::all_of(cps.begin(), cps.end(), pred);
   };
   if (name == "isdigit")
-    return bind([all_of](CallArgs&) { return Value::boolean(all_of([](char32_t c) { return c >= '0' && c <= '9'; })); });
+    return bind([all_of](CallArgs&) {
+      return Value::boolean(all_of([](char32_t c) { return c >= '0' && c <= '9'; }));
+    });
   if (name == "isspace")
     return bind([all_of](CallArgs&) { return Value::boolean(all_of(py::is_space)); });
   if (name == "isalpha")
     return bind([all_of](CallArgs&) {
       return Value::boolean(all_of([](char32_t c) { return (c | 32) >= 'a' && (c | 32) <= 'z'; }));
     });
-  if (name == "isupper") return bind([s](CallArgs&) { return Value::boolean(py::upper(s) == s && py::lower(s) != s); });
-  if (name == "islower") return bind([s](CallArgs&) { return Value::boolean(py::lower(s) == s && py::upper(s) != s); });
+  if (name == "isupper")
+    return bind([s](CallArgs&) { return Value::boolean(py::upper(s) == s && py::lower(s) != s); });
+  if (name == "islower")
+    return bind([s](CallArgs&) { return Value::boolean(py::lower(s) == s && py::upper(s) != s); });
   return Value::undefined("'str object' has no attribute '" + name + "'");
 }
 
 const std::set<std::string> kUnsafeDict = {"clear", "pop", "popitem", "setdefault", "update"};
-const std::set<std::string> kUnsafeList = {"append", "clear", "extend", "insert", "pop",
-                                           "remove", "reverse", "sort"};
+const std::set<std::string> kUnsafeList = {"append", "clear",  "extend",  "insert",
+                                           "pop",    "remove", "reverse", "sort"};
 
 Value unsafe(const std::string& attr, const std::string& type) {
   return Value::undefined("SecurityError: access to attribute '" + attr + "' of '" + type +
@@ -193,7 +202,9 @@ Value no_attribute(const Value& obj, const Value& key) {
   return Value::undefined(object_type_repr(obj) + " has no element " + repr(key));
 }
 
-int64_t normalize_index(int64_t i, size_t n) { return i < 0 ? i + int64_t(n) : i; }
+int64_t normalize_index(int64_t i, size_t n) {
+  return i < 0 ? i + int64_t(n) : i;
+}
 
 }  // namespace
 
@@ -217,12 +228,14 @@ Value get_attribute(const Value& obj, const std::string& name) {
     case Value::Kind::kNamespace:
       if (Value* v = obj.dict->find(name)) return *v;
       break;
-    case Value::Kind::kString: return string_method(obj.s, name);
+    case Value::Kind::kString:
+      return string_method(obj.s, name);
     case Value::Kind::kList:
     case Value::Kind::kTuple:
       if (auto m = list_method(obj, name)) return *m;
       break;
-    default: break;
+    default:
+      break;
   }
   return no_attribute(obj, Value::string(name));
 }
@@ -253,7 +266,8 @@ Value get_item(const Value& obj, const Value& key) {
         return no_attribute(obj, key);
       }
       break;
-    default: break;
+    default:
+      break;
   }
   if (key.is_string()) return get_attribute(obj, key.s);
   return no_attribute(obj, key);

@@ -48,15 +48,15 @@ using Body = std::vector<StmtPtr>;
 
 struct Stmt {
   enum class Kind {
-    kText,        // text
-    kPrint,       // {{ expr }}
-    kIf,          // conditions[i] -> bodies[i]; else_body
-    kFor,         // for target in expr [if filter]: body; else_body
-    kSet,         // set target = expr
-    kSetBlock,    // set target [| filter] ... endset (filter in `filter`)
-    kMacro,       // macro name(params) body
-    kCallBlock,   // call[(params)] expr: body is the caller
-    kFilterBlock, // filter <filter chain in `filter`>: body
+    kText,         // text
+    kPrint,        // {{ expr }}
+    kIf,           // conditions[i] -> bodies[i]; else_body
+    kFor,          // for target in expr [if filter]: body; else_body
+    kSet,          // set target = expr
+    kSetBlock,     // set target [| filter] ... endset (filter in `filter`)
+    kMacro,        // macro name(params) body
+    kCallBlock,    // call[(params)] expr: body is the caller
+    kFilterBlock,  // filter <filter chain in `filter`>: body
     kBreak,
     kContinue,
     kGeneration,  // generation: body

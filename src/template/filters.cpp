@@ -17,7 +17,9 @@ bool flag(const CallArgs& a, size_t i, const std::string& name, bool fallback) {
   return v ? truthy(*v) : fallback;
 }
 
-Value list_of(List items) { return Value::make_list(std::move(items)); }
+Value list_of(List items) {
+  return Value::make_list(std::move(items));
+}
 
 // Attribute paths like "a.b" or "0" (as Jinja's make_attrgetter).
 Value lookup_path(const Value& v, const std::string& path) {
@@ -39,12 +41,17 @@ Value sort_key(const Value& v, bool case_sensitive) {
 
 Value f_length(const Value& v, const CallArgs&) {
   switch (v.kind) {
-    case Value::Kind::kString: return Value::integer(int64_t(py::length(v.s)));
+    case Value::Kind::kString:
+      return Value::integer(int64_t(py::length(v.s)));
     case Value::Kind::kList:
-    case Value::Kind::kTuple: return Value::integer(int64_t(v.list->size()));
-    case Value::Kind::kDict: return Value::integer(int64_t(v.dict->items.size()));
-    case Value::Kind::kUndefined: return Value::integer(0);
-    default: fail("TypeError: object of type '" + type_name(v) + "' has no len()");
+    case Value::Kind::kTuple:
+      return Value::integer(int64_t(v.list->size()));
+    case Value::Kind::kDict:
+      return Value::integer(int64_t(v.dict->items.size()));
+    case Value::Kind::kUndefined:
+      return Value::integer(0);
+    default:
+      fail("TypeError: object of type '" + type_name(v) + "' has no len()");
   }
 }
 
@@ -65,7 +72,8 @@ Value f_tojson(const Value& v, const CallArgs& a) {
   }
   const Value* seps = a.get(2, "separators");
   if (seps && !seps->is_none()) {
-    if (!seps->is_sequence() || seps->list->size() != 2) fail("ValueError: separators must be a pair");
+    if (!seps->is_sequence() || seps->list->size() != 2)
+      fail("ValueError: separators must be a pair");
     st.item_separator = str((*seps->list)[0]);
     st.key_separator = str((*seps->list)[1]);
   }
@@ -161,10 +169,18 @@ Value select_impl(const Value& v, const CallArgs& a, bool by_attr, bool keep) {
   }
   return list_of(std::move(out));
 }
-Value f_select(const Value& v, const CallArgs& a) { return select_impl(v, a, false, true); }
-Value f_reject(const Value& v, const CallArgs& a) { return select_impl(v, a, false, false); }
-Value f_selectattr(const Value& v, const CallArgs& a) { return select_impl(v, a, true, true); }
-Value f_rejectattr(const Value& v, const CallArgs& a) { return select_impl(v, a, true, false); }
+Value f_select(const Value& v, const CallArgs& a) {
+  return select_impl(v, a, false, true);
+}
+Value f_reject(const Value& v, const CallArgs& a) {
+  return select_impl(v, a, false, false);
+}
+Value f_selectattr(const Value& v, const CallArgs& a) {
+  return select_impl(v, a, true, true);
+}
+Value f_rejectattr(const Value& v, const CallArgs& a) {
+  return select_impl(v, a, true, false);
+}
 
 Value f_default(const Value& v, const CallArgs& a) {
   Value fallback = a.get_or(0, "default_value", Value::string(""));
@@ -185,12 +201,24 @@ Value f_last(const Value& v, const CallArgs&) {
   return items.back();
 }
 
-Value f_list(const Value& v, const CallArgs&) { return list_of(iterate(v)); }
-Value f_string(const Value& v, const CallArgs&) { return Value::string(str(v)); }
-Value f_upper(const Value& v, const CallArgs&) { return Value::string(py::upper(str(v))); }
-Value f_lower(const Value& v, const CallArgs&) { return Value::string(py::lower(str(v))); }
-Value f_capitalize(const Value& v, const CallArgs&) { return Value::string(py::capitalize(str(v))); }
-Value f_safe(const Value& v, const CallArgs&) { return v; }
+Value f_list(const Value& v, const CallArgs&) {
+  return list_of(iterate(v));
+}
+Value f_string(const Value& v, const CallArgs&) {
+  return Value::string(str(v));
+}
+Value f_upper(const Value& v, const CallArgs&) {
+  return Value::string(py::upper(str(v)));
+}
+Value f_lower(const Value& v, const CallArgs&) {
+  return Value::string(py::lower(str(v)));
+}
+Value f_capitalize(const Value& v, const CallArgs&) {
+  return Value::string(py::capitalize(str(v)));
+}
+Value f_safe(const Value& v, const CallArgs&) {
+  return v;
+}
 
 // Jinja's title: capitalize each piece after runs of [-\s({\[<].
 Value f_title(const Value& v, const CallArgs&) {
@@ -256,7 +284,8 @@ Value f_unique(const Value& v, const CallArgs& a) {
   List out, seen;
   for (const Value& item : iterate(v)) {
     Value key = sort_key(attr ? lookup_path(item, str(*attr)) : item, case_sensitive);
-    if (std::any_of(seen.begin(), seen.end(), [&](const Value& s) { return equal(s, key); })) continue;
+    if (std::any_of(seen.begin(), seen.end(), [&](const Value& s) { return equal(s, key); }))
+      continue;
     seen.push_back(key);
     out.push_back(item);
   }
@@ -275,7 +304,9 @@ Value f_round(const Value& v, const CallArgs& a) {
   std::string method = str(a.get_or(1, "method", Value::string("common")));
   double scale = std::pow(10.0, double(precision));
   double x = v.as_double() * scale;
-  double r = method == "ceil" ? std::ceil(x) : method == "floor" ? std::floor(x) : std::nearbyint(x);
+  double r = method == "ceil"    ? std::ceil(x)
+             : method == "floor" ? std::floor(x)
+                                 : std::nearbyint(x);
   return Value::real(r / scale);
 }
 
@@ -311,7 +342,8 @@ Value f_dictsort(const Value& v, const CallArgs& a) {
   List items = f_items(v, CallArgs{}).list ? *f_items(v, CallArgs{}).list : List{};
   size_t pos = by == "value" ? 1 : 0;
   std::stable_sort(items.begin(), items.end(), [&](const Value& x, const Value& y) {
-    Value kx = sort_key((*x.list)[pos], case_sensitive), ky = sort_key((*y.list)[pos], case_sensitive);
+    Value kx = sort_key((*x.list)[pos], case_sensitive),
+          ky = sort_key((*y.list)[pos], case_sensitive);
     return reverse ? less(ky, kx) : less(kx, ky);
   });
   return list_of(std::move(items));
@@ -326,7 +358,8 @@ Value f_indent(const Value& v, const CallArgs& a) {
   std::string out;
   for (size_t i = 0; i < lines.size(); ++i) {
     if (i) out += "\n";
-    bool indent_line = (i > 0 || first) && (blank || !py::strip(lines[i], std::nullopt, true, true).empty());
+    bool indent_line =
+        (i > 0 || first) && (blank || !py::strip(lines[i], std::nullopt, true, true).empty());
     if (indent_line) out += pad;
     out += lines[i];
   }
@@ -337,7 +370,8 @@ Value f_wordcount(const Value& v, const CallArgs&) {
   int64_t n = 0;
   bool in_word = false;
   for (char32_t c : py::decode(str(v))) {
-    bool word = c == '_' || (c >= '0' && c <= '9') || ((c | 32) >= 'a' && (c | 32) <= 'z') || c >= 0x80;
+    bool word =
+        c == '_' || (c >= '0' && c <= '9') || ((c | 32) >= 'a' && (c | 32) <= 'z') || c >= 0x80;
     if (word && !in_word) ++n;
     in_word = word;
   }
@@ -364,15 +398,22 @@ Value minmax(const Value& v, const CallArgs& a, bool want_max) {
   bool case_sensitive = flag(a, 0, "case_sensitive", false);
   const Value* attr = a.get(1, "attribute");
   List items = iterate(v);
-  if (items.empty()) return Value::undefined(std::string("No aggregated item, sequence was empty."));
-  auto key = [&](const Value& x) { return sort_key(attr ? lookup_path(x, str(*attr)) : x, case_sensitive); };
+  if (items.empty())
+    return Value::undefined(std::string("No aggregated item, sequence was empty."));
+  auto key = [&](const Value& x) {
+    return sort_key(attr ? lookup_path(x, str(*attr)) : x, case_sensitive);
+  };
   Value best = items[0];
   for (const Value& x : items)
     if (want_max ? less(key(best), key(x)) : less(key(x), key(best))) best = x;
   return best;
 }
-Value f_max(const Value& v, const CallArgs& a) { return minmax(v, a, true); }
-Value f_min(const Value& v, const CallArgs& a) { return minmax(v, a, false); }
+Value f_max(const Value& v, const CallArgs& a) {
+  return minmax(v, a, true);
+}
+Value f_min(const Value& v, const CallArgs& a) {
+  return minmax(v, a, false);
+}
 
 Value f_sum(const Value& v, const CallArgs& a) {
   const Value* attr = a.get(0, "attribute");
@@ -386,12 +427,23 @@ Value f_escape(const Value& v, const CallArgs&) {
   std::string out;
   for (char c : str(v)) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&#34;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&#34;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += c;
     }
   }
   return Value::string(std::move(out));
@@ -403,16 +455,45 @@ Value f_attr(const Value& v, const CallArgs& a) {
 
 const std::map<std::string, Filter>& filters() {
   static const std::map<std::string, Filter> table = {
-      {"abs", f_abs}, {"attr", f_attr}, {"batch", f_batch}, {"capitalize", f_capitalize},
-      {"count", f_length}, {"d", f_default}, {"default", f_default}, {"dictsort", f_dictsort},
-      {"e", f_escape}, {"escape", f_escape}, {"first", f_first}, {"float", f_float},
-      {"indent", f_indent}, {"int", f_int}, {"items", f_items}, {"join", f_join},
-      {"last", f_last}, {"length", f_length}, {"list", f_list}, {"lower", f_lower},
-      {"map", f_map}, {"max", f_max}, {"min", f_min}, {"reject", f_reject},
-      {"rejectattr", f_rejectattr}, {"replace", f_replace}, {"reverse", f_reverse},
-      {"round", f_round}, {"safe", f_safe}, {"select", f_select}, {"selectattr", f_selectattr},
-      {"sort", f_sort}, {"string", f_string}, {"sum", f_sum}, {"title", f_title},
-      {"tojson", f_tojson}, {"trim", f_trim}, {"unique", f_unique}, {"upper", f_upper},
+      {"abs", f_abs},
+      {"attr", f_attr},
+      {"batch", f_batch},
+      {"capitalize", f_capitalize},
+      {"count", f_length},
+      {"d", f_default},
+      {"default", f_default},
+      {"dictsort", f_dictsort},
+      {"e", f_escape},
+      {"escape", f_escape},
+      {"first", f_first},
+      {"float", f_float},
+      {"indent", f_indent},
+      {"int", f_int},
+      {"items", f_items},
+      {"join", f_join},
+      {"last", f_last},
+      {"length", f_length},
+      {"list", f_list},
+      {"lower", f_lower},
+      {"map", f_map},
+      {"max", f_max},
+      {"min", f_min},
+      {"reject", f_reject},
+      {"rejectattr", f_rejectattr},
+      {"replace", f_replace},
+      {"reverse", f_reverse},
+      {"round", f_round},
+      {"safe", f_safe},
+      {"select", f_select},
+      {"selectattr", f_selectattr},
+      {"sort", f_sort},
+      {"string", f_string},
+      {"sum", f_sum},
+      {"title", f_title},
+      {"tojson", f_tojson},
+      {"trim", f_trim},
+      {"unique", f_unique},
+      {"upper", f_upper},
       {"wordcount", f_wordcount},
   };
   return table;
@@ -420,7 +501,9 @@ const std::map<std::string, Filter>& filters() {
 
 }  // namespace
 
-bool has_filter(const std::string& name) { return filters().count(name) > 0; }
+bool has_filter(const std::string& name) {
+  return filters().count(name) > 0;
+}
 
 Value apply_filter(const std::string& name, const Value& input, const CallArgs& args) {
   auto it = filters().find(name);

@@ -16,15 +16,19 @@ Value range(CallArgs& a) {
       fail("TypeError: '" + type_name(v) + "' object cannot be interpreted as an integer");
     }
   int64_t start = 0, stop = 0, step = 1;
-  if (a.args.size() == 1) stop = a.args[0].as_int();
-  else if (a.args.size() >= 2) start = a.args[0].as_int(), stop = a.args[1].as_int();
+  if (a.args.size() == 1)
+    stop = a.args[0].as_int();
+  else if (a.args.size() >= 2)
+    start = a.args[0].as_int(), stop = a.args[1].as_int();
   if (a.args.size() == 3) step = a.args[2].as_int();
   if (a.args.empty() || a.args.size() > 3) fail("TypeError: range expected 1 to 3 arguments");
   if (step == 0) fail("ValueError: range() arg 3 must not be zero");
   List out;
   for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
     if (int64_t(out.size()) >= kMaxRange)
-      fail("OverflowError: Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).");
+      fail(
+          "OverflowError: Range too big. The sandbox blocks ranges larger than MAX_RANGE "
+          "(100000).");
     out.push_back(Value::integer(i));
   }
   return Value::make_list(std::move(out));
@@ -53,7 +57,8 @@ Value strftime_now(CallArgs& a) {
 
 Value global(const std::string& name) {
   if (name == "range") return Value::callable(range);
-  if (name == "dict") return Value::callable([](CallArgs& a) { return fill(Value::make_dict(), a); });
+  if (name == "dict")
+    return Value::callable([](CallArgs& a) { return fill(Value::make_dict(), a); });
   if (name == "namespace")
     return Value::callable([](CallArgs& a) { return fill(Value::make_namespace(), a); });
   if (name == "raise_exception")

@@ -30,11 +30,13 @@ std::string normalize_newlines(const std::string& source) {
   return out;
 }
 
-bool is_ascii_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+bool is_ascii_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
 
-const char* const kOperators[] = {"//", "**", "==", "!=", ">=", "<=", "+", "-", "/", "*", "%",
-                                  "~", "[", "]", "(", ")", "{", "}", ">", "<", "=", ".", ":",
-                                  "|", ",", ";"};
+const char* const kOperators[] = {"//", "**", "==", "!=", ">=", "<=", "+", "-", "/",
+                                  "*",  "%",  "~",  "[",  "]",  "(",  ")", "{", "}",
+                                  ">",  "<",  "=",  ".",  ":",  "|",  ",", ";"};
 
 class Lexer {
  public:
@@ -129,7 +131,8 @@ class Lexer {
       ++at;
     }
     char kind = src_[at + 1];
-    char sign = at + 2 < src_.size() && (src_[at + 2] == '-' || src_[at + 2] == '+') ? src_[at + 2] : 0;
+    char sign =
+        at + 2 < src_.size() && (src_[at + 2] == '-' || src_[at + 2] == '+') ? src_[at + 2] : 0;
     std::string text = src_.substr(pos_, at - pos_);
     if (kind == '%') {
       char raw_sign;
@@ -191,7 +194,8 @@ class Lexer {
   void comment(size_t open, size_t body) {
     size_t close = src_.find("#}", body);
     if (close == std::string::npos) error_at(open, "Missing end of comment tag");
-    char sign = close > body && (src_[close - 1] == '-' || src_[close - 1] == '+') ? src_[close - 1] : 0;
+    char sign =
+        close > body && (src_[close - 1] == '-' || src_[close - 1] == '+') ? src_[close - 1] : 0;
     size_t end = close + 2;
     if (sign == '-') {
       while (end < src_.size() && is_ascii_space(src_[end])) ++end;
@@ -208,8 +212,9 @@ class Lexer {
     const size_t open = p;
     while (true) {
       while (p < src_.size() && is_ascii_space(src_[p])) ++p;
-      if (p >= src_.size()) error_at(open, block ? "unexpected end of template, expected '%}'"
-                                                 : "unexpected end of template, expected '}}'");
+      if (p >= src_.size())
+        error_at(open, block ? "unexpected end of template, expected '%}'"
+                             : "unexpected end of template, expected '}}'");
       if (balance.empty()) {
         size_t end = std::string::npos;
         if (block) {
@@ -260,7 +265,8 @@ class Lexer {
         balance.push_back(o == '(' ? ')' : o == '[' ? ']' : '}');
       } else if (std::strlen(op) == 1 && (o == ')' || o == ']' || o == '}')) {
         if (balance.empty()) error_at(p, str("unexpected '", o, "'"));
-        if (balance.back() != o) error_at(p, str("unexpected '", o, "', expected '", balance.back(), "'"));
+        if (balance.back() != o)
+          error_at(p, str("unexpected '", o, "', expected '", balance.back(), "'"));
         balance.pop_back();
       }
       push(Token::Kind::kOp, p, op);
@@ -270,14 +276,16 @@ class Lexer {
   }
 
   size_t digits(size_t q) const {
-    while (q < src_.size() && (std::isdigit(static_cast<unsigned char>(src_[q])) || src_[q] == '_')) ++q;
+    while (q < src_.size() && (std::isdigit(static_cast<unsigned char>(src_[q])) || src_[q] == '_'))
+      ++q;
     return q;
   }
 
   size_t number(size_t p) {
     size_t q = digits(p);
     bool is_float = false;
-    if (q + 1 < src_.size() && src_[q] == '.' && std::isdigit(static_cast<unsigned char>(src_[q + 1]))) {
+    if (q + 1 < src_.size() && src_[q] == '.' &&
+        std::isdigit(static_cast<unsigned char>(src_[q + 1]))) {
       q = digits(q + 1);
       is_float = true;
     }
@@ -296,10 +304,13 @@ class Lexer {
     if (is_float) {
       t.kind = Token::Kind::kFloat;
       t.float_value = std::stod(text);
-    } else if (text.size() > 1 && text[0] == '0' && (text[1] == 'x' || text[1] == 'X' || text[1] == 'o' ||
-                                                     text[1] == 'O' || text[1] == 'b' || text[1] == 'B')) {
+    } else if (text.size() > 1 && text[0] == '0' &&
+               (text[1] == 'x' || text[1] == 'X' || text[1] == 'o' || text[1] == 'O' ||
+                text[1] == 'b' || text[1] == 'B')) {
       q = p + 2;
-      while (q < src_.size() && (std::isalnum(static_cast<unsigned char>(src_[q])) || src_[q] == '_')) ++q;
+      while (q < src_.size() &&
+             (std::isalnum(static_cast<unsigned char>(src_[q])) || src_[q] == '_'))
+        ++q;
       text = src_.substr(p + 2, q - p - 2);
       text.erase(std::remove(text.begin(), text.end(), '_'), text.end());
       char base = char(std::tolower(src_[p + 1]));
@@ -337,24 +348,52 @@ class Lexer {
         py::append_utf8(value, cp);
       };
       switch (e) {
-        case 'n': value += '\n'; break;
-        case 't': value += '\t'; break;
-        case 'r': value += '\r'; break;
-        case '\\': value += '\\'; break;
-        case '\'': value += '\''; break;
-        case '"': value += '"'; break;
-        case 'a': value += '\a'; break;
-        case 'b': value += '\b'; break;
-        case 'f': value += '\f'; break;
-        case 'v': value += '\v'; break;
-        case '\n': break;
-        case 'x': hex(2); break;
-        case 'u': hex(4); break;
-        case 'U': hex(8); break;
+        case 'n':
+          value += '\n';
+          break;
+        case 't':
+          value += '\t';
+          break;
+        case 'r':
+          value += '\r';
+          break;
+        case '\\':
+          value += '\\';
+          break;
+        case '\'':
+          value += '\'';
+          break;
+        case '"':
+          value += '"';
+          break;
+        case 'a':
+          value += '\a';
+          break;
+        case 'b':
+          value += '\b';
+          break;
+        case 'f':
+          value += '\f';
+          break;
+        case 'v':
+          value += '\v';
+          break;
+        case '\n':
+          break;
+        case 'x':
+          hex(2);
+          break;
+        case 'u':
+          hex(4);
+          break;
+        case 'U':
+          hex(8);
+          break;
         default:
           if (e >= '0' && e <= '7') {
             int v = e - '0', n = 1;
-            while (n < 3 && q < src_.size() && src_[q] >= '0' && src_[q] <= '7') v = v * 8 + (src_[q++] - '0'), ++n;
+            while (n < 3 && q < src_.size() && src_[q] >= '0' && src_[q] <= '7')
+              v = v * 8 + (src_[q++] - '0'), ++n;
             py::append_utf8(value, char32_t(v));
           } else {
             value += '\\';

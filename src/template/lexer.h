@@ -11,8 +11,19 @@
 namespace tune::tmpl {
 
 struct Token {
-  enum class Kind { kData, kVarBegin, kVarEnd, kBlockBegin, kBlockEnd, kName, kString, kInt,
-                    kFloat, kOp, kEof };
+  enum class Kind {
+    kData,
+    kVarBegin,
+    kVarEnd,
+    kBlockBegin,
+    kBlockEnd,
+    kName,
+    kString,
+    kInt,
+    kFloat,
+    kOp,
+    kEof
+  };
   Kind kind = Kind::kEof;
   std::string text;  // data, name, operator, or a string literal's decoded value
   int64_t int_value = 0;

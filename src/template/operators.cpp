@@ -52,10 +52,13 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
     if (a.kind == b.kind && a.is_sequence()) {
       List out = *a.list;
       out.insert(out.end(), b.list->begin(), b.list->end());
-      return a.kind == K::kTuple ? Value::make_tuple(std::move(out)) : Value::make_list(std::move(out));
+      return a.kind == K::kTuple ? Value::make_tuple(std::move(out))
+                                 : Value::make_list(std::move(out));
     }
-    if (a.is_string()) fail("TypeError: can only concatenate str (not \"" + type_name(b) + "\") to str");
-    if (a.kind == K::kList) fail("TypeError: can only concatenate list (not \"" + type_name(b) + "\") to list");
+    if (a.is_string())
+      fail("TypeError: can only concatenate str (not \"" + type_name(b) + "\") to str");
+    if (a.kind == K::kList)
+      fail("TypeError: can only concatenate list (not \"" + type_name(b) + "\") to list");
     unsupported("+", a, b);
   }
   if (op == "-") {
@@ -66,8 +69,10 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
   if (op == "*") {
     if (both_int(a, b)) return Value::integer(a.as_int() * b.as_int());
     if (a.is_number() && b.is_number()) return Value::real(a.as_double() * b.as_double());
-    if ((a.is_string() || a.is_sequence()) && b.is_number() && b.kind != K::kFloat) return repeat(a, b.as_int());
-    if ((b.is_string() || b.is_sequence()) && a.is_number() && a.kind != K::kFloat) return repeat(b, a.as_int());
+    if ((a.is_string() || a.is_sequence()) && b.is_number() && b.kind != K::kFloat)
+      return repeat(a, b.as_int());
+    if ((b.is_string() || b.is_sequence()) && a.is_number() && a.kind != K::kFloat)
+      return repeat(b, a.as_int());
     unsupported("*", a, b);
   }
   if (op == "/") {
@@ -77,7 +82,8 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
   }
   if (op == "//" || op == "%") {
     if (!(a.is_number() && b.is_number())) {
-      if (op == "%" && a.is_string()) fail("TypeError: printf-style string formatting is not supported");
+      if (op == "%" && a.is_string())
+        fail("TypeError: printf-style string formatting is not supported");
       unsupported(op, a, b);
     }
     if (both_int(a, b)) {
@@ -88,8 +94,9 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
       return op == "//" ? Value::integer(q) : Value::integer(a.as_int() - q * b.as_int());
     }
     double x = a.as_double(), y = b.as_double();
-    if (y == 0) fail(op == "//" ? "ZeroDivisionError: float floor division by zero"
-                                : "ZeroDivisionError: float modulo");
+    if (y == 0)
+      fail(op == "//" ? "ZeroDivisionError: float floor division by zero"
+                      : "ZeroDivisionError: float modulo");
     // CPython's float_divmod.
     double m = std::fmod(x, y);
     double div = (x - m) / y;
@@ -117,8 +124,10 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
 Value unary_op(const std::string& op, const Value& a) {
   if (op == "not") return Value::boolean(!truthy(a));
   require_defined(a);
-  if (!a.is_number()) fail("TypeError: bad operand type for unary " + op + ": '" + type_name(a) + "'");
-  if (op == "-") return a.kind == Value::Kind::kFloat ? Value::real(-a.f) : Value::integer(-a.as_int());
+  if (!a.is_number())
+    fail("TypeError: bad operand type for unary " + op + ": '" + type_name(a) + "'");
+  if (op == "-")
+    return a.kind == Value::Kind::kFloat ? Value::real(-a.f) : Value::integer(-a.as_int());
   return a.kind == Value::Kind::kFloat ? a : Value::integer(a.as_int());
 }
 
@@ -135,8 +144,10 @@ bool contains(const Value& container, const Value& item) {
       for (const Value& v : *container.list)
         if (equal(v, item)) return true;
       return false;
-    case Value::Kind::kDict: return container.dict->find(item) != nullptr;
-    case Value::Kind::kUndefined: return false;
+    case Value::Kind::kDict:
+      return container.dict->find(item) != nullptr;
+    case Value::Kind::kUndefined:
+      return false;
     default:
       fail("TypeError: argument of type '" + type_name(container) + "' is not iterable");
   }

@@ -30,13 +30,20 @@ class Parser {
 
   static std::string describe(const Token& t) {
     switch (t.kind) {
-      case TK::kEof: return "end of template";
-      case TK::kBlockEnd: return "end of statement block";
-      case TK::kVarEnd: return "end of print statement";
-      case TK::kName: return "'" + t.text + "'";
-      case TK::kOp: return "'" + t.text + "'";
-      case TK::kString: return "string";
-      default: return "token";
+      case TK::kEof:
+        return "end of template";
+      case TK::kBlockEnd:
+        return "end of statement block";
+      case TK::kVarEnd:
+        return "end of print statement";
+      case TK::kName:
+        return "'" + t.text + "'";
+      case TK::kOp:
+        return "'" + t.text + "'";
+      case TK::kString:
+        return "string";
+      default:
+        return "token";
     }
   }
 
@@ -54,7 +61,8 @@ class Parser {
     return next().text;
   }
   void expect_block_end() {
-    if (cur().kind != TK::kBlockEnd) error(cur(), "expected end of statement block, got " + describe(cur()));
+    if (cur().kind != TK::kBlockEnd)
+      error(cur(), "expected end of statement block, got " + describe(cur()));
     next();
   }
 
@@ -85,7 +93,8 @@ class Parser {
         s->line = t.line;
         s->column = t.column;
         s->expr = parse_tuple(true);
-        if (cur().kind != TK::kVarEnd) error(cur(), "expected end of print statement, got " + describe(cur()));
+        if (cur().kind != TK::kVarEnd)
+          error(cur(), "expected end of print statement, got " + describe(cur()));
         next();
         body.push_back(std::move(s));
       } else if (t.kind == TK::kBlockBegin) {
@@ -366,8 +375,9 @@ class Parser {
     std::vector<std::string> ops;
     std::vector<ExprPtr> operands;
     while (true) {
-      if (cur().kind == TK::kOp && (cur().text == "==" || cur().text == "!=" || cur().text == "<" ||
-                                    cur().text == "<=" || cur().text == ">" || cur().text == ">=")) {
+      if (cur().kind == TK::kOp &&
+          (cur().text == "==" || cur().text == "!=" || cur().text == "<" || cur().text == "<=" ||
+           cur().text == ">" || cur().text == ">=")) {
         ops.push_back(next().text);
       } else if (is_name("in")) {
         next();
@@ -412,7 +422,11 @@ class Parser {
     while (is_op("*") || is_op("/") || is_op("//") || is_op("%")) {
       const Token& at = next();
       std::string op = at.text;
-      e = binary(op == "*" ? "*" : op == "/" ? "/" : op == "//" ? "//" : "%", std::move(e), parse_pow(), at);
+      e = binary(op == "*"    ? "*"
+                 : op == "/"  ? "/"
+                 : op == "//" ? "//"
+                              : "%",
+                 std::move(e), parse_pow(), at);
     }
     return e;
   }
@@ -446,9 +460,12 @@ class Parser {
     if (t.kind == TK::kName) {
       next();
       auto e = node(EK::kLiteral, t);
-      if (t.text == "true" || t.text == "True") e->value = Value::boolean(true);
-      else if (t.text == "false" || t.text == "False") e->value = Value::boolean(false);
-      else if (t.text == "none" || t.text == "None") e->value = Value::none();
+      if (t.text == "true" || t.text == "True")
+        e->value = Value::boolean(true);
+      else if (t.text == "false" || t.text == "False")
+        e->value = Value::boolean(false);
+      else if (t.text == "none" || t.text == "None")
+        e->value = Value::none();
       else {
         e->kind = EK::kName;
         e->name = t.text;

@@ -50,8 +50,8 @@ size_t length(const std::string& s) {
 
 bool is_space(char32_t c) {
   return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 ||
-         c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 ||
-         c == 0x202F || c == 0x205F || c == 0x3000;
+         c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
+         c == 0x205F || c == 0x3000;
 }
 
 std::string strip(const std::string& s, const std::optional<std::string>& chars, bool left,
@@ -63,8 +63,10 @@ std::string strip(const std::string& s, const std::optional<std::string>& chars,
     return chars ? std::find(set.begin(), set.end(), c) != set.end() : is_space(c);
   };
   size_t b = 0, e = cps.size();
-  if (left) while (b < e && strippable(cps[b])) ++b;
-  if (right) while (e > b && strippable(cps[e - 1])) --e;
+  if (left)
+    while (b < e && strippable(cps[b])) ++b;
+  if (right)
+    while (e > b && strippable(cps[e - 1])) --e;
   return encode(std::vector<char32_t>(cps.begin() + b, cps.begin() + e));
 }
 
@@ -140,7 +142,10 @@ std::string replace(const std::string& s, const std::string& old, const std::str
     auto cps = decode(s);
     int64_t done = 0;
     for (size_t i = 0; i <= cps.size(); ++i) {
-      if (count < 0 || done < count) { out += with; ++done; }
+      if (count < 0 || done < count) {
+        out += with;
+        ++done;
+      }
       if (i < cps.size()) append_utf8(out, cps[i]);
     }
     return out;
@@ -174,8 +179,12 @@ static std::string map_case(const std::string& s, bool to_upper) {
   return out;
 }
 
-std::string upper(const std::string& s) { return map_case(s, true); }
-std::string lower(const std::string& s) { return map_case(s, false); }
+std::string upper(const std::string& s) {
+  return map_case(s, true);
+}
+std::string lower(const std::string& s) {
+  return map_case(s, false);
+}
 
 static bool is_cased_letter(char32_t c) {
   auto cat = utf8proc_category(utf8proc_int32_t(c));

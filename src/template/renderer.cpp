@@ -32,22 +32,31 @@ class Renderer {
   Flow exec(const Stmt& s, const FramePtr& frame) {
     if (s.line) *line_ = s.line;
     switch (s.kind) {
-      case Stmt::Kind::kText: *out_ += s.text; return Flow::kNormal;
-      case Stmt::Kind::kPrint: *out_ += str(eval(*s.expr, frame)); return Flow::kNormal;
+      case Stmt::Kind::kText:
+        *out_ += s.text;
+        return Flow::kNormal;
+      case Stmt::Kind::kPrint:
+        *out_ += str(eval(*s.expr, frame));
+        return Flow::kNormal;
       case Stmt::Kind::kIf:
         for (size_t i = 0; i < s.conditions.size(); ++i) {
           if (truthy(eval(*s.conditions[i], frame))) return exec(s.bodies[i], frame);
         }
         return exec(s.else_body, frame);
-      case Stmt::Kind::kFor: return exec_for(s, frame);
-      case Stmt::Kind::kSet: assign(*s.target, eval(*s.expr, frame), frame); return Flow::kNormal;
+      case Stmt::Kind::kFor:
+        return exec_for(s, frame);
+      case Stmt::Kind::kSet:
+        assign(*s.target, eval(*s.expr, frame), frame);
+        return Flow::kNormal;
       case Stmt::Kind::kSetBlock: {
         Value text = Value::string(capture(s.body, std::make_shared<Frame>(Frame{{}, frame})));
         if (s.filter) text = apply_filters(*s.filter, text, frame);
         assign(*s.target, text, frame);
         return Flow::kNormal;
       }
-      case Stmt::Kind::kMacro: frame->vars[s.text] = make_macro(s, frame, nullptr); return Flow::kNormal;
+      case Stmt::Kind::kMacro:
+        frame->vars[s.text] = make_macro(s, frame, nullptr);
+        return Flow::kNormal;
       case Stmt::Kind::kCallBlock: {
         Value caller = make_macro(s, frame, nullptr);
         *out_ += str(call(*s.expr, frame, &caller));
@@ -58,8 +67,10 @@ class Renderer {
         *out_ += str(apply_filters(*s.filter, text, frame));
         return Flow::kNormal;
       }
-      case Stmt::Kind::kBreak: return Flow::kBreak;
-      case Stmt::Kind::kContinue: return Flow::kContinue;
+      case Stmt::Kind::kBreak:
+        return Flow::kBreak;
+      case Stmt::Kind::kContinue:
+        return Flow::kContinue;
       case Stmt::Kind::kGeneration: {
         size_t begin = out_->size();
         Flow f = exec(s.body, frame);
@@ -99,7 +110,8 @@ class Renderer {
       if (items.size() != target.args.size())
         fail(items.size() < target.args.size()
                  ? "ValueError: not enough values to unpack (expected " +
-                       std::to_string(target.args.size()) + ", got " + std::to_string(items.size()) + ")"
+                       std::to_string(target.args.size()) + ", got " +
+                       std::to_string(items.size()) + ")"
                  : "ValueError: too many values to unpack (expected " +
                        std::to_string(target.args.size()) + ")");
       for (size_t i = 0; i < items.size(); ++i) assign(*target.args[i], items[i], frame);
@@ -138,8 +150,10 @@ class Renderer {
       d.set(Value::string("length"), Value::integer(n));
       d.set(Value::string("depth"), Value::integer(1));
       d.set(Value::string("depth0"), Value::integer(0));
-      d.set(Value::string("previtem"), i > 0 ? items[size_t(i - 1)] : Value::undefined("there is no previous item"));
-      d.set(Value::string("nextitem"), i + 1 < n ? items[size_t(i + 1)] : Value::undefined("there is no next item"));
+      d.set(Value::string("previtem"),
+            i > 0 ? items[size_t(i - 1)] : Value::undefined("there is no previous item"));
+      d.set(Value::string("nextitem"),
+            i + 1 < n ? items[size_t(i + 1)] : Value::undefined("there is no next item"));
       d.set(Value::string("cycle"), Value::callable([i](CallArgs& a) {
               if (a.args.empty()) fail("TypeError: no items for cycling given");
               return a.args[size_t(i) % a.args.size()];
@@ -182,8 +196,9 @@ class Renderer {
       for (size_t i = 0; i < def->params.size(); ++i) {
         if (bound[i]) continue;
         const auto& [param, fallback] = def->params[i];
-        scope->vars[param] = fallback ? eval(*fallback, scope)
-                                      : Value::undefined("parameter '" + param + "' was not provided");
+        scope->vars[param] = fallback
+                                 ? eval(*fallback, scope)
+                                 : Value::undefined("parameter '" + param + "' was not provided");
       }
       scope->vars["varargs"] = Value::make_tuple(std::move(varargs));
       scope->vars["kwargs"] = kwargs;
@@ -219,13 +234,16 @@ class Renderer {
   Value eval(const Expr& e, const FramePtr& frame) {
     using K = Expr::Kind;
     switch (e.kind) {
-      case K::kLiteral: return e.value;
-      case K::kName: return lookup(e.name, frame);
+      case K::kLiteral:
+        return e.value;
+      case K::kName:
+        return lookup(e.name, frame);
       case K::kList:
       case K::kTuple: {
         List items;
         for (const auto& a : e.args) items.push_back(eval(*a, frame));
-        return e.kind == K::kList ? Value::make_list(std::move(items)) : Value::make_tuple(std::move(items));
+        return e.kind == K::kList ? Value::make_list(std::move(items))
+                                  : Value::make_tuple(std::move(items));
       }
       case K::kDict: {
         Value d = Value::make_dict();
@@ -233,13 +251,16 @@ class Renderer {
           d.dict->set(eval(*e.args[i], frame), eval(*e.args[i + 1], frame));
         return d;
       }
-      case K::kGetattr: return get_attribute(eval(*e.args[0], frame), e.name);
-      case K::kGetitem: return get_item(eval(*e.args[0], frame), eval(*e.args[1], frame));
+      case K::kGetattr:
+        return get_attribute(eval(*e.args[0], frame), e.name);
+      case K::kGetitem:
+        return get_item(eval(*e.args[0], frame), eval(*e.args[1], frame));
       case K::kSlice: {
         auto part = [&](size_t i) { return e.args[i] ? eval(*e.args[i], frame) : Value::none(); };
         return slice(eval(*e.args[0], frame), part(1), part(2), part(3));
       }
-      case K::kCall: return call(e, frame, nullptr);
+      case K::kCall:
+        return call(e, frame, nullptr);
       case K::kFilter: {
         Value input = eval(*e.args[0], frame);
         CallArgs args = eval_args(e, frame, 1);
@@ -250,7 +271,8 @@ class Renderer {
         CallArgs args = eval_args(e, frame, 1);
         return Value::boolean(apply_test(e.name, input, args) != e.negated);
       }
-      case K::kUnary: return unary_op(e.name, eval(*e.args[0], frame));
+      case K::kUnary:
+        return unary_op(e.name, eval(*e.args[0], frame));
       case K::kBinary: {
         Value left = eval(*e.args[0], frame);
         if (e.name == "and") return truthy(left) ? eval(*e.args[1], frame) : left;
@@ -262,14 +284,14 @@ class Renderer {
         for (size_t i = 0; i < e.ops.size(); ++i) {
           Value right = eval(*e.args[i + 1], frame);
           const std::string& op = e.ops[i];
-          bool ok = op == "==" ? equal(left, right)
-                  : op == "!=" ? !equal(left, right)
-                  : op == "<" ? less(left, right)
-                  : op == "<=" ? !less(right, left)
-                  : op == ">" ? less(right, left)
-                  : op == ">=" ? !less(left, right)
-                  : op == "in" ? contains(right, left)
-                               : !contains(right, left);
+          bool ok = op == "=="   ? equal(left, right)
+                    : op == "!=" ? !equal(left, right)
+                    : op == "<"  ? less(left, right)
+                    : op == "<=" ? !less(right, left)
+                    : op == ">"  ? less(right, left)
+                    : op == ">=" ? !less(left, right)
+                    : op == "in" ? contains(right, left)
+                                 : !contains(right, left);
           if (!ok) return Value::boolean(false);
           left = std::move(right);
         }
@@ -277,10 +299,10 @@ class Renderer {
       }
       case K::kCondition:
         if (truthy(eval(*e.args[0], frame))) return eval(*e.args[1], frame);
-        return e.args[2] ? eval(*e.args[2], frame)
-                         : Value::undefined("the inline if-expression on line " +
-                                            std::to_string(e.line) +
-                                            " evaluated to false and no else section was defined.");
+        return e.args[2]
+                   ? eval(*e.args[2], frame)
+                   : Value::undefined("the inline if-expression on line " + std::to_string(e.line) +
+                                      " evaluated to false and no else section was defined.");
     }
     return Value();
   }

@@ -44,12 +44,18 @@ namespace {
 template <typename Json>
 Value value_from_json(const Json& j) {
   switch (j.type()) {
-    case nlohmann::json::value_t::null: return Value::none();
-    case nlohmann::json::value_t::boolean: return Value::boolean(j.template get<bool>());
-    case nlohmann::json::value_t::number_integer: return Value::integer(j.template get<int64_t>());
-    case nlohmann::json::value_t::number_unsigned: return Value::integer(int64_t(j.template get<uint64_t>()));
-    case nlohmann::json::value_t::number_float: return Value::real(j.template get<double>());
-    case nlohmann::json::value_t::string: return Value::string(j.template get<std::string>());
+    case nlohmann::json::value_t::null:
+      return Value::none();
+    case nlohmann::json::value_t::boolean:
+      return Value::boolean(j.template get<bool>());
+    case nlohmann::json::value_t::number_integer:
+      return Value::integer(j.template get<int64_t>());
+    case nlohmann::json::value_t::number_unsigned:
+      return Value::integer(int64_t(j.template get<uint64_t>()));
+    case nlohmann::json::value_t::number_float:
+      return Value::real(j.template get<double>());
+    case nlohmann::json::value_t::string:
+      return Value::string(j.template get<std::string>());
     case nlohmann::json::value_t::array: {
       List items;
       for (const auto& e : j) items.push_back(value_from_json(e));
@@ -61,14 +67,19 @@ Value value_from_json(const Json& j) {
         d.dict->set(Value::string(it.key()), value_from_json(*it));
       return d;
     }
-    default: return Value::none();
+    default:
+      return Value::none();
   }
 }
 
 }  // namespace
 
-Value Value::from_json(const nlohmann::json& j) { return value_from_json(j); }
-Value Value::from_json(const nlohmann::ordered_json& j) { return value_from_json(j); }
+Value Value::from_json(const nlohmann::json& j) {
+  return value_from_json(j);
+}
+Value Value::from_json(const nlohmann::ordered_json& j) {
+  return value_from_json(j);
+}
 
 Value* Dict::find(const Value& key) {
   for (auto& [k, v] : items)
@@ -102,7 +113,9 @@ Value CallArgs::get_or(size_t index, const std::string& name, Value fallback) co
   return v ? *v : fallback;
 }
 
-void fail(std::string message) { throw RenderError{std::move(message)}; }
+void fail(std::string message) {
+  throw RenderError{std::move(message)};
+}
 
 void require_defined(const Value& v) {
   if (!v.is_undefined()) return;
@@ -113,15 +126,23 @@ void require_defined(const Value& v) {
 bool truthy(const Value& v) {
   switch (v.kind) {
     case Value::Kind::kUndefined:
-    case Value::Kind::kNone: return false;
-    case Value::Kind::kBool: return v.b;
-    case Value::Kind::kInt: return v.i != 0;
-    case Value::Kind::kFloat: return v.f != 0.0;
-    case Value::Kind::kString: return !v.s.empty();
+    case Value::Kind::kNone:
+      return false;
+    case Value::Kind::kBool:
+      return v.b;
+    case Value::Kind::kInt:
+      return v.i != 0;
+    case Value::Kind::kFloat:
+      return v.f != 0.0;
+    case Value::Kind::kString:
+      return !v.s.empty();
     case Value::Kind::kList:
-    case Value::Kind::kTuple: return !v.list->empty();
-    case Value::Kind::kDict: return !v.dict->items.empty();
-    default: return true;
+    case Value::Kind::kTuple:
+      return !v.list->empty();
+    case Value::Kind::kDict:
+      return !v.dict->items.empty();
+    default:
+      return true;
   }
 }
 
@@ -136,8 +157,10 @@ bool equal(const Value& a, const Value& b) {
   }
   switch (a.kind) {
     case K::kUndefined:
-    case K::kNone: return true;
-    case K::kString: return a.s == b.s;
+    case K::kNone:
+      return true;
+    case K::kString:
+      return a.s == b.s;
     case K::kList:
     case K::kTuple: {
       if (a.list->size() != b.list->size()) return false;
@@ -153,9 +176,12 @@ bool equal(const Value& a, const Value& b) {
       }
       return true;
     }
-    case K::kNamespace: return a.dict == b.dict;
-    case K::kCallable: return a.fn == b.fn;
-    default: return false;
+    case K::kNamespace:
+      return a.dict == b.dict;
+    case K::kCallable:
+      return a.fn == b.fn;
+    default:
+      return false;
   }
 }
 
@@ -181,17 +207,28 @@ bool less(const Value& a, const Value& b) {
 
 std::string type_name(const Value& v) {
   switch (v.kind) {
-    case Value::Kind::kUndefined: return "Undefined";
-    case Value::Kind::kNone: return "NoneType";
-    case Value::Kind::kBool: return "bool";
-    case Value::Kind::kInt: return "int";
-    case Value::Kind::kFloat: return "float";
-    case Value::Kind::kString: return "str";
-    case Value::Kind::kList: return "list";
-    case Value::Kind::kTuple: return "tuple";
-    case Value::Kind::kDict: return "dict";
-    case Value::Kind::kNamespace: return "Namespace";
-    case Value::Kind::kCallable: return "function";
+    case Value::Kind::kUndefined:
+      return "Undefined";
+    case Value::Kind::kNone:
+      return "NoneType";
+    case Value::Kind::kBool:
+      return "bool";
+    case Value::Kind::kInt:
+      return "int";
+    case Value::Kind::kFloat:
+      return "float";
+    case Value::Kind::kString:
+      return "str";
+    case Value::Kind::kList:
+      return "list";
+    case Value::Kind::kTuple:
+      return "tuple";
+    case Value::Kind::kDict:
+      return "dict";
+    case Value::Kind::kNamespace:
+      return "Namespace";
+    case Value::Kind::kCallable:
+      return "function";
   }
   return "object";
 }
@@ -256,20 +293,29 @@ static std::string repr_string(const std::string& s) {
 
 std::string repr(const Value& v) {
   switch (v.kind) {
-    case Value::Kind::kString: return repr_string(v.s);
-    case Value::Kind::kUndefined: return "Undefined";
-    default: return str(v);
+    case Value::Kind::kString:
+      return repr_string(v.s);
+    case Value::Kind::kUndefined:
+      return "Undefined";
+    default:
+      return str(v);
   }
 }
 
 std::string str(const Value& v) {
   switch (v.kind) {
-    case Value::Kind::kUndefined: return "";
-    case Value::Kind::kNone: return "None";
-    case Value::Kind::kBool: return v.b ? "True" : "False";
-    case Value::Kind::kInt: return std::to_string(v.i);
-    case Value::Kind::kFloat: return float_repr(v.f);
-    case Value::Kind::kString: return v.s;
+    case Value::Kind::kUndefined:
+      return "";
+    case Value::Kind::kNone:
+      return "None";
+    case Value::Kind::kBool:
+      return v.b ? "True" : "False";
+    case Value::Kind::kInt:
+      return std::to_string(v.i);
+    case Value::Kind::kFloat:
+      return float_repr(v.f);
+    case Value::Kind::kString:
+      return v.s;
     case Value::Kind::kList:
     case Value::Kind::kTuple: {
       bool tuple = v.kind == Value::Kind::kTuple;
@@ -291,8 +337,10 @@ std::string str(const Value& v) {
       }
       return out + "}";
     }
-    case Value::Kind::kNamespace: return "<Namespace>";
-    case Value::Kind::kCallable: return "<function>";
+    case Value::Kind::kNamespace:
+      return "<Namespace>";
+    case Value::Kind::kCallable:
+      return "<function>";
   }
   return "";
 }
@@ -301,13 +349,27 @@ static void json_string(std::string& out, const std::string& s) {
   out += '"';
   for (unsigned char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
       default:
         if (c < 0x20) {
           char b[8];
@@ -323,12 +385,17 @@ static void json_string(std::string& out, const std::string& s) {
 
 static std::string json_key(const Value& k) {
   switch (k.kind) {
-    case Value::Kind::kString: return k.s;
-    case Value::Kind::kBool: return k.b ? "true" : "false";
-    case Value::Kind::kNone: return "null";
+    case Value::Kind::kString:
+      return k.s;
+    case Value::Kind::kBool:
+      return k.b ? "true" : "false";
+    case Value::Kind::kNone:
+      return "null";
     case Value::Kind::kInt:
-    case Value::Kind::kFloat: return str(k);
-    default: fail("TypeError: keys must be str, int, float, bool or None, not " + type_name(k));
+    case Value::Kind::kFloat:
+      return str(k);
+    default:
+      fail("TypeError: keys must be str, int, float, bool or None, not " + type_name(k));
   }
 }
 
@@ -339,18 +406,32 @@ static void json_value(std::string& out, const Value& v, const JsonStyle& st, in
     out.append(size_t(st.indent) * size_t(d), ' ');
   };
   switch (v.kind) {
-    case Value::Kind::kNone: out += "null"; return;
-    case Value::Kind::kBool: out += v.b ? "true" : "false"; return;
-    case Value::Kind::kInt: out += std::to_string(v.i); return;
-    case Value::Kind::kFloat:
-      if (std::isnan(v.f)) out += "NaN";
-      else if (std::isinf(v.f)) out += v.f > 0 ? "Infinity" : "-Infinity";
-      else out += float_repr(v.f);
+    case Value::Kind::kNone:
+      out += "null";
       return;
-    case Value::Kind::kString: json_string(out, v.s); return;
+    case Value::Kind::kBool:
+      out += v.b ? "true" : "false";
+      return;
+    case Value::Kind::kInt:
+      out += std::to_string(v.i);
+      return;
+    case Value::Kind::kFloat:
+      if (std::isnan(v.f))
+        out += "NaN";
+      else if (std::isinf(v.f))
+        out += v.f > 0 ? "Infinity" : "-Infinity";
+      else
+        out += float_repr(v.f);
+      return;
+    case Value::Kind::kString:
+      json_string(out, v.s);
+      return;
     case Value::Kind::kList:
     case Value::Kind::kTuple: {
-      if (v.list->empty()) { out += "[]"; return; }
+      if (v.list->empty()) {
+        out += "[]";
+        return;
+      }
       out += '[';
       for (size_t i = 0; i < v.list->size(); ++i) {
         if (i) out += st.item_separator;
@@ -362,7 +443,10 @@ static void json_value(std::string& out, const Value& v, const JsonStyle& st, in
       return;
     }
     case Value::Kind::kDict: {
-      if (v.dict->items.empty()) { out += "{}"; return; }
+      if (v.dict->items.empty()) {
+        out += "{}";
+        return;
+      }
       std::vector<std::pair<std::string, const Value*>> items;
       for (auto& [k, x] : v.dict->items) items.emplace_back(json_key(k), &x);
       if (st.sort_keys)
@@ -393,9 +477,11 @@ std::string to_json(const Value& v, const JsonStyle& style) {
 
 List iterate(const Value& v) {
   switch (v.kind) {
-    case Value::Kind::kUndefined: return {};
+    case Value::Kind::kUndefined:
+      return {};
     case Value::Kind::kList:
-    case Value::Kind::kTuple: return *v.list;
+    case Value::Kind::kTuple:
+      return *v.list;
     case Value::Kind::kDict: {
       List keys;
       for (auto& [k, x] : v.dict->items) keys.push_back(k);
@@ -410,7 +496,8 @@ List iterate(const Value& v) {
       }
       return chars;
     }
-    default: fail("TypeError: '" + type_name(v) + "' object is not iterable");
+    default:
+      fail("TypeError: '" + type_name(v) + "' object is not iterable");
   }
 }
 

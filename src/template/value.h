@@ -21,16 +21,27 @@ struct CallArgs;
 using Function = std::function<Value(CallArgs&)>;
 
 struct Value {
-  enum class Kind { kUndefined, kNone, kBool, kInt, kFloat, kString, kList, kTuple, kDict,
-                    kNamespace, kCallable };
+  enum class Kind {
+    kUndefined,
+    kNone,
+    kBool,
+    kInt,
+    kFloat,
+    kString,
+    kList,
+    kTuple,
+    kDict,
+    kNamespace,
+    kCallable
+  };
   Kind kind = Kind::kUndefined;
   bool b = false;
   int64_t i = 0;
   double f = 0.0;
-  std::string s;                  // a string's bytes; an undefined's message when it is used
-  std::shared_ptr<List> list;     // list and tuple
-  std::shared_ptr<Dict> dict;     // dict and namespace (the loop object is a namespace)
-  std::shared_ptr<Function> fn;   // callable (macros, globals, bound methods)
+  std::string s;                 // a string's bytes; an undefined's message when it is used
+  std::shared_ptr<List> list;    // list and tuple
+  std::shared_ptr<Dict> dict;    // dict and namespace (the loop object is a namespace)
+  std::shared_ptr<Function> fn;  // callable (macros, globals, bound methods)
 
   static Value undefined(std::string message) {
     Value v;
@@ -38,9 +49,21 @@ struct Value {
     return v;
   }
   static Value none() { return with_kind(Kind::kNone); }
-  static Value boolean(bool x) { Value v = with_kind(Kind::kBool); v.b = x; return v; }
-  static Value integer(int64_t x) { Value v = with_kind(Kind::kInt); v.i = x; return v; }
-  static Value real(double x) { Value v = with_kind(Kind::kFloat); v.f = x; return v; }
+  static Value boolean(bool x) {
+    Value v = with_kind(Kind::kBool);
+    v.b = x;
+    return v;
+  }
+  static Value integer(int64_t x) {
+    Value v = with_kind(Kind::kInt);
+    v.i = x;
+    return v;
+  }
+  static Value real(double x) {
+    Value v = with_kind(Kind::kFloat);
+    v.f = x;
+    return v;
+  }
   static Value string(std::string x) {
     Value v = with_kind(Kind::kString);
     v.s = std::move(x);
@@ -57,15 +80,23 @@ struct Value {
   bool is_undefined() const { return kind == Kind::kUndefined; }
   bool is_none() const { return kind == Kind::kNone; }
   bool is_string() const { return kind == Kind::kString; }
-  bool is_number() const { return kind == Kind::kInt || kind == Kind::kFloat || kind == Kind::kBool; }
+  bool is_number() const {
+    return kind == Kind::kInt || kind == Kind::kFloat || kind == Kind::kBool;
+  }
   bool is_sequence() const { return kind == Kind::kList || kind == Kind::kTuple; }
   bool is_mapping() const { return kind == Kind::kDict; }
-  double as_double() const { return kind == Kind::kFloat ? f : kind == Kind::kBool ? b : double(i); }
+  double as_double() const {
+    return kind == Kind::kFloat ? f : kind == Kind::kBool ? b : double(i);
+  }
   // int value of an int or bool (Python's bool is an int).
   int64_t as_int() const { return kind == Kind::kBool ? int64_t(b) : i; }
 
  private:
-  static Value with_kind(Kind k) { Value v; v.kind = k; return v; }
+  static Value with_kind(Kind k) {
+    Value v;
+    v.kind = k;
+    return v;
+  }
 };
 
 struct Dict {
@@ -100,7 +131,8 @@ std::string type_name(const Value& v);  // "str", "int", "dict", ...
 std::string str(const Value& v);
 std::string repr(const Value& v);
 std::string float_repr(double d);
-// json.dumps(v, ensure_ascii=False, indent, separators, sort_keys) as transformers' tojson calls it.
+// json.dumps(v, ensure_ascii=False, indent, separators, sort_keys) as transformers' tojson calls
+// it.
 struct JsonStyle {
   int indent = -1;  // < 0: None
   std::string item_separator = ", ", key_separator = ": ";

@@ -42,7 +42,8 @@ class Bpe final : public TokenModel {
     }
     int32_t max_id = -1;
     for (const auto& [tok, id] : j["vocab"].items()) {
-      if (!id.is_number_integer()) throw Error(str(where, ".vocab[\"", tok, "\"]: id is not an integer"));
+      if (!id.is_number_integer())
+        throw Error(str(where, ".vocab[\"", tok, "\"]: id is not an integer"));
       const auto v = id.get<int32_t>();
       vocab_[tok] = v;
       max_id = std::max(max_id, v);
@@ -61,15 +62,17 @@ class Bpe final : public TokenModel {
     if (j.contains("unk_token") && j["unk_token"].is_string()) {
       const auto unk = j["unk_token"].get<std::string>();
       auto it = vocab_.find(unk);
-      if (it == vocab_.end()) throw Error(str(where, ".unk_token: '", unk, "' is not in the vocabulary"));
+      if (it == vocab_.end())
+        throw Error(str(where, ".unk_token: '", unk, "' is not in the vocabulary"));
       unk_id_ = it->second;
     }
     fuse_unk_ = j.value("fuse_unk", false);
     byte_fallback_ = j.value("byte_fallback", false);
     ignore_merges_ = j.value("ignore_merges", false);
     if (j.contains("dropout") && !j["dropout"].is_null() && j["dropout"].get<double>() > 0.0) {
-      throw Error(str(where, ".dropout: BPE dropout samples different ids on every call; "
-                             "tune.cpp needs deterministic ids, set it to null"));
+      throw Error(str(where,
+                      ".dropout: BPE dropout samples different ids on every call; "
+                      "tune.cpp needs deterministic ids, set it to null"));
     }
     if (byte_fallback_) {
       for (int b = 0; b < 256; ++b) {
@@ -90,24 +93,28 @@ class Bpe final : public TokenModel {
       if (m.is_string()) {
         const auto s = m.get<std::string>();
         const auto sp = s.find(' ');
-        if (sp == std::string::npos) throw Error(str(where, ".merges[", r, "]: '", s, "' is not \"a b\""));
+        if (sp == std::string::npos)
+          throw Error(str(where, ".merges[", r, "]: '", s, "' is not \"a b\""));
         a = s.substr(0, sp);
         b = s.substr(sp + 1);
       } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
         a = m[0].get<std::string>();
         b = m[1].get<std::string>();
       } else {
-        throw Error(str(where, ".merges[", r, "]: expected \"a b\" or [\"a\", \"b\"], got ", m.dump()));
+        throw Error(
+            str(where, ".merges[", r, "]: expected \"a b\" or [\"a\", \"b\"], got ", m.dump()));
       }
       const auto ia = vocab_.find(a), ib = vocab_.find(b);
       if (ia == vocab_.end() || ib == vocab_.end()) {
-        throw Error(str(where, ".merges[", r, "]: '", ia == vocab_.end() ? a : b, "' is not in the vocabulary"));
+        throw Error(str(where, ".merges[", r, "]: '", ia == vocab_.end() ? a : b,
+                        "' is not in the vocabulary"));
       }
       std::string merged = a;
       merged += std::string_view(b).substr(b.starts_with(prefix_) ? prefix_.size() : 0);
       const auto im = vocab_.find(merged);
       if (im == vocab_.end()) {
-        throw Error(str(where, ".merges[", r, "]: the merged token '", merged, "' is not in the vocabulary"));
+        throw Error(str(where, ".merges[", r, "]: the merged token '", merged,
+                        "' is not in the vocabulary"));
       }
       // A later duplicate overwrites an earlier one, as in Rust's HashMap collect.
       merges_[pair_key(ia->second, ib->second)] = {static_cast<int32_t>(r), im->second};
@@ -281,7 +288,8 @@ std::unique_ptr<TokenModel> make_model(const json& j, const std::string& where) 
   if (type == "BPE") return make_bpe(j, where);
   if (type == "WordPiece") return make_wordpiece(j, where);
   if (type == "Unigram") return make_unigram(j, where);
-  throw Error(str(where, ".type: unknown model type '", type, "' (known: BPE, WordPiece, Unigram)"));
+  throw Error(
+      str(where, ".type: unknown model type '", type, "' (known: BPE, WordPiece, Unigram)"));
 }
 
 }  // namespace tune::tok

@@ -20,8 +20,10 @@ class ByteLevel final : public Decoder {
       bool ok = true;
       for (size_t i = 0; i < t.size() && ok;) {
         const int b = char_to_byte(next_cp(t, i));
-        if (b < 0) ok = false;
-        else bytes += static_cast<char>(b);
+        if (b < 0)
+          ok = false;
+        else
+          bytes += static_cast<char>(b);
       }
       if (!ok) {
         bytes.resize(mark);
@@ -35,7 +37,8 @@ class ByteLevel final : public Decoder {
 class Replace final : public Decoder {
  public:
   Replace(const json& j, const std::string& where)
-      : pattern_(j.at("pattern"), where + ".pattern"), content_(j.at("content").get<std::string>()) {}
+      : pattern_(j.at("pattern"), where + ".pattern"),
+        content_(j.at("content").get<std::string>()) {}
   void decode_chain(std::vector<std::string>& tokens) const override {
     for (auto& t : tokens) {
       const auto spans = pattern_.find_all(t);
@@ -143,7 +146,8 @@ class Strip final : public Decoder {
       }
       const size_t b = cut_start < cps.size() ? cps[cut_start].first : t.size();
       const size_t e = cps[cps.size() - cut_stop - 1].first +
-                       static_cast<size_t>(utf8_len(static_cast<unsigned char>(t[cps[cps.size() - cut_stop - 1].first])));
+                       static_cast<size_t>(utf8_len(
+                           static_cast<unsigned char>(t[cps[cps.size() - cut_stop - 1].first])));
       t = t.substr(b, e - b);
     }
   }
@@ -194,17 +198,19 @@ class WordPiece final : public Decoder {
     for (size_t i = 0; i < tokens.size(); ++i) {
       auto& t = tokens[i];
       if (i != 0) {
-        if (t.starts_with(prefix_)) t.erase(0, prefix_.size());
-        else t.insert(0, " ");
+        if (t.starts_with(prefix_))
+          t.erase(0, prefix_.size());
+        else
+          t.insert(0, " ");
       }
       if (cleanup_) t = cleanup(t);
     }
   }
   static std::string cleanup(std::string s) {
     static const std::pair<const char*, const char*> kRules[] = {
-        {" .", "."},      {" ?", "?"},      {" !", "!"},      {" ,", ","},
-        {" ' ", "'"},     {" n't", "n't"},  {" 'm", "'m"},    {" do not", " don't"},
-        {" 's", "'s"},    {" 've", "'ve"},  {" 're", "'re"}};
+        {" .", "."},   {" ?", "?"},     {" !", "!"},    {" ,", ","},
+        {" ' ", "'"},  {" n't", "n't"}, {" 'm", "'m"},  {" do not", " don't"},
+        {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
     for (const auto& [from, to] : kRules) {
       const std::string f = from, r = to;
       std::string out;
@@ -281,7 +287,8 @@ std::unique_ptr<Decoder> make_decoder(const json& j, const std::string& where) {
       const auto& list = j.at("decoders");
       std::vector<std::unique_ptr<Decoder>> parts;
       for (size_t i = 0; i < list.size(); ++i) {
-        if (auto d = make_decoder(list[i], str(where, ".decoders[", i, "]"))) parts.push_back(std::move(d));
+        if (auto d = make_decoder(list[i], str(where, ".decoders[", i, "]")))
+          parts.push_back(std::move(d));
       }
       return std::make_unique<Sequence>(std::move(parts));
     }

@@ -80,7 +80,8 @@ class Strip final : public Normalizer {
 class Replace final : public Normalizer {
  public:
   Replace(const json& j, const std::string& where)
-      : pattern_(j.at("pattern"), where + ".pattern"), content_(j.at("content").get<std::string>()) {}
+      : pattern_(j.at("pattern"), where + ".pattern"),
+        content_(j.at("content").get<std::string>()) {}
   void normalize(std::string& s) const override {
     const auto spans = pattern_.find_all(s);
     if (spans.empty()) return;
@@ -129,8 +130,8 @@ class Bert final : public Normalizer {
       const auto cat = utf8proc_category(static_cast<utf8proc_int32_t>(c));
       if (clean_text_) {
         if (c == 0 || c == 0xFFFD) continue;
-        const bool ws = c == ' ' || c == '\t' || c == '\n' || c == '\r' ||
-                        cat == UTF8PROC_CATEGORY_ZS;
+        const bool ws =
+            c == ' ' || c == '\t' || c == '\n' || c == '\r' || cat == UTF8PROC_CATEGORY_ZS;
         if (ws) {
           out += ' ';
           continue;
@@ -201,7 +202,8 @@ std::unique_ptr<Normalizer> make_normalizer(const json& j, const std::string& wh
       return std::make_unique<Unicode>(UTF8PROC_STABLE | UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT);
     }
     if (type == "Lowercase") return std::make_unique<Lowercase>();
-    if (type == "Strip") return std::make_unique<Strip>(j.value("strip_left", true), j.value("strip_right", true));
+    if (type == "Strip")
+      return std::make_unique<Strip>(j.value("strip_left", true), j.value("strip_right", true));
     if (type == "StripAccents") {
       throw Error(str(where, ".type: StripAccents is not supported yet"));
     }

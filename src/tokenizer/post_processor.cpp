@@ -23,18 +23,20 @@ class Template final : public PostProcessor {
         const auto name = item["SpecialToken"].at("id").get<std::string>();
         const auto& specials = j.at("special_tokens");
         if (!specials.contains(name)) {
-          throw Error(str(where, ".single[", i, "]: special token '", name,
-                          "' is not in special_tokens"));
+          throw Error(
+              str(where, ".single[", i, "]: special token '", name, "' is not in special_tokens"));
         }
         Part p;
         p.ids = specials[name].at("ids").get<std::vector<int32_t>>();
         parts_.push_back(std::move(p));
       } else if (item.contains("Sequence")) {
         const auto id = item["Sequence"].at("id").get<std::string>();
-        if (id != "A") throw Error(str(where, ".single[", i, "]: the single template can only use sequence A"));
+        if (id != "A")
+          throw Error(str(where, ".single[", i, "]: the single template can only use sequence A"));
         parts_.push_back(Part{{}, true});
       } else {
-        throw Error(str(where, ".single[", i, "]: expected SpecialToken or Sequence, got ", item.dump()));
+        throw Error(
+            str(where, ".single[", i, "]: expected SpecialToken or Sequence, got ", item.dump()));
       }
     }
   }
@@ -42,8 +44,10 @@ class Template final : public PostProcessor {
     std::vector<int32_t> out;
     out.reserve(ids.size() + 4);
     for (const auto& p : parts_) {
-      if (p.sequence) out.insert(out.end(), ids.begin(), ids.end());
-      else out.insert(out.end(), p.ids.begin(), p.ids.end());
+      if (p.sequence)
+        out.insert(out.end(), ids.begin(), ids.end());
+      else
+        out.insert(out.end(), p.ids.begin(), p.ids.end());
     }
     ids = std::move(out);
   }
@@ -59,7 +63,8 @@ class Template final : public PostProcessor {
 // RoBERTa/BERT: cls, the sequence, sep.
 class ClsSep final : public PostProcessor {
  public:
-  explicit ClsSep(const json& j) : cls_(j.at("cls").at(1).get<int32_t>()), sep_(j.at("sep").at(1).get<int32_t>()) {}
+  explicit ClsSep(const json& j)
+      : cls_(j.at("cls").at(1).get<int32_t>()), sep_(j.at("sep").at(1).get<int32_t>()) {}
   void process(std::vector<int32_t>& ids) const override {
     ids.insert(ids.begin(), cls_);
     ids.push_back(sep_);

@@ -122,7 +122,9 @@ bool is_numeric(char32_t c) {
 
 // BERT's punctuation: ASCII punctuation or any Unicode P* category.
 bool is_punctuation(char32_t c) {
-  if (c < 0x80) return (c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) || (c >= 123 && c <= 126);
+  if (c < 0x80)
+    return (c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) ||
+           (c >= 123 && c <= 126);
   const auto cat = utf8proc_category(static_cast<utf8proc_int32_t>(c));
   return cat >= UTF8PROC_CATEGORY_PC && cat <= UTF8PROC_CATEGORY_PO;
 }
@@ -181,7 +183,9 @@ class ByteLevel final : public PreTokenizer {
     if (add_prefix_space_ && !in.text.starts_with(' ')) in.text.insert(0, " ");
     std::vector<Piece> parts;
     if (regex_) {
-      emit(in, split_ranges(in.text.size(), regex_->find_all(in.text), SplitBehavior::isolated, false), parts);
+      emit(in,
+           split_ranges(in.text.size(), regex_->find_all(in.text), SplitBehavior::isolated, false),
+           parts);
     } else if (!in.text.empty()) {
       parts.push_back(std::move(in));
     }
@@ -209,10 +213,14 @@ class Metaspace final : public PreTokenizer {
     rep_ = rep;
     if (j.contains("prepend_scheme")) {
       const auto s = j["prepend_scheme"].get<std::string>();
-      if (s == "always") prepend_ = Prepend::always;
-      else if (s == "first") prepend_ = Prepend::first;
-      else if (s == "never") prepend_ = Prepend::never;
-      else throw Error(str(where, ".prepend_scheme: unknown '", s, "' (known: always, first, never)"));
+      if (s == "always")
+        prepend_ = Prepend::always;
+      else if (s == "first")
+        prepend_ = Prepend::first;
+      else if (s == "never")
+        prepend_ = Prepend::never;
+      else
+        throw Error(str(where, ".prepend_scheme: unknown '", s, "' (known: always, first, never)"));
     } else {
       prepend_ = j.value("add_prefix_space", true) ? Prepend::always : Prepend::never;
     }
@@ -222,8 +230,10 @@ class Metaspace final : public PreTokenizer {
     std::string s;
     s.reserve(in.text.size() + 3);
     for (const char c : in.text) {
-      if (c == ' ') s += rep_;
-      else s += c;
+      if (c == ' ')
+        s += rep_;
+      else
+        s += c;
     }
     const bool prepend = prepend_ == Prepend::always || (prepend_ == Prepend::first && in.at_start);
     if (prepend && !s.starts_with(rep_)) s.insert(0, rep_);
@@ -233,8 +243,9 @@ class Metaspace final : public PreTokenizer {
       return;
     }
     const char32_t r = replacement_;
-    emit(in, split_ranges(in.text.size(), char_matches(in.text, [r](char32_t c) { return c == r; }),
-                          SplitBehavior::merged_with_next, false),
+    emit(in,
+         split_ranges(in.text.size(), char_matches(in.text, [r](char32_t c) { return c == r; }),
+                      SplitBehavior::merged_with_next, false),
          out);
   }
 

@@ -20,7 +20,11 @@ struct Piece {
 };
 
 enum class SplitBehavior : uint8_t {
-  removed, isolated, merged_with_previous, merged_with_next, contiguous
+  removed,
+  isolated,
+  merged_with_previous,
+  merged_with_next,
+  contiguous
 };
 
 // Cuts `text` (length n) around `matches` (sorted, disjoint) as Hugging Face's

@@ -95,8 +95,8 @@ std::string utf8_lossy(std::string_view s) {
 
 bool is_white_space(char32_t c) {
   return (c >= 0x9 && c <= 0xD) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
-         c == 0x205F || c == 0x3000;
+         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
+         c == 0x3000;
 }
 
 namespace {
@@ -109,7 +109,8 @@ struct ByteMap {
     int extra = 0;
     for (int b = 0; b < 256; ++b) {
       const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174;
-      const char32_t cp = printable ? static_cast<char32_t>(b) : static_cast<char32_t>(256 + extra++);
+      const char32_t cp =
+          printable ? static_cast<char32_t>(b) : static_cast<char32_t>(256 + extra++);
       append_cp(to_char[b], cp);
       to_byte[cp] = b;
     }
@@ -123,8 +124,12 @@ const ByteMap& byte_map() {
 
 }  // namespace
 
-const std::array<std::string, 256>& byte_to_char() { return byte_map().to_char; }
+const std::array<std::string, 256>& byte_to_char() {
+  return byte_map().to_char;
+}
 
-int char_to_byte(char32_t c) { return c < 324 ? byte_map().to_byte[c] : -1; }
+int char_to_byte(char32_t c) {
+  return c < 324 ? byte_map().to_byte[c] : -1;
+}
 
 }  // namespace tune::tok

@@ -72,9 +72,10 @@ std::optional<std::string> token_string(const json& j, const std::string& where)
 TokenizerConfig parse_config(const json& j, const std::string& file) {
   TokenizerConfig c;
   if (!j.is_object()) throw Error(str(file, ": expected a JSON object"));
-  for (const auto& [key, member] :
-       {std::pair{"bos_token", &TokenizerConfig::bos_token}, std::pair{"eos_token", &TokenizerConfig::eos_token},
-        std::pair{"pad_token", &TokenizerConfig::pad_token}, std::pair{"unk_token", &TokenizerConfig::unk_token}}) {
+  for (const auto& [key, member] : {std::pair{"bos_token", &TokenizerConfig::bos_token},
+                                    std::pair{"eos_token", &TokenizerConfig::eos_token},
+                                    std::pair{"pad_token", &TokenizerConfig::pad_token},
+                                    std::pair{"unk_token", &TokenizerConfig::unk_token}}) {
     if (j.contains(key)) c.*member = token_string(j[key], str(file, ": ", key));
   }
   for (const auto& [key, member] : {std::pair{"add_bos_token", &TokenizerConfig::add_bos_token},
@@ -93,7 +94,8 @@ TokenizerConfig parse_config(const json& j, const std::string& file) {
         if (!t[i].is_object() || !t[i].contains("name") || !t[i].contains("template")) {
           throw Error(str(file, ": chat_template[", i, "]: expected {\"name\", \"template\"}"));
         }
-        c.chat_templates.emplace_back(t[i]["name"].get<std::string>(), t[i]["template"].get<std::string>());
+        c.chat_templates.emplace_back(t[i]["name"].get<std::string>(),
+                                      t[i]["template"].get<std::string>());
       }
     } else {
       throw Error(str(file, ": chat_template: expected a string or a list of {name, template}"));
@@ -133,13 +135,15 @@ Tokenizer Tokenizer::load(const std::string& dir_or_file) {
 
   std::vector<AddedToken> added;
   const json tokens = get("added_tokens");
-  if (!tokens.is_null() && !tokens.is_array()) throw Error(str(at, "added_tokens: expected a list"));
+  if (!tokens.is_null() && !tokens.is_array())
+    throw Error(str(at, "added_tokens: expected a list"));
   for (size_t i = 0; i < tokens.size(); ++i) {
     const auto& t = tokens[i];
     const std::string where = str(at, "added_tokens[", i, "]");
-    if (!t.is_object() || !t.contains("id") || !t["id"].is_number_integer() || !t.contains("content") ||
-        !t["content"].is_string()) {
-      throw Error(str(where, ": expected an object with an integer \"id\" and a string \"content\""));
+    if (!t.is_object() || !t.contains("id") || !t["id"].is_number_integer() ||
+        !t.contains("content") || !t["content"].is_string()) {
+      throw Error(
+          str(where, ": expected an object with an integer \"id\" and a string \"content\""));
     }
     AddedToken a;
     a.content = t["content"].get<std::string>();
@@ -161,7 +165,8 @@ Tokenizer Tokenizer::load(const std::string& dir_or_file) {
     } else {
       int32_t max_id = 0;
       for (const auto& kv : impl->added_ids) max_id = std::max(max_id, kv.second);
-      a.id = (max_id >= model_size || model_size == 0) ? max_id + 1 : static_cast<int32_t>(model_size);
+      a.id =
+          (max_id >= model_size || model_size == 0) ? max_id + 1 : static_cast<int32_t>(model_size);
     }
     impl->added_ids[a.content] = a.id;
     impl->added_tokens[a.id] = a.content;
@@ -171,7 +176,8 @@ Tokenizer Tokenizer::load(const std::string& dir_or_file) {
   impl->added = AddedVocabulary(std::move(added), impl->normalizer.get());
 
   const auto config_file = fs::path(file).parent_path() / "tokenizer_config.json";
-  if (fs::exists(config_file)) impl->config = parse_config(read_json(config_file.string()), config_file.string());
+  if (fs::exists(config_file))
+    impl->config = parse_config(read_json(config_file.string()), config_file.string());
   return Tokenizer(std::move(impl));
 }
 
@@ -180,7 +186,8 @@ Tokenizer::~Tokenizer() = default;
 Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 
-void Tokenizer::Impl::encode_into(std::string_view text, AddSpecial add, std::vector<int32_t>& ids) const {
+void Tokenizer::Impl::encode_into(std::string_view text, AddSpecial add,
+                                  std::vector<int32_t>& ids) const {
   if (const size_t bad = find_invalid_utf8(text); bad != std::string_view::npos) {
     throw Error(str("tokenizer encode: the text is not valid UTF-8 at byte offset ", bad));
   }
@@ -249,7 +256,8 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, SkipSpecial skip) co
 }
 
 std::optional<int32_t> Tokenizer::token_to_id(std::string_view token) const {
-  if (auto it = impl_->added_ids.find(std::string(token)); it != impl_->added_ids.end()) return it->second;
+  if (auto it = impl_->added_ids.find(std::string(token)); it != impl_->added_ids.end())
+    return it->second;
   return impl_->model->token_to_id(token);
 }
 
@@ -266,6 +274,8 @@ int64_t Tokenizer::vocab_size() const {
   return n;
 }
 
-const TokenizerConfig& Tokenizer::config() const { return impl_->config; }
+const TokenizerConfig& Tokenizer::config() const {
+  return impl_->config;
+}
 
 }  // namespace tune::tok

