@@ -87,7 +87,7 @@ Value f_tojson(const Value& v, const CallArgs& a) {
       continue;
     }
     auto put = [&](unsigned u) {
-      char b[8];
+      char b[16];  // u <= 0xFFFF here; GCC cannot see it
       std::snprintf(b, sizeof b, "\\u%04x", u);
       ascii += b;
     };
