@@ -81,21 +81,17 @@ int chat_template_command(const Args& args) {
   std::optional<std::string> tokenizer, input, name, template_file;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
-    auto value = [&](const char* what) -> std::string {
-      TUNE_CHECK(i + 1 < args.size(), a, " needs a value: ", what);
-      return args[++i];
-    };
     if (a == "--help" || a == "-h") {
       print_help();
       return 0;
     } else if (a == "--tokenizer") {
-      tokenizer = value("a tokenizer directory");
+      tokenizer = option_value(args, i, "a tokenizer directory");
     } else if (a == "--input") {
-      input = value("a JSON file");
+      input = option_value(args, i, "a JSON file");
     } else if (a == "--template") {
-      name = value("a template name");
+      name = option_value(args, i, "a template name");
     } else if (a == "--template-file") {
-      template_file = value("a Jinja template file");
+      template_file = option_value(args, i, "a Jinja template file");
     } else {
       throw Error(str("unexpected argument \"", a, "\"; see `tune chat-template --help`"));
     }

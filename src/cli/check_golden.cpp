@@ -258,8 +258,7 @@ int check_golden_command(const Args& args) {
     } else if (a == "--json") {
       json = true;
     } else if (a == "--dtype") {
-      TUNE_CHECK(i + 1 < args.size(), "--dtype needs a value: f32 or f64");
-      dtype = parse_dtype(args[++i]);
+      dtype = parse_dtype(option_value(args, i, "f32 or f64"));
       TUNE_CHECK(dtype == DType::f32 || dtype == DType::f64, "--dtype must be f32 or f64");
     } else if (a.starts_with("-")) {
       throw Error(str("unknown option \"", a, "\"; see `tune check-golden --help`"));

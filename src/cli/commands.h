@@ -13,6 +13,10 @@ namespace tune::cli {
 
 using Args = std::vector<std::string>;
 
+// The value after option args[i] ("--input FILE"): advances i past it, or says what the option
+// needs ("--input needs a value: a JSONL file").
+std::string option_value(const Args& args, size_t& i, const char* what);
+
 int env_command(const Args& args);
 int check_golden_command(const Args& args);
 int tokenize_command(const Args& args);

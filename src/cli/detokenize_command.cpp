@@ -126,21 +126,17 @@ int detokenize_command(const Args& args) {
   tok::SkipSpecial skip = tok::SkipSpecial::no;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
-    auto value = [&](const char* what) -> std::string {
-      TUNE_CHECK(i + 1 < args.size(), a, " needs a value: ", what);
-      return args[++i];
-    };
     if (a == "--help" || a == "-h") {
       print_help();
       return 0;
     } else if (a == "--tokenizer") {
-      tokenizer = value("a tokenizer directory");
+      tokenizer = option_value(args, i, "a tokenizer directory");
     } else if (a == "--skip-special") {
       skip = tok::SkipSpecial::yes;
     } else if (a == "--input") {
-      input = value("a JSONL file");
+      input = option_value(args, i, "a JSONL file");
     } else if (a == "--output") {
-      output = value("a file to write");
+      output = option_value(args, i, "a file to write");
     } else if (a.starts_with("--")) {
       throw Error(str("unknown option \"", a, "\"; see `tune detokenize --help`"));
     } else {

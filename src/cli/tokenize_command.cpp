@@ -196,23 +196,19 @@ int tokenize_command(const Args& args) {
   bool json = false;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
-    auto value = [&](const char* what) -> std::string {
-      TUNE_CHECK(i + 1 < args.size(), a, " needs a value: ", what);
-      return args[++i];
-    };
     if (a == "--help" || a == "-h") {
       print_help();
       return 0;
     } else if (a == "--tokenizer") {
-      tokenizer = value("a tokenizer directory");
+      tokenizer = option_value(args, i, "a tokenizer directory");
     } else if (a == "--no-special") {
       add = tok::AddSpecial::no;
     } else if (a == "--json") {
       json = true;
     } else if (a == "--input") {
-      input = value("a JSONL file");
+      input = option_value(args, i, "a JSONL file");
     } else if (a == "--output") {
-      output = value("a file to write");
+      output = option_value(args, i, "a file to write");
     } else if (a == "--") {
       TUNE_CHECK(i + 2 == args.size() && !text, "`--` must be followed by exactly the TEXT");
       text = args[++i];
