@@ -3,9 +3,12 @@
 // and GoogleTest.
 #pragma once
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <string>
 #include <vector>
@@ -100,6 +103,31 @@ inline Tensor fd_gradient(Tensor& x, const std::function<double()>& loss, double
   }
   return grad;
 }
+
+// A fresh directory under GoogleTest's temporary folder, removed with the object.
+struct TempDir {
+  std::string path;
+  explicit TempDir(const std::string& name) {
+    namespace fs = std::filesystem;
+    path = (fs::path(testing::TempDir()) / str("tune_", name, "_", ::getpid())).string();
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() { std::filesystem::remove_all(path); }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string file(const std::string& name) const {
+    return (std::filesystem::path(path) / name).string();
+  }
+  // File names in the directory, sorted.
+  std::vector<std::string> listing() const {
+    std::vector<std::string> out;
+    for (const auto& e : std::filesystem::directory_iterator(path))
+      out.push_back(e.path().filename().string());
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+};
 
 // The message of the tune::Error that f throws, or "" when it throws none.
 template <typename F>

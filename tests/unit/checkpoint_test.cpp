@@ -11,6 +11,7 @@
 #include <sstream>
 #include <string>
 
+#include "test_util.h"
 #include "tune/core/tensor.h"
 #include "tune/io/checkpoint.h"
 #include "tune/io/files.h"
@@ -19,23 +20,6 @@ namespace tune::io {
 namespace {
 
 namespace fs = std::filesystem;
-
-struct TempDir {
-  std::string path;
-  explicit TempDir(const std::string& name) {
-    path = (fs::path(testing::TempDir()) / str("tune_ckpt_", name, "_", ::getpid())).string();
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string file(const std::string& name) const { return (fs::path(path) / name).string(); }
-  std::vector<std::string> listing() const {
-    std::vector<std::string> out;
-    for (const auto& e : fs::directory_iterator(path)) out.push_back(e.path().filename().string());
-    std::sort(out.begin(), out.end());
-    return out;
-  }
-};
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -62,7 +46,7 @@ void expect_error(const std::function<void()>& f, std::initializer_list<std::str
 // --- files.h ---
 
 TEST(AtomicFile, WritesAndReplacesWithoutLeavingTemporaries) {
-  TempDir dir("atomic");
+  test::TempDir dir("ckpt_atomic");
   std::string path = dir.file("out.txt");
   write_file_atomic(path, "first");
   EXPECT_EQ(read_text(path), "first");
@@ -84,7 +68,7 @@ TEST(AtomicFile, WritesAndReplacesWithoutLeavingTemporaries) {
 }
 
 TEST(AtomicFile, WithoutCommitTheOldFileIsUntouched) {
-  TempDir dir("abandon");
+  test::TempDir dir("ckpt_abandon");
   std::string path = dir.file("keep.txt");
   write_file_atomic(path, "old");
   {
@@ -102,7 +86,7 @@ TEST(AtomicFile, WithoutCommitTheOldFileIsUntouched) {
 }
 
 TEST(AtomicFile, FailedWriteLeavesNoFile) {
-  TempDir dir("fail");
+  test::TempDir dir("ckpt_fail");
   std::string path = dir.file("missing_dir/out.txt");
   expect_error([&] { write_file_atomic(path, "x"); },
                {"cannot write", path, "missing_dir", "does not exist"});
@@ -115,7 +99,7 @@ TEST(AtomicFile, FailedWriteLeavesNoFile) {
 }
 
 TEST(Json, ReadsAFile) {
-  TempDir dir("json_ok");
+  test::TempDir dir("ckpt_json_ok");
   write_text(dir.file("c.json"), R"({"hidden_size": 64, "rope_scaling": null})");
   nlohmann::json j = read_json_file(dir.file("c.json"));
   EXPECT_EQ(j["hidden_size"], 64);
@@ -126,7 +110,7 @@ TEST(Json, ReadsAFile) {
 }
 
 TEST(Json, ParseErrorNamesFileLineAndColumn) {
-  TempDir dir("json_bad");
+  test::TempDir dir("ckpt_json_bad");
   std::string path = dir.file("config.json");
   write_text(path, "{\n  \"a\": 1,\n  \"b\": ,\n  \"c\": 3\n}\n");
   expect_error([&] { read_json_file(path); },
@@ -167,7 +151,7 @@ void expect_same(const CheckpointReader& r, const std::vector<std::pair<std::str
 }
 
 TEST(Checkpoint, SingleFileRoundTrip) {
-  TempDir dir("single");
+  test::TempDir dir("ckpt_single");
   auto ts = sample_tensors();
   write_checkpoint_dir(dir.path, ts);
   EXPECT_EQ(dir.listing(), std::vector<std::string>{"model.safetensors"});
@@ -182,7 +166,7 @@ TEST(Checkpoint, SingleFileRoundTrip) {
 }
 
 TEST(Checkpoint, ShardedRoundTripWithIndex) {
-  TempDir dir("sharded");
+  test::TempDir dir("ckpt_sharded");
   auto ts = sample_tensors();
   ts.emplace_back("big", Tensor::zeros({100}, DType::f32));  // over the limit: a shard of its own
   write_checkpoint_dir(dir.path, ts, /*max_shard_bytes=*/64);
@@ -209,7 +193,7 @@ TEST(Checkpoint, ShardedRoundTripWithIndex) {
 }
 
 TEST(Checkpoint, RewritingSwitchesLayoutsAndRemovesStaleFiles) {
-  TempDir dir("relayout");
+  test::TempDir dir("ckpt_relayout");
   auto ts = sample_tensors();
   write_text(dir.file("config.json"), "{}");  // not ours: must survive
   write_checkpoint_dir(dir.path, ts, 64);
@@ -232,7 +216,7 @@ TEST(Checkpoint, RewritingSwitchesLayoutsAndRemovesStaleFiles) {
 }
 
 TEST(Checkpoint, BadArgumentsDoNotTouchTheDirectory) {
-  TempDir dir("badargs");
+  test::TempDir dir("ckpt_badargs");
   auto ts = sample_tensors();
   write_checkpoint_dir(dir.path, ts, 64);
   auto before = dir.listing();
@@ -246,7 +230,7 @@ TEST(Checkpoint, BadArgumentsDoNotTouchTheDirectory) {
 }
 
 TEST(Checkpoint, MissingTensorListsFilesAndSuggestsAName) {
-  TempDir dir("missing_tensor");
+  test::TempDir dir("ckpt_missing_tensor");
   write_checkpoint_dir(dir.path, sample_tensors(), 64);
   CheckpointReader r = CheckpointReader::open_dir(dir.path);
   expect_error([&] { r.tensor("model.norm.weights"); },
@@ -257,7 +241,7 @@ TEST(Checkpoint, MissingTensorListsFilesAndSuggestsAName) {
 }
 
 TEST(Checkpoint, DirectoryWithoutWeightsSaysWhatItLookedFor) {
-  TempDir dir("noweights");
+  test::TempDir dir("ckpt_noweights");
   expect_error(
       [&] { CheckpointReader::open_dir(dir.path); },
       {"no model weights in", dir.path, "model.safetensors", "model.safetensors.index.json"});
@@ -269,7 +253,7 @@ TEST(Checkpoint, DirectoryWithoutWeightsSaysWhatItLookedFor) {
 }
 
 TEST(Checkpoint, BrokenIndexesAreReportedAtOpen) {
-  TempDir dir("badindex");
+  test::TempDir dir("ckpt_badindex");
   auto ts = sample_tensors();
   write_checkpoint_dir(dir.path, ts, 64);
   std::string index_path = dir.file("model.safetensors.index.json");

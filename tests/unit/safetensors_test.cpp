@@ -14,6 +14,7 @@
 #include <sstream>
 #include <string>
 
+#include "test_util.h"
 #include "tune/core/tensor.h"
 #include "tune/io/safetensors.h"
 
@@ -21,18 +22,6 @@ namespace tune::io {
 namespace {
 
 namespace fs = std::filesystem;
-
-// A fresh directory per test, removed afterwards.
-struct TempDir {
-  std::string path;
-  explicit TempDir(const std::string& name) {
-    path = (fs::path(testing::TempDir()) / str("tune_st_", name, "_", ::getpid())).string();
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string file(const std::string& name) const { return (fs::path(path) / name).string(); }
-};
 
 std::string read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -53,7 +42,7 @@ std::string u64_le(uint64_t n) {
 }
 
 // A file built by hand: header length, header text, then `data_bytes` zero bytes.
-std::string raw_file(const TempDir& dir, const std::string& header, size_t data_bytes,
+std::string raw_file(const test::TempDir& dir, const std::string& header, size_t data_bytes,
                      const std::string& name = "bad.safetensors") {
   std::string path = dir.file(name);
   write_bytes(path, u64_le(header.size()) + header + std::string(data_bytes, '\0'));
@@ -96,7 +85,7 @@ bool same_bytes(const Tensor& a, const Tensor& b) {
 }
 
 TEST(Safetensors, RoundTripsEveryDtypeWithMetadata) {
-  TempDir dir("roundtrip");
+  test::TempDir dir("st_roundtrip");
   std::vector<std::pair<std::string, Tensor>> tensors = {
       {"f32", Tensor::from_f32({2, 3}, {1.5f, -2, 3, 0, 1e-3f, 7})},
       {"f64", Tensor::from_f64({3}, {1.0 / 3, -1e300, 2})},
@@ -128,7 +117,7 @@ TEST(Safetensors, RoundTripsEveryDtypeWithMetadata) {
 }
 
 TEST(Safetensors, HeaderIsPaddedToAMultipleOfEight) {
-  TempDir dir("padding");
+  test::TempDir dir("st_padding");
   for (int len = 1; len <= 9; ++len) {
     std::string path = dir.file(str("p", len, ".safetensors"));
     write_safetensors(path, {{std::string(len, 'w'), Tensor::from_f32({1}, {2})}});
@@ -149,7 +138,7 @@ TEST(Safetensors, HeaderIsPaddedToAMultipleOfEight) {
 }
 
 TEST(Safetensors, HeaderIsCompactAndInDataOrder) {
-  TempDir dir("header");
+  test::TempDir dir("st_header");
   std::string path = dir.file("h.safetensors");
   write_safetensors(path, {{"z", Tensor::from_f32({1}, {1})}, {"a", Tensor::from_f32({2}, {2, 3})}},
                     {{"format", "pt"}});
@@ -161,7 +150,7 @@ TEST(Safetensors, HeaderIsCompactAndInDataOrder) {
 }
 
 TEST(Safetensors, ZeroSizedTensorsAndEmptyFilesAreLegal) {
-  TempDir dir("zero");
+  test::TempDir dir("st_zero");
   std::string path = dir.file("z.safetensors");
   write_safetensors(path, {{"a", Tensor::empty({0, 4}, DType::f32)},
                            {"b", Tensor::from_f32({2}, {1, 2})},
@@ -193,7 +182,7 @@ bool address_maps_file(const void* p, const std::string& path) {
 }
 
 TEST(Safetensors, TensorsAreZeroCopyViewsThatKeepTheMappingAlive) {
-  TempDir dir("zerocopy");
+  test::TempDir dir("st_zerocopy");
   std::string path = dir.file("m.safetensors");
   write_safetensors(path, {{"a", Tensor::from_f32({3}, {1, 2, 3})},
                            {"b", Tensor::from_f32({2, 2}, {4, 5, 6, 7})}});
@@ -214,7 +203,7 @@ TEST(Safetensors, TensorsAreZeroCopyViewsThatKeepTheMappingAlive) {
 }
 
 TEST(Safetensors, MissingTensorNamesTensorAndFile) {
-  TempDir dir("missing");
+  test::TempDir dir("st_missing");
   std::string path = dir.file("m.safetensors");
   write_safetensors(path, {{"a", Tensor::from_f32({1}, {1})}});
   SafetensorsFile f = SafetensorsFile::open(path);
@@ -224,7 +213,7 @@ TEST(Safetensors, MissingTensorNamesTensorAndFile) {
 }
 
 TEST(Safetensors, WriteRejectsBadArgumentsAndLeavesNoFile) {
-  TempDir dir("writebad");
+  test::TempDir dir("st_writebad");
   std::string path = dir.file("w.safetensors");
   Tensor t = Tensor::from_f32({1}, {1});
   expect_error([&] { write_safetensors(path, {{"a", t}, {"a", t}}); }, {"\"a\"", "twice"});
@@ -241,14 +230,14 @@ TEST(Safetensors, WriteRejectsBadArgumentsAndLeavesNoFile) {
 // --- handcrafted bad files: one per rule of the format ---
 
 TEST(SafetensorsBad, TruncatedBeforeTheHeaderLength) {
-  TempDir dir("bad_short");
+  test::TempDir dir("st_bad_short");
   std::string path = dir.file("short.safetensors");
   write_bytes(path, "abc");
   expect_open_error(path, {"short.safetensors", "truncated", "3 bytes", "re-download"});
 }
 
 TEST(SafetensorsBad, HeaderLongerThanTheFile) {
-  TempDir dir("bad_hlen");
+  test::TempDir dir("st_bad_hlen");
   std::string path = dir.file("long.safetensors");
   write_bytes(path, u64_le(1000) + "{}");
   expect_open_error(path,
@@ -259,14 +248,14 @@ TEST(SafetensorsBad, HeaderLongerThanTheFile) {
 }
 
 TEST(SafetensorsBad, HeaderMustStartWithBrace) {
-  TempDir dir("bad_brace");
+  test::TempDir dir("st_bad_brace");
   expect_open_error(raw_file(dir, " {}     ", 0), {"bad.safetensors", "must start with '{'"});
   expect_open_error(raw_file(dir, "[1,2]   ", 0), {"must start with '{'"});
   expect_open_error(raw_file(dir, "", 0), {"header is empty"});
 }
 
 TEST(SafetensorsBad, HeaderNotValidJson) {
-  TempDir dir("bad_json");
+  test::TempDir dir("st_bad_json");
   expect_open_error(raw_file(dir, R"({"a": {"dtype": "F32",)", 0),
                     {"bad.safetensors", "not valid JSON", "re-download"});
   expect_open_error(raw_file(dir, "{} trailing", 0), {"not valid JSON"});
@@ -274,7 +263,7 @@ TEST(SafetensorsBad, HeaderNotValidJson) {
 }
 
 TEST(SafetensorsBad, EntryFieldsMustHaveTheirTypes) {
-  TempDir dir("bad_fields");
+  test::TempDir dir("st_bad_fields");
   auto path = [&](const std::string& entry, size_t data = 4) {
     return raw_file(dir, str(R"({"w":)", entry, "}"), data);
   };
@@ -295,7 +284,7 @@ TEST(SafetensorsBad, EntryFieldsMustHaveTheirTypes) {
 }
 
 TEST(SafetensorsBad, UnknownAndUnsupportedDtypes) {
-  TempDir dir("bad_dtype");
+  test::TempDir dir("st_bad_dtype");
   expect_open_error(raw_file(dir, R"({"w":{"dtype":"F99","shape":[1],"data_offsets":[0,4]}})", 4),
                     {"bad.safetensors", "tensor \"w\"", "unknown dtype", "\"F99\""});
   for (const char* dt : {"F8_E4M3", "F8_E5M2", "BOOL", "I8", "I16", "U16", "U32", "U64"}) {
@@ -305,7 +294,7 @@ TEST(SafetensorsBad, UnknownAndUnsupportedDtypes) {
 }
 
 TEST(SafetensorsBad, ByteCountMustMatchDtypeAndShape) {
-  TempDir dir("bad_count");
+  test::TempDir dir("st_bad_count");
   expect_open_error(
       raw_file(dir, R"({"w":{"dtype":"F32","shape":[2,3],"data_offsets":[0,20]}})", 20),
       {"bad.safetensors", "tensor \"w\"", "dtype/shape does not match the byte count", "F32",
@@ -318,7 +307,7 @@ TEST(SafetensorsBad, ByteCountMustMatchDtypeAndShape) {
 }
 
 TEST(SafetensorsBad, OverlapsAndGapsAreReportedDistinctly) {
-  TempDir dir("bad_layout");
+  test::TempDir dir("st_bad_layout");
   auto two = [&](int a0, int a1, int b0, int b1, size_t data) {
     return raw_file(dir,
                     str(R"({"first":{"dtype":"U8","shape":[)", a1 - a0, R"(],"data_offsets":[)", a0,
@@ -337,7 +326,7 @@ TEST(SafetensorsBad, OverlapsAndGapsAreReportedDistinctly) {
 }
 
 TEST(SafetensorsBad, DataSectionMustEndWithTheFile) {
-  TempDir dir("bad_end");
+  test::TempDir dir("st_bad_end");
   std::string h = R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})";
   expect_open_error(raw_file(dir, h, 8), {"bad.safetensors", "truncated", "16 bytes",
                                           "8 bytes missing", "\"w\"", "re-download"});
@@ -346,7 +335,7 @@ TEST(SafetensorsBad, DataSectionMustEndWithTheFile) {
 }
 
 TEST(SafetensorsBad, MetadataMustMapStringsToStrings) {
-  TempDir dir("bad_meta");
+  test::TempDir dir("st_bad_meta");
   expect_open_error(raw_file(dir, R"({"__metadata__":[1]})", 0),
                     {"bad.safetensors", "__metadata__", "object"});
   expect_open_error(raw_file(dir, R"({"__metadata__":{"format":"pt","step":3}})", 0),
@@ -356,7 +345,7 @@ TEST(SafetensorsBad, MetadataMustMapStringsToStrings) {
 }
 
 TEST(SafetensorsBad, DuplicateTensorNames) {
-  TempDir dir("bad_dup");
+  test::TempDir dir("st_bad_dup");
   expect_open_error(raw_file(dir,
                              R"({"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},)"
                              R"("w":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}})",
@@ -365,7 +354,7 @@ TEST(SafetensorsBad, DuplicateTensorNames) {
 }
 
 TEST(SafetensorsBad, NotARegularFile) {
-  TempDir dir("bad_dir");
+  test::TempDir dir("st_bad_dir");
   expect_open_error(dir.path, {dir.path, "not a regular file"});
 }
 
