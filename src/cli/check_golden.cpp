@@ -107,9 +107,12 @@ class Case {
 
   std::vector<Row> run(const Tolerances& tol) {
     std::vector<Row> rows;
-    full(tol, rows);
+    // One full fine-tuning model serves both checks: full() leaves the weights as loaded, and
+    // adamw() then trains them.
+    auto model = models::load_model(dir_, {dtype_, models::Training::full, {}});
+    full(*model, tol, rows);
     lora(tol, rows);
-    adamw(tol, rows);
+    adamw(*model, tol, rows);
     return rows;
   }
 
@@ -132,12 +135,11 @@ class Case {
     return p;
   }
 
-  void full(const Tolerances& tol, std::vector<Row>& rows) {
-    auto model = models::load_model(dir_, {dtype_, models::Training::full, {}});
+  void full(models::Model& model, const Tolerances& tol, std::vector<Row>& rows) {
     nn::Context ctx;
-    Pass p = forward_backward(*model, ctx);
+    Pass p = forward_backward(model, ctx);
     rows.push_back({"logits", relative_error(p.logits, ref("logits"), "logits"), tol.forward});
-    const auto& hidden = model->lm().hidden_states();
+    const auto& hidden = model.lm().hidden_states();
     for (size_t i = 0; i < hidden.size(); ++i) {
       std::string name = str("hidden.", i);
       if (has(name))
@@ -147,7 +149,7 @@ class Case {
                     std::abs(p.loss.mean() - ref("loss").item()) / std::abs(ref("loss").item()),
                     tol.forward});
     Group grads{{"gradients", 0, tol.gradient}, Measure::every_tensor};
-    const auto& params = model->params();
+    const auto& params = model.params();
     for (int i = 0; i < static_cast<int>(params.infos().size()); ++i) {
       std::string name = "grad." + params.info(i).name;
       TUNE_CHECK(has(name), dir_, "/golden.safetensors has no \"", name, "\"");
@@ -184,7 +186,7 @@ class Case {
     rows.push_back(grads.row);
   }
 
-  void adamw(const Tolerances& tol, std::vector<Row>& rows) {
+  void adamw(models::Model& model, const Tolerances& tol, std::vector<Row>& rows) {
     if (!has("adamw.losses") || !info_.contains("adamw")) {
       rows.push_back({"adamw", 0, 0, "", true});
       return;
@@ -198,15 +200,14 @@ class Case {
     cfg.weight_decay = a.value("weight_decay", 0.01);
     int64_t steps = a.value("steps", int64_t{3});
 
-    auto model = models::load_model(dir_, {dtype_, models::Training::full, {}});
     // torch.optim.AdamW(model.parameters()) is one group: everything is decayed.
-    for (int i = 0; i < static_cast<int>(model->params().infos().size()); ++i)
-      model->params().set_decay(i, nn::Decay::yes);
-    train::AdamW opt(model->params(), cfg);
+    for (int i = 0; i < static_cast<int>(model.params().infos().size()); ++i)
+      model.params().set_decay(i, nn::Decay::yes);
+    train::AdamW opt(model.params(), cfg);
     nn::Context ctx;
     std::vector<double> losses;
     for (int64_t s = 0; s < steps; ++s) {
-      losses.push_back(forward_backward(*model, ctx).loss.mean());
+      losses.push_back(forward_backward(model, ctx).loss.mean());
       opt.step(cfg.lr);
     }
     Tensor ref_losses = ref("adamw.losses");
@@ -214,7 +215,7 @@ class Case {
     rows.push_back(
         {"adamw.losses", relative_error(ours, ref_losses, "adamw.losses"), tol.adamw_loss});
     Group params{{"adamw.params", 0, tol.adamw_param}, Measure::whole_set};
-    const auto& store = model->params();
+    const auto& store = model.params();
     for (int i = 0; i < static_cast<int>(store.infos().size()); ++i) {
       std::string name = "adamw.final." + store.info(i).name;
       TUNE_CHECK(has(name), dir_, "/golden.safetensors has no \"", name, "\"");
