@@ -21,6 +21,9 @@ packages=(
   libopenblas-openmp-dev  # CPU GEMMs; the OpenMP build shares one thread pool with ours
   libpcre2-dev            # tokenizer pre-tokenizer regexes (UTF + UCP + JIT)
   libutf8proc-dev         # Unicode normalization for tokenizers
+  libyaml-cpp-dev         # training configs (linked statically)
+  libsimdjson-dev         # fast JSON/JSONL reading for datasets
+  fortunes                # English text the quickstart pretrains its tiny model on
   libgtest-dev            # unit tests
   libgmock-dev
   python3-jinja2          # the reference the chat-template tests compare against
