@@ -76,7 +76,8 @@ Tensor Attention::forward(Context& ctx, const Tensor& x, const Tensor& positions
   Tensor out = ctx.arena.alloc({B, T, heads_, D}, x.dtype());
   probs_ = ctx.arena.alloc({B, heads_, T, T}, x.dtype());
   ops::attention_forward(out, probs_, q_rot_, k_rot_, v_saved_,
-                         1.0 / std::sqrt(static_cast<double>(D)), window_);
+                         1.0 / std::sqrt(static_cast<double>(D)), window_,
+                         document_key_starts(positions));
   return o_.forward(ctx, out.view({N, heads_ * D}));
 }
 
@@ -228,6 +229,26 @@ std::vector<Linear*> CausalLM::linears() {
     for (Linear* l : b->linears()) out.push_back(l);
   out.push_back(&lm_head_);
   return out;
+}
+
+Tensor document_key_starts(const Tensor& positions) {
+  TUNE_CHECK(positions.dim() == 2 && positions.dtype() == DType::i64,
+             "document_key_starts: positions must be (batch, seq) i64, got ", positions.describe());
+  const int64_t B = positions.size(0), T = positions.size(1);
+  const int64_t* p = positions.data<int64_t>();
+  bool packed = false;
+  for (int64_t i = 0; i < B * T && !packed; ++i) packed = i % T != 0 && p[i] == 0;
+  if (!packed) return Tensor();
+  Tensor starts = Tensor::empty({B, T}, DType::i64);
+  int64_t* s = starts.data<int64_t>();
+  for (int64_t b = 0; b < B; ++b) {
+    int64_t start = 0;
+    for (int64_t t = 0; t < T; ++t) {
+      if (p[b * T + t] == 0) start = t;
+      s[b * T + t] = start;
+    }
+  }
+  return starts;
 }
 
 Tensor default_positions(int64_t batch, int64_t seq) {

@@ -1,4 +1,5 @@
-// Causal self-attention with GQA/MQA and an optional sliding window, forward and backward.
+// Causal self-attention with GQA/MQA, a sliding window, packed documents and a KV-cache offset,
+// forward and backward.
 #include "backend/cpu/cpu_kernels.h"
 #include "ops/op_checks.h"
 #include "tune/ops/ops.h"
@@ -9,15 +10,21 @@ using detail::Arg;
 
 namespace {
 
-// Checks q (B, T, Hq, D) against k and v (B, T, Hkv, D); returns the shape.
+// Checks q (B, Tq, Hq, D) against k and v (B, Tk, Hkv, D) with Tk >= Tq; returns the shape.
 cpu::AttentionShape check_qkv(const char* op, const Arg& q, const Arg& k, const Arg& v) {
   detail::check_rank(op, q, 4);
   detail::check_rank(op, k, 4);
   const Tensor& qt = q.tensor;
   const Tensor& kt = k.tensor;
-  const cpu::AttentionShape s{qt.size(0), qt.size(1), qt.size(2), kt.size(2), qt.size(3)};
-  detail::check_shape(op, k, {s.batch, s.seq, s.kv_heads, s.head_dim}, q);
+  const cpu::AttentionShape s{qt.size(0), qt.size(1), kt.size(1),
+                              qt.size(2), kt.size(2), qt.size(3)};
+  detail::check_shape(op, k, {s.batch, s.kv_seq, s.kv_heads, s.head_dim}, q);
   detail::check_same_shape(op, v, k);
+  if (s.kv_seq < s.q_seq) {
+    detail::fail(op, str(q.name, " has shape ", shape_str(qt.shape()), " and ", k.name,
+                         " has shape ", shape_str(kt.shape()), ": the ", s.q_seq,
+                         " queries must be the last of the ", s.kv_seq, " keys (Tq <= Tk)"));
+  }
   if (s.kv_heads == 0 || s.q_heads % s.kv_heads != 0) {
     detail::fail(op, str(q.name, " has shape ", shape_str(qt.shape()), " and ", k.name,
                          " has shape ", shape_str(kt.shape()), ": the ", s.q_heads,
@@ -26,26 +33,56 @@ cpu::AttentionShape check_qkv(const char* op, const Arg& q, const Arg& k, const 
   return s;
 }
 
+// key_start (B, Tq) i64 (on the CPU: its values are read), each value in [0, Tk - Tq + i] so that
+// every query sees at least itself.
+void check_key_start(const char* op, const Arg& ks, const Arg& q, const cpu::AttentionShape& s) {
+  detail::check_shape(op, ks, {s.batch, s.q_seq}, q);
+  if (ks.tensor.dtype() != DType::i64) {
+    detail::fail(op, str(ks.name, " has dtype ", dtype_name(ks.tensor.dtype()), "; expected i64"));
+  }
+  const int64_t* d = ks.tensor.data<int64_t>();
+  for (int64_t b = 0; b < s.batch; ++b) {
+    for (int64_t i = 0; i < s.q_seq; ++i) {
+      const int64_t v = d[b * s.q_seq + i], last = s.kv_seq - s.q_seq + i;
+      if (v < 0 || v > last) {
+        detail::fail(op, str(ks.name, "[", b, ", ", i, "] = ", v, " is outside [0, ", last,
+                             "]: a query's first visible key must not come after the query"));
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void attention_forward(Tensor& out, Tensor& probs, const Tensor& q, const Tensor& k,
-                       const Tensor& v, double scale, int64_t window) {
+                       const Tensor& v, double scale, int64_t window, const Tensor& key_start) {
   constexpr const char* op = "attention_forward";
-  const Arg oa{"out", out}, pa{"probs", probs}, qa{"q", q}, ka{"k", k}, va{"v", v};
+  const Arg oa{"out", out}, pa{"probs", probs}, qa{"q", q}, ka{"k", k}, va{"v", v},
+      sa{"key_start", key_start};
   const cpu::AttentionShape s = check_qkv(op, qa, ka, va);
   detail::check_same_shape(op, oa, qa);
-  detail::check_shape(op, pa, {s.batch, s.q_heads, s.seq, s.seq}, qa);
+  const bool save = probs.defined();
+  if (save) detail::check_shape(op, pa, {s.batch, s.q_heads, s.q_seq, s.kv_seq}, qa);
   if (window < 0) detail::fail(op, str("window = ", window, " must be >= 0 (0: no window)"));
-  if (detail::check_device(op, {oa, pa, qa, ka, va}) == Device::cuda) detail::no_cuda_kernel(op);
-  const DType dt = detail::check_float(op, {oa, pa, qa, ka, va});
+  const Device dev = save ? detail::check_device(op, {oa, pa, qa, ka, va})
+                          : detail::check_device(op, {oa, qa, ka, va});
+  if (key_start.defined() && key_start.device() != dev) {
+    detail::fail(op, str("q is ", q.describe(), " but key_start is ", key_start.describe(),
+                         "; move them to one device"));
+  }
+  if (dev == Device::cuda) detail::no_cuda_kernel(op);
+  if (key_start.defined()) check_key_start(op, sa, qa, s);
+  const DType dt = save ? detail::check_float(op, {oa, pa, qa, ka, va})
+                        : detail::check_float(op, {oa, qa, ka, va});
   for (const Arg& in : {qa, ka, va}) {
     detail::check_no_overlap(op, oa, in);
-    detail::check_no_overlap(op, pa, in);
+    if (save) detail::check_no_overlap(op, pa, in);
   }
+  const int64_t* ks = key_start.defined() ? key_start.data<int64_t>() : nullptr;
   detail::dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);
-    cpu::attention_forward<T>(out.data<T>(), probs.data<T>(), q.data<T>(), k.data<T>(), v.data<T>(),
-                              s, scale, window);
+    cpu::attention_forward<T>(out.data<T>(), save ? probs.data<T>() : nullptr, q.data<T>(),
+                              k.data<T>(), v.data<T>(), ks, s, scale, window);
   });
 }
 
@@ -56,7 +93,8 @@ void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, 
       va{"v", v}, pa{"probs", probs};
   const cpu::AttentionShape s = check_qkv(op, qa, ka, va);
   detail::check_same_shape(op, doa, qa);
-  detail::check_shape(op, pa, {s.batch, s.q_heads, s.seq, s.seq}, qa);
+  detail::check_defined(op, pa);
+  detail::check_shape(op, pa, {s.batch, s.q_heads, s.q_seq, s.kv_seq}, qa);
   detail::check_same_shape(op, dqa, qa);
   detail::check_same_shape(op, dka, ka);
   detail::check_same_shape(op, dva, va);

@@ -1,14 +1,19 @@
 // Attention: the GEMM-based kernel against a naive per-(b, h, i, j) loop (f32 and f64, GQA, MQA,
 // sliding windows, sequences that cross the kernel's 64-row blocks), backward against central
-// finite differences in f64, and bit-identical repeats.
+// finite differences in f64, and bit-identical repeats. Then the two generalisations: packed
+// documents (key_start, derived from positions by nn::document_key_starts; a packed row gives the
+// same logits and gradients as its documents run as separate rows) and queries that are the last
+// Tq of Tk keys (the KV cache), with and without saved probabilities.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
 #include <vector>
 
+#include "nn_gradcheck.h"
 #include "test_util.h"
 #include "tune/core/parallel.h"
+#include "tune/nn/transformer.h"
 #include "tune/ops/ops.h"
 
 namespace tune {
@@ -251,6 +256,231 @@ TEST(AttentionChecks, RejectsBadShapes) {
                        "expected probs to be (1, 3, 5, 5)"));
   EXPECT_TRUE(contains(error_of([&] { ops::attention_forward(out, probs, q, k1, k1, 0.5, -1); }),
                        "window = -1"));
+}
+
+// ---- packed documents and the KV-cache offset ----
+
+// q_seq queries as the last of kv_seq keys, each with an optional first visible key.
+struct GeneralCase {
+  int64_t batch, q_seq, kv_seq, q_heads, kv_heads, dim, window;
+  std::vector<int64_t> key_start;  // (B * Tq) or empty
+};
+
+Tensor key_start_of(const GeneralCase& c) {
+  return c.key_start.empty() ? Tensor() : Tensor::from_i64({c.batch, c.q_seq}, c.key_start);
+}
+
+// The definition, one score at a time: query i at a = Tk - Tq + i sees key j when
+// max(key_start, a - window + 1, 0) <= j <= a.
+void naive_general(const GeneralCase& c, const Tensor& q, const Tensor& k, const Tensor& v,
+                   double scale, Tensor* out, Tensor* probs) {
+  *out = Tensor::zeros({c.batch, c.q_seq, c.q_heads, c.dim}, DType::f64);
+  *probs = Tensor::zeros({c.batch, c.q_heads, c.q_seq, c.kv_seq}, DType::f64);
+  const int64_t group = c.q_heads / c.kv_heads, d = c.dim, off = c.kv_seq - c.q_seq;
+  auto qi = [&](int64_t b, int64_t t, int64_t h) {
+    return ((b * c.q_seq + t) * c.q_heads + h) * d;
+  };
+  auto ki = [&](int64_t b, int64_t t, int64_t g) {
+    return ((b * c.kv_seq + t) * c.kv_heads + g) * d;
+  };
+  for (int64_t b = 0; b < c.batch; ++b) {
+    for (int64_t h = 0; h < c.q_heads; ++h) {
+      for (int64_t i = 0; i < c.q_seq; ++i) {
+        const int64_t a = off + i;
+        int64_t lo = c.window > 0 ? std::max<int64_t>(0, a - c.window + 1) : 0;
+        if (!c.key_start.empty()) lo = std::max(lo, c.key_start[b * c.q_seq + i]);
+        std::vector<double> s(static_cast<size_t>(c.kv_seq), 0.0);
+        double m = -INFINITY, sum = 0;
+        for (int64_t j = lo; j <= a; ++j) {
+          double acc = 0;
+          for (int64_t e = 0; e < d; ++e)
+            acc += q.item(qi(b, i, h) + e) * k.item(ki(b, j, h / group) + e);
+          s[j] = scale * acc;
+          m = std::max(m, s[j]);
+        }
+        for (int64_t j = lo; j <= a; ++j) sum += std::exp(s[j] - m);
+        double* prow = probs->data<double>() + ((b * c.q_heads + h) * c.q_seq + i) * c.kv_seq;
+        for (int64_t j = lo; j <= a; ++j) {
+          prow[j] = std::exp(s[j] - m) / sum;
+          for (int64_t e = 0; e < d; ++e)
+            out->data<double>()[qi(b, i, h) + e] += prow[j] * v.item(ki(b, j, h / group) + e);
+        }
+      }
+    }
+  }
+}
+
+// Documents of the given lengths packed into one row: their first keys, repeated per row.
+std::vector<int64_t> packed_starts(int64_t batch, const std::vector<int64_t>& lengths) {
+  std::vector<int64_t> starts;
+  for (int64_t b = 0; b < batch; ++b) {
+    int64_t start = 0;
+    for (int64_t len : lengths) {
+      for (int64_t t = 0; t < len; ++t) starts.push_back(start);
+      start += len;
+    }
+  }
+  return starts;
+}
+
+std::vector<GeneralCase> general_cases() {
+  return {
+      // packed documents (Tq = Tk), awkward sizes and documents across 64-row blocks
+      {1, 1, 1, 1, 1, 1, 0, {0}},
+      {2, 7, 7, 4, 2, 8, 0, packed_starts(2, {3, 4})},
+      {1, 7, 7, 4, 1, 8, 3, packed_starts(1, {1, 1, 5})},
+      {1, 31, 31, 3, 3, 5, 0, packed_starts(1, {10, 1, 20})},
+      {1, 33, 33, 2, 1, 7, 5, packed_starts(1, {17, 16})},
+      {1, 130, 130, 2, 1, 3, 0, packed_starts(1, {60, 10, 1, 59})},
+      {2, 70, 70, 2, 2, 4, 20, packed_starts(2, {65, 5})},
+      // KV cache: the last Tq of Tk positions, with and without a window
+      {1, 1, 1, 2, 1, 4, 0, {}},
+      {2, 1, 9, 4, 2, 8, 0, {}},
+      {1, 1, 33, 2, 1, 7, 5, {}},
+      {1, 5, 12, 4, 2, 8, 0, {}},
+      {1, 31, 100, 2, 2, 4, 0, {}},
+      {1, 70, 71, 2, 1, 3, 20, {}},
+      // both: a prefix in the cache, then a packed chunk
+      {1, 6, 10, 2, 1, 4, 0, {0, 0, 0, 7, 7, 7}},
+  };
+}
+
+TEST(AttentionGeneral, PackedDocumentsAndKvOffsetMatchNaiveLoop) {
+  uint64_t seed = 700;
+  for (DType dt : {DType::f32, DType::f64}) {
+    for (const GeneralCase& c : general_cases()) {
+      const Shape qs{c.batch, c.q_seq, c.q_heads, c.dim}, ks{c.batch, c.kv_seq, c.kv_heads, c.dim};
+      const Tensor q = randn(qs, dt, seed++), k = randn(ks, dt, seed++), v = randn(ks, dt, seed++);
+      const double scale = 1.0 / std::sqrt(static_cast<double>(c.dim));
+      Tensor out = test::full(qs, dt, NAN);
+      Tensor probs = test::full({c.batch, c.q_heads, c.q_seq, c.kv_seq}, dt, NAN);
+      ops::attention_forward(out, probs, q, k, v, scale, c.window, key_start_of(c));
+      Tensor eo, ep;
+      naive_general(c, q, k, v, scale, &eo, &ep);
+      const double tol = dt == DType::f32 ? 1e-5 : 1e-13;
+      const std::string where = str("Tq=", c.q_seq, " Tk=", c.kv_seq, " window=", c.window,
+                                    " packed=", !c.key_start.empty());
+      EXPECT_LT(rel_error(out, eo), tol) << where;
+      EXPECT_LT(rel_error(probs, ep), tol) << where;
+      for (int64_t i = 0; i < probs.numel(); ++i) {
+        if (ep.item(i) == 0.0)
+          ASSERT_EQ(probs.item(i), 0.0) << "masked entries are zero, " << where;
+      }
+      // Inference: no probs saved, the same output to the bit.
+      Tensor none, out2 = test::full(qs, dt, NAN);
+      ops::attention_forward(out2, none, q, k, v, scale, c.window, key_start_of(c));
+      EXPECT_EQ(std::memcmp(out.raw(), out2.raw(), out.nbytes()), 0) << where;
+    }
+  }
+}
+
+TEST(AttentionGeneral, BackwardMatchesFiniteDifferences) {
+  uint64_t seed = 800;
+  for (const GeneralCase& c : general_cases()) {
+    if (c.q_seq * c.kv_seq > 2500) continue;  // finite differences cost O(numel) forwards
+    const Shape qs{c.batch, c.q_seq, c.q_heads, c.dim}, ks{c.batch, c.kv_seq, c.kv_heads, c.dim};
+    const Shape ps{c.batch, c.q_heads, c.q_seq, c.kv_seq};
+    Tensor q = randn(qs, DType::f64, seed++), k = randn(ks, DType::f64, seed++);
+    Tensor v = randn(ks, DType::f64, seed++);
+    const Tensor dout = randn(qs, DType::f64, seed++), starts = key_start_of(c);
+    const double scale = 0.4;
+    auto loss = [&] {
+      Tensor out = Tensor::empty(qs, DType::f64), probs = Tensor::empty(ps, DType::f64);
+      ops::attention_forward(out, probs, q, k, v, scale, c.window, starts);
+      return dot(dout, out);
+    };
+    Tensor out = Tensor::empty(qs, DType::f64), probs = Tensor::empty(ps, DType::f64);
+    ops::attention_forward(out, probs, q, k, v, scale, c.window, starts);
+    Tensor dq = test::full(qs, DType::f64, NAN), dk = test::full(ks, DType::f64, NAN);
+    Tensor dv = test::full(ks, DType::f64, NAN);
+    ops::attention_backward(dq, dk, dv, dout, q, k, v, probs, scale);
+    const std::string where = str("Tq=", c.q_seq, " Tk=", c.kv_seq, " window=", c.window,
+                                  " packed=", !c.key_start.empty());
+    EXPECT_LT(rel_error(dq, fd_gradient(q, loss)), 1e-6) << where;
+    EXPECT_LT(rel_error(dk, fd_gradient(k, loss)), 1e-6) << where;
+    EXPECT_LT(rel_error(dv, fd_gradient(v, loss)), 1e-6) << where;
+  }
+}
+
+TEST(AttentionGeneral, DocumentKeyStartsFromPositions) {
+  // Unpacked rows (including a row that starts past 0) need no mask beyond causality.
+  EXPECT_FALSE(nn::document_key_starts(nn::default_positions(2, 5)).defined());
+  EXPECT_FALSE(nn::document_key_starts(Tensor::from_i64({2, 3}, {0, 1, 2, 6, 7, 8})).defined());
+  const Tensor s =
+      nn::document_key_starts(Tensor::from_i64({2, 5}, {0, 1, 0, 1, 2, 5, 6, 0, 0, 1}));
+  ASSERT_TRUE(s.defined());
+  const std::vector<int64_t> expected = {0, 0, 2, 2, 2, 0, 0, 2, 3, 3};
+  for (int64_t i = 0; i < 10; ++i) EXPECT_EQ(s.data<int64_t>()[i], expected[i]) << i;
+}
+
+TEST(AttentionChecks, RejectsBadKeyStartsAndQueriesPastTheKeys) {
+  const Tensor q = Tensor::zeros({1, 3, 2, 4}, DType::f32),
+               k = Tensor::zeros({1, 3, 1, 4}, DType::f32);
+  Tensor out = Tensor::zeros({1, 3, 2, 4}, DType::f32),
+         probs = Tensor::zeros({1, 2, 3, 3}, DType::f32);
+  EXPECT_TRUE(contains(
+      error_of([&] {
+        ops::attention_forward(out, probs, q, k, k, 0.5, 0, Tensor::from_i64({1, 3}, {0, 2, 1}));
+      }),
+      "[attention_forward] key_start[0, 1] = 2 is outside [0, 1]"));
+  const Tensor k_short = Tensor::zeros({1, 2, 1, 4}, DType::f32);
+  Tensor probs_short = Tensor::zeros({1, 2, 3, 2}, DType::f32);
+  EXPECT_TRUE(contains(
+      error_of([&] { ops::attention_forward(out, probs_short, q, k_short, k_short, 0.5, 0); }),
+      "the 3 queries must be the last of the 2 keys (Tq <= Tk)"));
+}
+
+// A packed row of two documents gives each document's logits as if it ran alone, and the same
+// parameter gradients as the two documents run separately, summed (f64 CausalLM with qk-norm,
+// biases and a window, GQA).
+TEST(AttentionPacked, PackedRowEqualsSeparateRowsInLogitsAndGradients) {
+  nn::TransformerConfig c;
+  c.vocab_size = 13;
+  c.hidden_size = 16;
+  c.intermediate_size = 24;
+  c.num_layers = 2;
+  c.num_heads = 4;
+  c.num_kv_heads = 2;
+  c.head_dim = 4;
+  c.max_positions = 32;
+  c.qkv_bias = true;
+  c.qk_norm = true;
+  c.sliding_window = {0, 4};
+  nn::ParamStore params;
+  nn::CausalLM lm(params, c, nn::TensorNames{}, nn::BuildOptions{});
+  params.allocate(DType::f64);
+  test::fill_params(params, 900);
+  const std::vector<int64_t> doc_a = {1, 5, 7, 2, 9}, doc_b = {3, 3, 8, 12, 0, 4, 6};
+  const int64_t ta = 5, tb = 7, t = ta + tb, V = c.vocab_size;
+  const Tensor dlogits = randn({t, V}, DType::f64, 901);
+
+  std::vector<int64_t> ids = doc_a, pos;
+  ids.insert(ids.end(), doc_b.begin(), doc_b.end());
+  for (int64_t i = 0; i < ta; ++i) pos.push_back(i);
+  for (int64_t i = 0; i < tb; ++i) pos.push_back(i);
+  nn::Context ctx;
+  ctx.dtype = DType::f64;
+  params.zero_grads();
+  const Tensor packed =
+      lm.forward(ctx, Tensor::from_i64({1, t}, ids), Tensor::from_i64({1, t}, pos)).clone();
+  lm.backward(ctx, dlogits);
+  const Tensor packed_grads = params.grads().clone();
+
+  params.zero_grads();
+  Tensor separate = Tensor::empty({t, V}, DType::f64);
+  int64_t row = 0;
+  for (const std::vector<int64_t>& doc : {doc_a, doc_b}) {
+    const int64_t n = static_cast<int64_t>(doc.size());
+    ctx.arena.reset();
+    Tensor logits = lm.forward(ctx, Tensor::from_i64({1, n}, doc), nn::default_positions(1, n));
+    Tensor dst = separate.narrow(row, n);
+    ops::copy(dst, logits);
+    lm.backward(ctx, dlogits.narrow(row, n).clone());
+    row += n;
+  }
+  EXPECT_LT(test::max_abs_diff(packed, separate), 1e-12);
+  EXPECT_LT(rel_error(packed_grads, params.grads()), 1e-12);
+  EXPECT_GT(ops::sum_squares(packed_grads), 0.0);
 }
 
 }  // namespace

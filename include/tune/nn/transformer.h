@@ -137,6 +137,12 @@ class CausalLM {
   std::vector<Tensor> hidden_;
 };
 
+// Packed rows (several documents in one row, positions restarting at 0 at each): each query's
+// first visible key [B, T] (i64), the last t <= i with positions[b, t] == 0 (0 when none), for
+// ops::attention_forward's key_start — what Hugging Face derives from position_ids. Undefined
+// when no row holds a second document, so unpacked batches pay nothing.
+Tensor document_key_starts(const Tensor& positions);
+
 // Positions 0..T-1 for every row of a [B, T] batch.
 Tensor default_positions(int64_t batch, int64_t seq);
 

@@ -56,14 +56,22 @@ void rope_forward(Tensor& x, const Tensor& cos, const Tensor& sin, const Tensor&
 // The transpose of the rotation, in place on dx [B, T, H, D].
 void rope_backward(Tensor& dx, const Tensor& cos, const Tensor& sin, const Tensor& positions);
 
-// ---- causal self-attention with GQA/MQA and an optional sliding window ----
-// q [B, T, Hq, D], k and v [B, T, Hkv, D] with Hq % Hkv == 0 (query head h reads kv head
-// h / (Hq / Hkv)); out [B, T, Hq, D]; probs [B, Hq, T, T] saved for backward (row i holds
-// softmax over keys j, zero where masked). Key j is visible to query i when j <= i and, with
-// window > 0, i - j < window (Mistral's sliding window). scale multiplies q.k (usually D^-0.5).
+// ---- causal self-attention with GQA/MQA, a sliding window, packed documents and a KV cache ----
+// q [B, Tq, Hq, D], k and v [B, Tk, Hkv, D] with Tq <= Tk and Hq % Hkv == 0 (query head h reads
+// kv head h / (Hq / Hkv)); out [B, Tq, Hq, D]. The queries are the last Tq of the Tk positions
+// (bottom-right aligned, as flash-attention does): query i sits at a = Tk - Tq + i, so training
+// passes Tq = Tk and generation passes the new tokens against the whole KV cache. Key j is
+// visible to query i when j <= a; with window > 0, when also a - j < window (Mistral's sliding
+// window); with key_start [B, Tq] (i64, optional) defined, when also j >= key_start[b, i] — the
+// first key of query i's document in a packed row (each value in [0, a]).
+// probs [B, Hq, Tq, Tk] is saved for backward (row i holds softmax over keys j, zero where
+// masked); pass an undefined probs when no backward follows (inference) and nothing is saved.
+// scale multiplies q.k (usually D^-0.5).
 void attention_forward(Tensor& out, Tensor& probs, const Tensor& q, const Tensor& k,
-                       const Tensor& v, double scale, int64_t window);
-// dq, dk, dv are written (=), same shapes as q, k, v.
+                       const Tensor& v, double scale, int64_t window,
+                       const Tensor& key_start = Tensor());
+// dq, dk, dv are written (=), same shapes as q, k, v. The mask comes from the zeros of probs, so
+// window and key_start need not be passed again.
 void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q,
                         const Tensor& k, const Tensor& v, const Tensor& probs, double scale);
 

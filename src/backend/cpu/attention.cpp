@@ -1,14 +1,18 @@
-// Causal self-attention with GQA/MQA and an optional sliding window, on (B, T, H, D) tensors as
-// they come out of the projection GEMMs. Design notes:
+// Causal self-attention with GQA/MQA, an optional sliding window, packed documents and a KV-cache
+// offset, on (B, T, H, D) tensors as they come out of the projection GEMMs. Design notes:
 // - One task per (batch, head) in forward and per (batch, kv head) in backward. A head of a
 //   (B, T, H, D) tensor is a (T, D) matrix with row stride H * D, which BLAS reads directly
 //   through its leading dimension: no transposes, no copies.
-// - Queries go in blocks of kRowBlock rows. Rows [i0, i1) can only see keys [j0, i1), with
-//   j0 = 0 for full causal attention or i0 - window + 1 with a window, so the GEMMs skip the
-//   masked upper triangle (and everything left of the window).
-// - probs (B, Hq, T, T) holds the softmax (in T, max subtracted) with zeros where masked; the
+// - Queries are the last Tq of Tk positions (bottom-right aligned, as after appending to a KV
+//   cache): query i sits at absolute index a = Tk - Tq + i. In training Tq = Tk and a = i.
+// - Queries go in blocks of kRowBlock rows. Rows [i0, i1) can only see keys [j0, a(i1)), with j0
+//   the smallest first visible key of the block's rows (0 for full causal attention, a - window
+//   + 1 with a window, the document's start in a packed row), so the GEMMs skip the masked upper
+//   triangle, everything left of the window, and earlier documents once a block is past them.
+// - probs (B, Hq, Tq, Tk) holds the softmax (in T, max subtracted) with zeros where masked; the
 //   backward reads the mask from those zeros (scanning them for each block's first key) and
-//   needs no window argument.
+//   needs neither the window nor the document starts. Without probs (inference) each task
+//   computes its scores in a scratch block.
 // - Backward per kv head g, over its query heads h in order, with P = probs[b, h]:
 //     dP = dO V^T,  dS = P * (dP - rowsum(dP * P)),  dQ = scale dS K,
 //     dK += scale dS^T Q,  dV += P^T dO.
@@ -30,60 +34,69 @@ namespace tune::cpu {
 namespace {
 
 constexpr int64_t kRowBlock = 64;
-// Below this many multiply-adds per GEMM sweep (B * H * T * T * D) waking threads costs more
+// Below this many multiply-adds per GEMM sweep (B * H * Tq * Tk * D) waking threads costs more
 // than it saves, most of all on a loaded machine where a barrier waits for a descheduled thread.
 constexpr int64_t kParallelMinWork = 1 << 20;
 
 // Parallel over tasks only when every thread gets one and the work pays for the wake-up.
 bool parallel_over_tasks(int64_t tasks, const AttentionShape& s) {
   return tasks >= omp_get_max_threads() &&
-         s.batch * s.q_heads * s.seq * s.seq * s.head_dim >= kParallelMinWork;
+         s.batch * s.q_heads * s.q_seq * s.kv_seq * s.head_dim >= kParallelMinWork;
 }
 
-// First key visible to query i.
-int64_t first_key(int64_t i, int64_t window) {
-  return window > 0 ? std::max<int64_t>(0, i - window + 1) : 0;
+// First key visible to query row i of batch b (absolute index a = offset + i).
+int64_t first_key(int64_t a, int64_t window, const int64_t* key_start_row, int64_t i) {
+  int64_t lo = window > 0 ? std::max<int64_t>(0, a - window + 1) : 0;
+  if (key_start_row) lo = std::max(lo, key_start_row[i]);
+  return lo;
 }
 
-// Softmax of row i of scores (T) in place over keys [lo, i]; zero elsewhere. The max, exp and
-// sum come from vector_math.h, so each pass vectorizes.
+// Softmax of a score row (Tk) in place over keys [lo, a]; zero elsewhere. The max, exp and sum
+// come from vector_math.h, so each pass vectorizes.
 template <typename T>
-void masked_softmax_row(T* row, int64_t i, int64_t lo, int64_t seq) {
+void masked_softmax_row(T* row, int64_t a, int64_t lo, int64_t kv_seq) {
   T* x = row + lo;  // (len), the visible keys
-  const int64_t len = i - lo + 1;
+  const int64_t len = a - lo + 1;
   const T m = vector_math::max(x, len);
   for (int64_t j = 0; j < len; ++j) x[j] = vector_math::exp(x[j] - m);
   const T inv = T(1) / vector_math::sum<T>(x, len);
   for (int64_t j = 0; j < len; ++j) x[j] *= inv;
   std::fill(row, row + lo, T(0));
-  std::fill(row + i + 1, row + seq, T(0));
+  std::fill(row + a + 1, row + kv_seq, T(0));
 }
 
 }  // namespace
 
 template <typename T>
 void attention_forward(T* out, T* probs, const T* q, const T* k, const T* v,
-                       const AttentionShape& s, double scale, int64_t window) {
-  const int64_t seq = s.seq, dim = s.head_dim, group = s.q_heads / s.kv_heads;
+                       const int64_t* key_start, const AttentionShape& s, double scale,
+                       int64_t window) {
+  const int64_t tq = s.q_seq, tk = s.kv_seq, offset = tk - tq, dim = s.head_dim;
+  const int64_t group = s.q_heads / s.kv_heads;
   const int64_t ldq = s.q_heads * dim, ldk = s.kv_heads * dim;  // row strides of one head
   const int64_t tasks = s.batch * s.q_heads;
 #pragma omp parallel for schedule(static) if (parallel_over_tasks(tasks, s))
   for (int64_t task = 0; task < tasks; ++task) {
     const int64_t b = task / s.q_heads, h = task % s.q_heads, g = h / group;
-    const T* qh = q + b * seq * ldq + h * dim;  // (T, D), stride ldq
-    const T* kh = k + b * seq * ldk + g * dim;  // (T, D), stride ldk
-    const T* vh = v + b * seq * ldk + g * dim;
-    T* oh = out + b * seq * ldq + h * dim;
-    T* p = probs + task * seq * seq;  // (T, T)
-    for (int64_t i0 = 0; i0 < seq; i0 += kRowBlock) {
-      const int64_t i1 = std::min(seq, i0 + kRowBlock), j0 = first_key(i0, window);
-      const int64_t rows = i1 - i0, keys = i1 - j0;
-      T* pb = p + i0 * seq + j0;  // (rows, keys), stride seq
+    const T* qh = q + b * tq * ldq + h * dim;  // (Tq, D), stride ldq
+    const T* kh = k + b * tk * ldk + g * dim;  // (Tk, D), stride ldk
+    const T* vh = v + b * tk * ldk + g * dim;
+    T* oh = out + b * tq * ldq + h * dim;
+    const int64_t* ks = key_start ? key_start + b * tq : nullptr;  // (Tq)
+    // Scores: the saved probs (Tq, Tk), or one row block of scratch when nothing is saved.
+    std::vector<T> scratch(probs ? 0 : static_cast<size_t>(std::min(tq, kRowBlock) * tk));
+    for (int64_t i0 = 0; i0 < tq; i0 += kRowBlock) {
+      const int64_t i1 = std::min(tq, i0 + kRowBlock), rows = i1 - i0;
+      int64_t j0 = offset + i0;
+      for (int64_t i = i0; i < i1; ++i) j0 = std::min(j0, first_key(offset + i, window, ks, i));
+      const int64_t keys = offset + i1 - j0;
+      T* p = probs ? probs + (task * tq + i0) * tk : scratch.data();  // (rows, Tk)
       gemm(Trans::no, Trans::yes, rows, keys, dim, static_cast<T>(scale), qh + i0 * ldq, ldq,
-           kh + j0 * ldk, ldk, T(0), pb, seq);
-      for (int64_t i = i0; i < i1; ++i)
-        masked_softmax_row(p + i * seq, i, first_key(i, window), seq);
-      gemm(Trans::no, Trans::no, rows, dim, keys, T(1), pb, seq, vh + j0 * ldk, ldk, T(0),
+           kh + j0 * ldk, ldk, T(0), p + j0, tk);
+      for (int64_t i = i0; i < i1; ++i) {
+        masked_softmax_row(p + (i - i0) * tk, offset + i, first_key(offset + i, window, ks, i), tk);
+      }
+      gemm(Trans::no, Trans::no, rows, dim, keys, T(1), p + j0, tk, vh + j0 * ldk, ldk, T(0),
            oh + i0 * ldq, ldq);
     }
   }
@@ -92,45 +105,46 @@ void attention_forward(T* out, T* probs, const T* q, const T* k, const T* v,
 template <typename T>
 void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
                         const T* probs, const AttentionShape& s, double scale) {
-  const int64_t seq = s.seq, dim = s.head_dim, group = s.q_heads / s.kv_heads;
+  const int64_t tq = s.q_seq, tk = s.kv_seq, offset = tk - tq, dim = s.head_dim;
+  const int64_t group = s.q_heads / s.kv_heads;
   const int64_t ldq = s.q_heads * dim, ldk = s.kv_heads * dim;
   const int64_t tasks = s.batch * s.kv_heads;
   const T sc = static_cast<T>(scale);
 #pragma omp parallel for schedule(static) if (parallel_over_tasks(tasks, s))
   for (int64_t task = 0; task < tasks; ++task) {
     const int64_t b = task / s.kv_heads, g = task % s.kv_heads;
-    const T* kh = k + b * seq * ldk + g * dim;  // (T, D), stride ldk
-    const T* vh = v + b * seq * ldk + g * dim;
-    T* dkh = dk + b * seq * ldk + g * dim;
-    T* dvh = dv + b * seq * ldk + g * dim;
-    for (int64_t t = 0; t < seq; ++t) {
+    const T* kh = k + b * tk * ldk + g * dim;  // (Tk, D), stride ldk
+    const T* vh = v + b * tk * ldk + g * dim;
+    T* dkh = dk + b * tk * ldk + g * dim;
+    T* dvh = dv + b * tk * ldk + g * dim;
+    for (int64_t t = 0; t < tk; ++t) {
       std::fill(dkh + t * ldk, dkh + t * ldk + dim, T(0));
       std::fill(dvh + t * ldk, dvh + t * ldk + dim, T(0));
     }
-    std::vector<T> ds_buf(static_cast<size_t>(std::min(seq, kRowBlock) * seq));
+    std::vector<T> ds_buf(static_cast<size_t>(std::min(tq, kRowBlock) * tk));
     for (int64_t h = g * group; h < (g + 1) * group; ++h) {
-      const T* qh = q + b * seq * ldq + h * dim;  // (T, D), stride ldq
-      const T* doh = dout + b * seq * ldq + h * dim;
-      T* dqh = dq + b * seq * ldq + h * dim;
-      const T* p = probs + (b * s.q_heads + h) * seq * seq;  // (T, T)
-      for (int64_t i0 = 0; i0 < seq; i0 += kRowBlock) {
-        const int64_t i1 = std::min(seq, i0 + kRowBlock);
+      const T* qh = q + b * tq * ldq + h * dim;  // (Tq, D), stride ldq
+      const T* doh = dout + b * tq * ldq + h * dim;
+      T* dqh = dq + b * tq * ldq + h * dim;
+      const T* p = probs + (b * s.q_heads + h) * tq * tk;  // (Tq, Tk)
+      for (int64_t i0 = 0; i0 < tq; i0 += kRowBlock) {
+        const int64_t i1 = std::min(tq, i0 + kRowBlock);
         // Keys left of every row's first nonzero probability add nothing; the block needs
-        // [j0, i1). Scanning each row (not only the first) stays exact when a visible key's
-        // probability underflowed to zero in one row but not in the next.
-        int64_t j0 = i0;
+        // [j0, offset + i1). Scanning each row (not only the first) stays exact when a visible
+        // key's probability underflowed to zero in one row but not in the next.
+        int64_t j0 = offset + i0;
         for (int64_t i = i0; i < i1; ++i) {
           int64_t j = 0;
-          while (j < j0 && p[i * seq + j] == T(0)) ++j;
+          while (j < j0 && p[i * tk + j] == T(0)) ++j;
           j0 = std::min(j0, j);
         }
-        const int64_t rows = i1 - i0, keys = i1 - j0;
-        const T* pb = p + i0 * seq + j0;  // (rows, keys), stride seq
-        T* ds = ds_buf.data();            // (rows, keys), stride keys
+        const int64_t rows = i1 - i0, keys = offset + i1 - j0;
+        const T* pb = p + i0 * tk + j0;  // (rows, keys), stride Tk
+        T* ds = ds_buf.data();           // (rows, keys), stride keys
         gemm(Trans::no, Trans::yes, rows, keys, dim, T(1), doh + i0 * ldq, ldq, vh + j0 * ldk, ldk,
              T(0), ds, keys);
         for (int64_t r = 0; r < rows; ++r) {
-          const T* pr = pb + r * seq;
+          const T* pr = pb + r * tk;
           T* dsr = ds + r * keys;
           T dot = 0;
           for (int64_t j = 0; j < keys; ++j) dot += dsr[j] * pr[j];
@@ -140,17 +154,17 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T*
              dqh + i0 * ldq, ldq);
         gemm(Trans::yes, Trans::no, keys, dim, rows, sc, ds, keys, qh + i0 * ldq, ldq, T(1),
              dkh + j0 * ldk, ldk);
-        gemm(Trans::yes, Trans::no, keys, dim, rows, T(1), pb, seq, doh + i0 * ldq, ldq, T(1),
+        gemm(Trans::yes, Trans::no, keys, dim, rows, T(1), pb, tk, doh + i0 * ldq, ldq, T(1),
              dvh + j0 * ldk, ldk);
       }
     }
   }
 }
 
-#define TUNE_INSTANTIATE(T)                                                                       \
-  template void attention_forward<T>(T*, T*, const T*, const T*, const T*, const AttentionShape&, \
-                                     double, int64_t);                                            \
-  template void attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*,         \
+#define TUNE_INSTANTIATE(T)                                                                \
+  template void attention_forward<T>(T*, T*, const T*, const T*, const T*, const int64_t*, \
+                                     const AttentionShape&, double, int64_t);              \
+  template void attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*,  \
                                       const T*, const AttentionShape&, double);
 TUNE_INSTANTIATE(float)
 TUNE_INSTANTIATE(double)

@@ -71,13 +71,16 @@ void rope(T* x, const T* cos, const T* sin, const I* positions, int64_t b, int64
           int64_t d, RopeDirection direction);
 
 // ---- attention.cpp ----
+// Queries are the last q_seq of kv_seq positions (q_seq <= kv_seq; equal in training).
 struct AttentionShape {
-  int64_t batch, seq, q_heads, kv_heads, head_dim;
+  int64_t batch, q_seq, kv_seq, q_heads, kv_heads, head_dim;
 };
-// q (B, T, Hq, D), k and v (B, T, Hkv, D), out (B, T, Hq, D), probs (B, Hq, T, T).
+// q (B, Tq, Hq, D), k and v (B, Tk, Hkv, D), out (B, Tq, Hq, D), probs (B, Hq, Tq, Tk) or null
+// (nothing saved), key_start (B, Tq) or null: each query's first visible key (packed documents).
 template <typename T>
 void attention_forward(T* out, T* probs, const T* q, const T* k, const T* v,
-                       const AttentionShape& s, double scale, int64_t window);
+                       const int64_t* key_start, const AttentionShape& s, double scale,
+                       int64_t window);
 // dq, dk, dv written; probs from attention_forward.
 template <typename T>
 void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
