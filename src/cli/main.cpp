@@ -24,6 +24,8 @@ constexpr Command kCommands[] = {
      tune::cli::detokenize_command},
     {"env", "print how this tune was built and what it can see (BLAS, threads, CUDA)",
      tune::cli::env_command},
+    {"train", "fine-tune or pretrain a model from a YAML config (LoRA or full)",
+     tune::cli::train_command},
     {"tokenize", "text -> token ids with a Hugging Face tokenizer (TEXT or a JSONL file)",
      tune::cli::tokenize_command},
 };
