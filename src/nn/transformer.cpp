@@ -32,6 +32,45 @@ uint64_t stream_id(int64_t layer, int which) {
 
 }  // namespace
 
+// ---- KV cache ----
+
+KvCache::KvCache(const TransformerConfig& c, int64_t capacity, DType dtype) : capacity_(capacity) {
+  TUNE_CHECK(capacity > 0, "KvCache: capacity must be positive, got ", capacity);
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    k_.push_back(Tensor::empty({capacity, c.num_kv_heads, c.head_dim}, dtype));
+    v_.push_back(Tensor::empty({capacity, c.num_kv_heads, c.head_dim}, dtype));
+  }
+}
+
+void KvCache::truncate(int64_t n) {
+  TUNE_ASSERT(n >= 0 && n <= length_, "KvCache::truncate(", n, ") with length ", length_);
+  length_ = n;
+}
+
+void KvCache::advance(int64_t n) {
+  TUNE_ASSERT(n >= 0 && length_ + n <= capacity_, "KvCache::advance(", n, ") at ", length_, "/",
+              capacity_);
+  length_ += n;
+}
+
+KvCache KvCache::grown(int64_t capacity) const {
+  TUNE_CHECK(capacity >= length_, "KvCache::grown: ", capacity, " < the ", length_,
+             " positions held");
+  KvCache out;
+  out.capacity_ = capacity;
+  out.length_ = length_;
+  for (size_t l = 0; l < k_.size(); ++l) {
+    const Shape& s = k_[l].shape();
+    out.k_.push_back(Tensor::empty({capacity, s[1], s[2]}, k_[l].dtype()));
+    out.v_.push_back(Tensor::empty({capacity, s[1], s[2]}, v_[l].dtype()));
+    if (length_ == 0) continue;
+    Tensor kd = out.k_[l].narrow(0, length_), vd = out.v_[l].narrow(0, length_);
+    ops::copy(kd, k_[l].narrow(0, length_));
+    ops::copy(vd, v_[l].narrow(0, length_));
+  }
+  return out;
+}
+
 // ---- Attention ----
 
 Attention::Attention(ParamStore& params, const TransformerConfig& c, const TensorNames& names,
@@ -104,6 +143,32 @@ void Attention::backward(Context& ctx, const Tensor& dy, Tensor& dx, const Rotar
   v_.backward(ctx, dv.view({N, kv_heads_ * D}), dx, Accumulate::yes);
 }
 
+Tensor Attention::forward_cached(Context& ctx, const Tensor& x, const Tensor& positions,
+                                 const RotaryEmbedding& rope, Tensor& k_cache, Tensor& v_cache,
+                                 int64_t past) {
+  const int64_t T = x.size(0), D = head_dim_, total = past + T;
+  Tensor q = q_.forward(ctx, x);  // (T, Hq*D)
+  Tensor k = k_.forward(ctx, x);  // (T, Hkv*D)
+  Tensor v = v_.forward(ctx, x);  // (T, Hkv*D)
+  if (q_norm_) {
+    q = q_norm_->forward(ctx, q.view({T * heads_, D}));
+    k = k_norm_->forward(ctx, k.view({T * kv_heads_, D}));
+  }
+  Tensor q4 = q.view({1, T, heads_, D}), k4 = k.view({1, T, kv_heads_, D});
+  rope.forward(q4, positions);
+  rope.forward(k4, positions);
+  Tensor k_new = k_cache.narrow(past, T), v_new = v_cache.narrow(past, T);  // (T, Hkv, D)
+  ops::copy(k_new, k.view({T, kv_heads_, D}));
+  ops::copy(v_new, v.view({T, kv_heads_, D}));
+
+  Tensor out = ctx.arena.alloc({1, T, heads_, D}, x.dtype());
+  Tensor no_probs;
+  ops::attention_forward(out, no_probs, q4, k_cache.narrow(0, total).view({1, total, kv_heads_, D}),
+                         v_cache.narrow(0, total).view({1, total, kv_heads_, D}),
+                         1.0 / std::sqrt(static_cast<double>(D)), window_);
+  return o_.forward(ctx, out.view({T, heads_ * D}));
+}
+
 // ---- MLP ----
 
 Mlp::Mlp(ParamStore& params, const TransformerConfig& c, const TensorNames& names, int64_t layer,
@@ -169,6 +234,19 @@ Tensor DecoderBlock::backward(Context& ctx, const Tensor& dy, const RotaryEmbedd
   return dx;
 }
 
+Tensor DecoderBlock::forward_cached(Context& ctx, const Tensor& x, const Tensor& positions,
+                                    const RotaryEmbedding& rope, Tensor& k_cache, Tensor& v_cache,
+                                    int64_t past) {
+  Tensor a = attn_.forward_cached(ctx, attn_norm_.forward(ctx, x), positions, rope, k_cache,
+                                  v_cache, past);
+  Tensor h = ctx.arena.alloc(x.shape(), x.dtype());
+  ops::add(h, x, a);
+  Tensor m = mlp_.forward(ctx, mlp_norm_.forward(ctx, h));
+  Tensor y = ctx.arena.alloc(x.shape(), x.dtype());
+  ops::add(y, h, m);
+  return y;
+}
+
 std::vector<Linear*> DecoderBlock::linears() {
   std::vector<Linear*> out = attn_.linears();
   for (Linear* l : mlp_.linears()) out.push_back(l);
@@ -221,6 +299,38 @@ void CausalLM::backward(Context& ctx, const Tensor& dlogits) {
   Tensor dx = final_norm_.backward(ctx, dxn);
   for (size_t l = blocks_.size(); l-- > 0;) dx = blocks_[l]->backward(ctx, dx, rope_);
   embed_.backward(ctx, dx);
+}
+
+Tensor CausalLM::forward_cached(Context& ctx, const Tensor& ids, KvCache& cache, Logits which) {
+  const int64_t T = ids.numel(), past = cache.length();
+  TUNE_CHECK(T > 0, "CausalLM::forward_cached: no tokens given");
+  TUNE_CHECK(cache.num_layers() == blocks_.size(), "CausalLM::forward_cached: the cache has ",
+             cache.num_layers(), " layers but the model has ", blocks_.size());
+  TUNE_CHECK(past + T <= cache.capacity(), "CausalLM::forward_cached: ", T,
+             " more tokens do not fit in a KV cache of ", cache.capacity(), " positions holding ",
+             past, "; make a larger cache");
+  TUNE_CHECK(past + T <= config_.max_positions, "CausalLM::forward_cached: position ", past + T - 1,
+             " is past the model's max_position_embeddings (", config_.max_positions, ")");
+  if (!rope_.cos().defined() || rope_.cos().dtype() != params_->dtype())
+    rope_ =
+        RotaryEmbedding(config_.rope, config_.head_dim, config_.max_positions, params_->dtype());
+  ctx.dtype = params_->dtype();
+  ctx.mode = Mode::eval;
+
+  Tensor positions = Tensor::empty({1, T}, DType::i64);
+  for (int64_t t = 0; t < T; ++t) positions.data<int64_t>()[t] = past + t;
+  Tensor x = embed_.forward(ctx, ids.view({T}));  // (T, C)
+  for (size_t l = 0; l < blocks_.size(); ++l) {
+    x = blocks_[l]->forward_cached(ctx, x, positions, rope_, cache.keys(l), cache.values(l), past);
+  }
+  cache.advance(T);
+  // Only the rows whose logits are wanted go through the final norm and the head.
+  if (which == Logits::last) x = x.narrow(T - 1, 1);
+  return lm_head_.forward(ctx, final_norm_.forward(ctx, x));
+}
+
+KvCache CausalLM::make_cache(int64_t capacity) const {
+  return KvCache(config_, capacity, params_->dtype());
 }
 
 std::vector<Linear*> CausalLM::linears() {

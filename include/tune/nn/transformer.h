@@ -58,6 +58,34 @@ struct BuildOptions {
   const LoraConfig* lora = nullptr;  // LoRA on the targeted Linears when set
 };
 
+// Keys and values of the positions a model has already seen, for generation one token at a time:
+// per layer k, v [capacity, Hkv, D] (rotated keys), the first length() rows filled. One
+// sequence; memory is allocated once for `capacity` positions. CausalLM::forward_cached appends.
+class KvCache {
+ public:
+  KvCache() = default;
+  KvCache(const TransformerConfig& config, int64_t capacity, DType dtype);
+  int64_t length() const { return length_; }
+  int64_t capacity() const { return capacity_; }
+  // Forget everything after the first n positions (n <= length): a new prompt that shares a
+  // prefix with the cached tokens only needs the rest prefilled.
+  void truncate(int64_t n);
+  void clear() { truncate(0); }
+  // A cache with room for `capacity` positions holding this one's contents.
+  KvCache grown(int64_t capacity) const;
+  Tensor& keys(size_t layer) { return k_[layer]; }
+  Tensor& values(size_t layer) { return v_[layer]; }
+  size_t num_layers() const { return k_.size(); }
+  void advance(int64_t n);  // n more rows of every layer are filled
+
+ private:
+  std::vector<Tensor> k_, v_;  // per layer [capacity, Hkv, D]
+  int64_t length_ = 0, capacity_ = 0;
+};
+
+// Which positions CausalLM::forward_cached returns logits for.
+enum class Logits : uint8_t { last, all };
+
 class Attention {
  public:
   Attention() = default;
@@ -68,6 +96,12 @@ class Attention {
                  const RotaryEmbedding& rope);
   // dx is written (=).
   void backward(Context& ctx, const Tensor& dy, Tensor& dx, const RotaryEmbedding& rope);
+  // Inference over T new positions of one sequence, x [T, C] -> [T, C]: their keys and values
+  // go into rows [past, past + T) of k_cache, v_cache [capacity, Hkv, D], and the queries attend
+  // to rows [0, past + T). Saves nothing for backward.
+  Tensor forward_cached(Context& ctx, const Tensor& x, const Tensor& positions,
+                        const RotaryEmbedding& rope, Tensor& k_cache, Tensor& v_cache,
+                        int64_t past);
   std::vector<Linear*> linears() { return {&q_, &k_, &v_, &o_}; }
 
  private:
@@ -100,6 +134,10 @@ class DecoderBlock {
   Tensor forward(Context& ctx, const Tensor& x, const Tensor& positions,
                  const RotaryEmbedding& rope);
   Tensor backward(Context& ctx, const Tensor& dy, const RotaryEmbedding& rope);
+  // Inference with a KV cache (see Attention::forward_cached).
+  Tensor forward_cached(Context& ctx, const Tensor& x, const Tensor& positions,
+                        const RotaryEmbedding& rope, Tensor& k_cache, Tensor& v_cache,
+                        int64_t past);
   std::vector<Linear*> linears();
 
  private:
@@ -119,6 +157,15 @@ class CausalLM {
   Tensor forward(Context& ctx, const Tensor& ids, const Tensor& positions);
   // dlogits [B*T, V]: accumulates every trainable parameter's gradient.
   void backward(Context& ctx, const Tensor& dlogits);
+  // Generation: ids [T] (i64) are the next T tokens of the sequence in `cache`, at positions
+  // cache.length() .. + T - 1; their keys and values are appended to the cache. Returns logits
+  // [1, V] for the last token (Logits::last) or [T, V] for all. Runs in eval mode (no dropout)
+  // and saves nothing for backward; hidden_states() is not updated. Throws when the cache has
+  // no room for T more positions or they pass the model's max_positions.
+  Tensor forward_cached(Context& ctx, const Tensor& ids, KvCache& cache,
+                        Logits which = Logits::last);
+  // A KV cache for this model with room for `capacity` positions, in the parameter dtype.
+  KvCache make_cache(int64_t capacity) const;
 
   // After forward: Hugging Face's output_hidden_states — the embeddings, each block's output,
   // and last the final norm's output (L + 1 tensors, [B*T, C]).

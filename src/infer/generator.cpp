@@ -1,0 +1,148 @@
+// One sequence at a time: prefill (all new prompt tokens in one forward_cached), then decode one
+// token per forward. The last token chosen is never fed (its logits are not needed), so the cache
+// holds prompt + all new tokens but the last.
+#include "tune/infer/generator.h"
+
+#include <algorithm>
+#include <chrono>
+#include <limits>
+#include <optional>
+
+#include "tune/core/error.h"
+#include "tune/infer/text_stream.h"
+#include "tune/tokenizer/tokenizer.h"
+
+namespace tune::infer {
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Row 0 of logits [1, V] as floats, whatever the model's dtype.
+void row_to_floats(const Tensor& logits, std::vector<float>& out) {
+  const int64_t vocab = logits.size(logits.dim() - 1);
+  out.resize(static_cast<size_t>(vocab));
+  if (logits.dtype() == DType::f32) {
+    std::copy_n(logits.data<float>(), vocab, out.begin());
+  } else {
+    for (int64_t i = 0; i < vocab; ++i)
+      out[static_cast<size_t>(i)] = static_cast<float>(logits.item(i));
+  }
+}
+
+}  // namespace
+
+const char* finish_reason_name(FinishReason reason) {
+  return reason == FinishReason::stop ? "stop" : "length";
+}
+
+double Generation::decode_tokens_per_second() const {
+  const auto n = static_cast<double>(tokens.size());
+  return n > 1 && decode_seconds > 0 ? (n - 1) / decode_seconds : 0.0;
+}
+
+Generator::Generator(nn::CausalLM& lm, const tok::Tokenizer* tokenizer)
+    : lm_(&lm), tokenizer_(tokenizer) {
+  ctx_.mode = nn::Mode::eval;
+}
+
+void Generator::reset() {
+  cached_.clear();
+  if (cache_.capacity() > 0) cache_.clear();
+}
+
+Tensor Generator::feed(std::span<const int64_t> tokens) {
+  ctx_.arena.reset();
+  const Tensor ids =
+      Tensor::from_i64({static_cast<int64_t>(tokens.size())}, {tokens.begin(), tokens.end()});
+  Tensor logits = lm_->forward_cached(ctx_, ids, cache_, nn::Logits::last);
+  cached_.insert(cached_.end(), tokens.begin(), tokens.end());
+  return logits;
+}
+
+Generation Generator::generate(std::span<const int64_t> prompt, const GenerateOptions& options,
+                               const StreamCallback& on_text) {
+  TUNE_CHECK(!prompt.empty(), "generate: the prompt has no tokens");
+  TUNE_CHECK(options.max_new_tokens >= 0, "generate: max_new_tokens must be >= 0, got ",
+             options.max_new_tokens);
+  TUNE_CHECK(options.stop.empty() || tokenizer_, "generate: stop strings need a tokenizer");
+  const nn::TransformerConfig& config = lm_->config();
+  const auto prompt_len = static_cast<int64_t>(prompt.size());
+  TUNE_CHECK(prompt_len <= config.max_positions, "generate: the prompt has ", prompt_len,
+             " tokens but the model takes at most ", config.max_positions,
+             " (max_position_embeddings)");
+  for (int64_t id : prompt) {
+    TUNE_CHECK(id >= 0 && id < config.vocab_size, "generate: prompt token ", id,
+               " is outside the model's vocabulary of ", config.vocab_size);
+  }
+  Generation g;
+  g.prompt_tokens = prompt_len;
+  if (options.max_new_tokens == 0) return g;
+
+  // Reuse the cached prefix; at least the last prompt token is fed, for its logits.
+  int64_t reuse = 0;
+  const int64_t limit = std::min<int64_t>(static_cast<int64_t>(cached_.size()), prompt_len - 1);
+  while (reuse < limit && cached_[static_cast<size_t>(reuse)] == prompt[static_cast<size_t>(reuse)])
+    ++reuse;
+  cached_.resize(static_cast<size_t>(reuse));
+  // The last new token is never fed: prompt + max_new_tokens - 1 positions at most.
+  const int64_t need = std::min(config.max_positions, prompt_len + options.max_new_tokens - 1);
+  if (cache_.capacity() == 0) {
+    cache_ = lm_->make_cache(std::max<int64_t>(need, 1));
+  } else {
+    cache_.truncate(std::min(reuse, cache_.length()));
+    if (cache_.capacity() < need) cache_ = cache_.grown(need);
+  }
+  g.reused_tokens = reuse;
+
+  const auto t0 = std::chrono::steady_clock::now();
+  Tensor logits = feed(prompt.subspan(static_cast<size_t>(reuse)));
+  g.prefill_seconds = seconds_since(t0);
+  const auto t1 = std::chrono::steady_clock::now();
+
+  std::optional<TextStream> stream;
+  if (tokenizer_) stream.emplace(*tokenizer_, options.stop);
+  std::vector<int64_t> seen(prompt.begin(), prompt.end());  // for the repetition penalty
+  std::vector<float> row;
+  for (int64_t step = 0;; ++step) {
+    row_to_floats(logits, row);
+    if (step < options.min_new_tokens) {
+      for (int64_t id : options.eos_token_ids)
+        if (id >= 0 && id < static_cast<int64_t>(row.size()))
+          row[static_cast<size_t>(id)] = -std::numeric_limits<float>::infinity();
+    }
+    const int64_t token = choose_token(row, seen, options.sampling, static_cast<uint64_t>(step));
+    g.tokens.push_back(token);
+    seen.push_back(token);
+    if (std::find(options.eos_token_ids.begin(), options.eos_token_ids.end(), token) !=
+        options.eos_token_ids.end()) {
+      g.finish = FinishReason::stop;
+      break;
+    }
+    if (stream) {
+      const std::string piece = stream->push(token);
+      if (!piece.empty() && on_text) on_text(piece);
+      if (stream->stopped()) {
+        g.finish = FinishReason::stop;
+        break;
+      }
+    }
+    if (static_cast<int64_t>(g.tokens.size()) >= options.max_new_tokens ||
+        cache_.length() >= config.max_positions) {
+      g.finish = FinishReason::length;
+      break;
+    }
+    logits = feed(std::span<const int64_t>(&token, 1));
+  }
+  if (stream) {
+    const std::string rest = stream->finish();
+    if (!rest.empty() && on_text) on_text(rest);
+    g.text = stream->text();
+  }
+  g.decode_seconds = seconds_since(t1);
+  return g;
+}
+
+}  // namespace tune::infer
