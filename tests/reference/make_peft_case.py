@@ -1,13 +1,10 @@
-#!/ usr / bin / env python3
-""
-    "Checks what `tune train` writes against Hugging Face: run on the GPU machine, where torch,
-    transformers and peft are installed
-        .
+#!/usr/bin/env python3
+"""Checks what `tune train` writes against Hugging Face: run on the GPU machine, where torch,
+transformers and peft are installed.
 
     make_peft_case.py BASE_DIR ADAPTER_DIR OUT_CASE
 
-        BASE_DIR is a model `tune train` wrote in Hugging Face
-        layout(full fine - tuning or scratch);
+BASE_DIR is a model `tune train` wrote in Hugging Face layout (full fine-tuning or scratch);
 ADAPTER_DIR is a LoRA adapter `tune train` wrote in PEFT's layout on top of it. The script loads
 the base with transformers and the adapter with PEFT's PeftModel.from_pretrained — failing on
 any missing or unexpected adapter tensor — and writes OUT_CASE as a golden case folder
@@ -36,12 +33,12 @@ def main():
     for f in ("config.json", "model.safetensors", "generation_config.json"):
         if os.path.exists(os.path.join(base_dir, f)):
             shutil.copy(os.path.join(base_dir, f), out)
-    shutil.copytree(adapter_dir, os.path.join(out, "adapter"),
-                    ignore=shutil.ignore_patterns("checkpoints", "*.jsonl", "tokenizer*",
-                                                  "config.yaml", "generation_config.json"))
+    os.makedirs(os.path.join(out, "adapter"))
+    for f in ("adapter_config.json", "adapter_model.safetensors"):
+        shutil.copy(os.path.join(adapter_dir, f), os.path.join(out, "adapter"))
 
     model = transformers.AutoModelForCausalLM.from_pretrained(
-        base_dir, torch_dtype=torch.float32, attn_implementation="eager")
+        base_dir, dtype=torch.float32, attn_implementation="eager")
     vocab = model.config.vocab_size
     batch, seq = 2, 24
     ids = torch.randint(0, vocab, (batch, seq))
@@ -60,7 +57,7 @@ def main():
     model.zero_grad()
 
     lora = peft.PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
-#Every tensor in the file must have been used, and every LoRA weight loaded from it.
+    # Every tensor in the file must have been used, and every LoRA weight loaded from it.
     saved = load_file(os.path.join(adapter_dir, "adapter_model.safetensors"))
     state = {k.replace(".default", ""): v for k, v in lora.state_dict().items() if "lora_" in k}
     missing = sorted(set(state) - set(saved))
@@ -87,8 +84,7 @@ def main():
     diff = (out_lora.logits - out_full.logits).abs().max().item()
     print(f"the adapter changes the logits by up to {diff:.3e}")
 
-    save_file({
-k: v.contiguous() for k, v in tensors.items()},
+    save_file({k: v.contiguous() for k, v in tensors.items()},
               os.path.join(out, "golden.safetensors"))
     cfg = json.load(open(os.path.join(adapter_dir, "adapter_config.json")))
     info = {
