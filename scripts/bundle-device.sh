@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Makes a build folder runnable on the GPU machine (../shared/device.md), which lacks some of the
+# shared libraries tune links here: copies them next to the binaries, where the $ORIGIN rpath
+# finds them. Carry the folder's binaries and these copies with the device tool.
+#
+#   scripts/bundle-device.sh [BUILD_DIR]    (default build/release)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+case "${1:-}" in -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+dir=${1:-build/release}
+# simdjson: Debian ships only a shared library and the GPU machine has none.
+for lib in libsimdjson.so.14; do
+  src=$(ldd "$dir/tune" | awk -v l="$lib" '$1 == l { print $3 }')
+  [[ -n "$src" ]] || { echo "bundle-device: $dir/tune does not link $lib" >&2; exit 1; }
+  cp -L "$src" "$dir/$lib"
+  echo "copied $src -> $dir/$lib"
+done
