@@ -75,8 +75,9 @@ constexpr const char* kProbe =
     "<|im_start|><s></s><bos><|begin_of_text|><|eot_id|>";
 
 void hash_tokenizer(Hasher& h, const tok::Tokenizer& tokenizer) {
-  h.number(tokenizer.vocab_size());
-  for (int64_t id = 0; id < tokenizer.vocab_size(); ++id) {
+  const int64_t vocab = tokenizer.vocab_size();  // not O(1): it looks at the added tokens
+  h.number(vocab);
+  for (int64_t id = 0; id < vocab; ++id) {
     h.bytes(tokenizer.id_to_token(static_cast<int32_t>(id)).value_or("\x01<none>"));
   }
   const auto& c = tokenizer.config();

@@ -63,6 +63,13 @@ tmpl::AssistantSpans ChatSpans::find(const ordered_json& variables) const {
   try {
     out = tmpl::assistant_spans(template_, variables);
     for (auto& s : out.spans) {
+      // A turn ends at its end-of-turn marker: Llama 3's base template appends an assistant
+      // header after the last turn, which prefix rendering would count.
+      const size_t marker =
+          end_marker_.empty() ? std::string::npos : out.text.find(end_marker_, s.begin);
+      if (marker != std::string::npos && marker + end_marker_.size() <= s.end) {
+        s.end = marker + end_marker_.size();
+      }
       while (s.end > s.begin && is_space(out.text[s.end - 1])) --s.end;
     }
     return out;
@@ -77,7 +84,12 @@ tmpl::AssistantSpans ChatSpans::find(const ordered_json& variables) const {
   size_t done = 0;  // where the previous turn ended
   for (size_t i = 0; i < messages.size(); ++i) {
     if (!messages[i].is_object() || messages[i].value("role", "") != "assistant") continue;
-    const std::string before = template_.render(with_messages(variables, i, true));
+    std::string before;
+    try {
+      before = template_.render(with_messages(variables, i, true));
+    } catch (const Error&) {
+      if (i > 0) throw;  // a template that cannot render no messages: the turn starts at 0
+    }
     TUNE_CHECK(out.text.compare(0, before.size(), before) == 0 && before.size() >= done,
                "the chat template renders the conversation up to message ", i,
                " (assistant) differently from the whole conversation, so the assistant's turn "
