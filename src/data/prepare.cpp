@@ -1,7 +1,6 @@
 // prepare_data: files -> records -> examples -> cache, then the train/eval split; and Dataset, the
 // view of the mapped cache. Records are formatted in chunks on all cores (OpenMP) and written in
 // file order, so the cache is the same at any thread count.
-#include <omp.h>
 
 #include <algorithm>
 #include <filesystem>

@@ -261,5 +261,28 @@ TEST(DataErrors, EveryLabelMaskedSaysWhatToCheck) {
   EXPECT_TRUE(std::filesystem::is_empty(dir.file("cache")));  // no cache for a failed run
 }
 
+TEST(DataErrors, NoChatTemplateCsvRowsAndJsonArrays) {
+  NEED_TOKENIZER(llama2, "llama2");  // its tokenizer_config has no chat template
+  test::TempDir dir("data_more_errors");
+  std::string e = test::error_of(
+      [&] { prepare_data(config_in(dir, {fixture("chat.jsonl")}, Format::messages), *llama2); });
+  EXPECT_TRUE(test::contains(e, "the tokenizer has no chat template: set data.chat_template"));
+  write(dir.file("rows.csv"), "text,id\n\"fine, quoted\",1\nshort\n");
+  e = test::error_of(
+      [&] { prepare_data(config_in(dir, {dir.file("rows.csv")}, Format::text), *llama2); });
+  EXPECT_TRUE(test::contains(e, "rows.csv:3: the row has 1 fields, the header has 2"));
+  write(dir.file("array.json"), "[{\"text\": \"a\"}, 7]");
+  e = test::error_of(
+      [&] { prepare_data(config_in(dir, {dir.file("array.json")}, Format::text), *llama2); });
+  EXPECT_TRUE(test::contains(e, "array.json: record 2: expected an object, got a number"));
+  // A folder stands for its data files.
+  std::filesystem::create_directories(dir.file("folder"));
+  write(dir.file("folder/a.jsonl"), "{\"text\": \"one\"}\n");
+  write(dir.file("folder/b.txt"), "two\nthree\n");
+  write(dir.file("folder/notes.md"), "not data\n");
+  EXPECT_EQ(prepare_data(config_in(dir, {dir.file("folder")}, Format::text), *llama2).train.size(),
+            3);
+}
+
 }  // namespace
 }  // namespace tune::data
