@@ -22,6 +22,8 @@ int check_golden_command(const Args& args);
 int tokenize_command(const Args& args);
 int detokenize_command(const Args& args);
 int chat_template_command(const Args& args);
+int generate_command(const Args& args);
+int chat_command(const Args& args);
 int train_command(const Args& args);
 
 // Shared by the tokenizer commands (defined in tokenize_command.cpp): --tokenizer's value checked

@@ -16,6 +16,8 @@ struct Command {
 };
 
 constexpr Command kCommands[] = {
+    {"chat", "talk with a chat model on stdin/stdout (streams replies, keeps the conversation)",
+     tune::cli::chat_command},
     {"chat-template", "render a conversation with a tokenizer's chat template",
      tune::cli::chat_template_command},
     {"check-golden", "compare a model against a Hugging Face golden case folder",
@@ -24,6 +26,8 @@ constexpr Command kCommands[] = {
      tune::cli::detokenize_command},
     {"env", "print how this tune was built and what it can see (BLAS, threads, CUDA)",
      tune::cli::env_command},
+    {"generate", "continue a prompt (or a JSONL of prompts) with a model, streamed or as JSON",
+     tune::cli::generate_command},
     {"train", "fine-tune or pretrain a model from a YAML config (LoRA or full)",
      tune::cli::train_command},
     {"tokenize", "text -> token ids with a Hugging Face tokenizer (TEXT or a JSONL file)",
