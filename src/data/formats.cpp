@@ -142,8 +142,8 @@ Tokenized Formatter::messages(const Record& record) const {
   const auto& r = record.value;
   const auto it = r.find(cfg_.messages_field);
   TUNE_CHECK(it != r.end(), record.where, ": the record has no field \"", cfg_.messages_field,
-             "\" (data.messages_field); its fields are: ", keys_of(r),
-             ". Set data.messages_field (\"conversations\" for ShareGPT), or fix the record");
+             "\" (data.fields.messages); its fields are: ", keys_of(r),
+             ". Set data.fields.messages (\"conversations\" for ShareGPT), or fix the record");
   TUNE_CHECK(it->is_array(), record.where, ": field \"", cfg_.messages_field, "\" is ",
              json_type(*it), ", expected a list of messages");
   const bool openai = cfg_.role_field == "role" && cfg_.content_field == "content";
@@ -152,11 +152,11 @@ Tokenized Formatter::messages(const Record& record) const {
     const auto& m = (*it)[i];
     const std::string where = str(record.where, ": ", cfg_.messages_field, "[", i, "]");
     TUNE_CHECK(m.is_object(), where, " is ", json_type(m), ", expected an object");
-    const std::string role = role_of(string_field(m, where, cfg_.role_field, "role_field"));
+    const std::string role = role_of(string_field(m, where, cfg_.role_field, "fields.role"));
     const auto content = m.find(cfg_.content_field);
     const bool tool_call = role == "assistant" && m.contains("tool_calls");
     if (!(tool_call && (content == m.end() || content->is_null()))) {
-      string_field(m, where, cfg_.content_field, "content_field");
+      string_field(m, where, cfg_.content_field, "fields.content");
     }
     ordered_json message = openai ? m : ordered_json::object();
     message["role"] = role;
@@ -187,15 +187,15 @@ Tokenized Formatter::format(const Record& record) const {
   Tokenized out;
   switch (cfg_.format) {
     case Format::text:
-      out = raw("", string_field(r, record.where, cfg_.text_field, "text_field"));
+      out = raw("", string_field(r, record.where, cfg_.text_field, "fields.text"));
       break;
     case Format::completion:
-      out = raw(string_field(r, record.where, cfg_.prompt_field, "prompt_field"),
-                string_field(r, record.where, cfg_.completion_field, "completion_field"));
+      out = raw(string_field(r, record.where, cfg_.prompt_field, "fields.prompt"),
+                string_field(r, record.where, cfg_.completion_field, "fields.completion"));
       break;
     case Format::alpaca: {
       const std::string& instruction =
-          string_field(r, record.where, cfg_.instruction_field, "instruction_field");
+          string_field(r, record.where, cfg_.instruction_field, "fields.instruction");
       const auto input = r.find(cfg_.input_field);
       const bool has_input = input != r.end() && !input->is_null() &&
                              !(input->is_string() && input->get_ref<const std::string&>().empty());
@@ -203,9 +203,9 @@ Tokenized Formatter::format(const Record& record) const {
           replace(has_input ? kAlpacaWithInput : kAlpacaNoInput, "{instruction}", instruction);
       if (has_input) {
         prompt = replace(prompt, "{input}",
-                         string_field(r, record.where, cfg_.input_field, "input_field"));
+                         string_field(r, record.where, cfg_.input_field, "fields.input"));
       }
-      out = raw(prompt, string_field(r, record.where, cfg_.output_field, "output_field"));
+      out = raw(prompt, string_field(r, record.where, cfg_.output_field, "fields.output"));
       break;
     }
     case Format::messages:

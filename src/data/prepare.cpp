@@ -122,7 +122,7 @@ void build_cache(const DataConfig& cfg, const std::vector<std::string>& files,
                " has all its labels masked, so there is nothing to train on. Check "
                "data.train_on (responses counts only assistant turns), the chat template, and that "
                "the assistant role is named \"assistant\" (or \"gpt\" in ShareGPT data; "
-               "data.role_field names the field)");
+               "data.fields.role names the field)");
     TUNE_CHECK(counts.dropped == 0, "every example of ", where, " was dropped: ", counts.dropped,
                " are longer than data.seq_len (", cfg.seq_len,
                ") or have all their targets beyond it. Raise data.seq_len, or set "

@@ -294,7 +294,7 @@ void read_text(const std::string& path, const std::string& bytes, const DataConf
 
 std::vector<std::string> resolve_paths(const std::vector<std::string>& paths) {
   TUNE_CHECK(!paths.empty(),
-             "no data files: set data.paths to one or more .jsonl, .json, .csv "
+             "no data files: set data.path to one or more .jsonl, .json, .csv "
              "or .txt files");
   std::vector<std::string> out;
   for (const auto& p : paths) {
@@ -313,7 +313,7 @@ std::vector<std::string> resolve_paths(const std::vector<std::string>& paths) {
       out.insert(out.end(), found.begin(), found.end());
       continue;
     }
-    TUNE_CHECK(fs::is_regular_file(p, ec), "data file ", p, " does not exist (data.paths)");
+    TUNE_CHECK(fs::is_regular_file(p, ec), "data file ", p, " does not exist (data.path)");
     const std::string ext = extension_of(p);
     TUNE_CHECK(std::find(kExtensions.begin(), kExtensions.end(), ext) != kExtensions.end(),
                "data file ", p, " has extension \"", ext,

@@ -220,7 +220,7 @@ TEST(DataErrors, MissingAndNonStringFields) {
   write(dir.file("m.jsonl"), "{\"text\": \"ok\"}\n{\"txt\": \"a\", \"id\": 1}\n");
   std::string e = test::error_of(
       [&] { prepare_data(config_in(dir, {dir.file("m.jsonl")}, Format::text), *tk); });
-  EXPECT_TRUE(test::contains(e, "m.jsonl:2: the record has no field \"text\" (data.text_field)"));
+  EXPECT_TRUE(test::contains(e, "m.jsonl:2: the record has no field \"text\" (data.fields.text)"));
   EXPECT_TRUE(test::contains(e, "its fields are: txt, id"));
   write(dir.file("n.jsonl"), "{\"text\": 5}\n");
   e = test::error_of(
