@@ -75,7 +75,9 @@ SamplingParams default_sampling(const GenerationConfig& c) {
   SamplingParams p;
   p.do_sample = c.do_sample.value_or(false);
   p.temperature = c.temperature.value_or(p.temperature);
-  p.top_k = c.top_k.value_or(p.top_k);
+  // transformers' GenerationConfig defaults top_k to 50: sampling without a top_k of its own
+  // keeps the 50 most likely tokens there, and so here.
+  p.top_k = c.top_k.value_or(50);
   p.top_p = c.top_p.value_or(p.top_p);
   p.min_p = c.min_p.value_or(p.min_p);
   p.repetition_penalty = c.repetition_penalty.value_or(p.repetition_penalty);

@@ -299,6 +299,7 @@ TEST(InferGenerationConfig, EosIdsAndSamplingDefaultsWithHuggingFaceSemantics) {
       nlohmann::json::parse(R"({"eos_token_id": 3, "do_sample": true})"), "b.json");
   EXPECT_EQ(b.eos_token_ids, (std::vector<int64_t>{3}));
   EXPECT_TRUE(infer::default_sampling(b).do_sample);
+  EXPECT_EQ(infer::default_sampling(b).top_k, 50) << "transformers' default top_k";
   // Fallbacks: config.json's eos_token_id when generation_config has none.
   EXPECT_EQ(
       infer::end_of_sequence_ids({}, nlohmann::json::parse(R"({"eos_token_id": 5})"), nullptr),
