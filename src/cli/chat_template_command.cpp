@@ -109,13 +109,7 @@ int chat_template_command(const Args& args) {
   if (tokenizer) {
     tok::Tokenizer tk = load_tokenizer_arg(*tokenizer);
     const tok::TokenizerConfig& cfg = tk.config();
-    const std::pair<const char*, const std::optional<std::string>*> specials[] = {
-        {"bos_token", &cfg.bos_token},
-        {"eos_token", &cfg.eos_token},
-        {"unk_token", &cfg.unk_token},
-        {"pad_token", &cfg.pad_token}};
-    for (const auto& [key, value] : specials)
-      if (*value) vars[key] = **value;
+    for (const auto& [key, value] : cfg.template_tokens()) vars[key] = value;
     if (!template_file) {
       std::string want = name.value_or("default");
       std::optional<std::string> t = cfg.chat_template(want);

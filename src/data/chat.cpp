@@ -19,14 +19,6 @@ bool is_space(char c) {
   return c == ' ' || c == '\n' || c == '\t' || c == '\r';
 }
 
-ordered_json with_messages(const ordered_json& variables, size_t count, bool generation_prompt) {
-  ordered_json v = variables;
-  const auto& all = variables["messages"];
-  v["messages"] = ordered_json(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(count));
-  v["add_generation_prompt"] = generation_prompt;
-  return v;
-}
-
 }  // namespace
 
 ChatSpans::ChatSpans(const tmpl::ChatTemplate& chat_template, const tok::Tokenizer& tokenizer,
@@ -79,14 +71,14 @@ tmpl::AssistantSpans ChatSpans::find(const ordered_json& variables) const {
     if (end_marker_.empty()) throw;
   }
   const auto& messages = variables["messages"];
-  out.text = template_.render(with_messages(variables, messages.size(), false));
+  out.text = template_.render(tmpl::conversation_prefix(variables, messages.size(), false));
   out.spans.clear();
   size_t done = 0;  // where the previous turn ended
   for (size_t i = 0; i < messages.size(); ++i) {
     if (!messages[i].is_object() || messages[i].value("role", "") != "assistant") continue;
     std::string before;
     try {
-      before = template_.render(with_messages(variables, i, true));
+      before = template_.render(tmpl::conversation_prefix(variables, i, true));
     } catch (const Error&) {
       if (i > 0) throw;  // a template that cannot render no messages: the turn starts at 0
     }

@@ -102,12 +102,7 @@ Formatter::Formatter(const DataConfig& cfg, const tok::Tokenizer& tokenizer)
   }
   template_ = std::make_unique<tmpl::ChatTemplate>(
       template_source_, choice.empty() ? "the tokenizer's chat_template" : "data.chat_template");
-  for (const auto& [name, value] : {std::pair{"bos_token", tc.bos_token},
-                                    {"eos_token", tc.eos_token},
-                                    {"pad_token", tc.pad_token},
-                                    {"unk_token", tc.unk_token}}) {
-    if (value) base_variables_[name] = *value;
-  }
+  for (const auto& [name, value] : tc.template_tokens()) base_variables_[name] = value;
   if (cfg.train_on == TrainOn::responses) {
     spans_ = std::make_unique<ChatSpans>(*template_, tokenizer, base_variables_);
   }

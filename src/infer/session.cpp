@@ -126,13 +126,7 @@ std::string render_chat(const LoadedModel& loaded, const nlohmann::ordered_json&
   vars["add_generation_prompt"] = add_generation_prompt;
   vars["tools"] = nullptr;
   vars["documents"] = nullptr;
-  const std::pair<const char*, const std::optional<std::string>*> specials[] = {
-      {"bos_token", &cfg.bos_token},
-      {"eos_token", &cfg.eos_token},
-      {"unk_token", &cfg.unk_token},
-      {"pad_token", &cfg.pad_token}};
-  for (const auto& [key, value] : specials)
-    if (*value) vars[key] = **value;
+  for (const auto& [key, value] : cfg.template_tokens()) vars[key] = value;
   // Parsing a template takes far less than one forward pass; no cache needed.
   return tmpl::ChatTemplate(*source, "chat_template").render(vars);
 }

@@ -8,7 +8,14 @@ namespace {
 
 using nlohmann::ordered_json;
 
-ordered_json with_messages(const ordered_json& variables, size_t count, bool generation_prompt) {
+bool starts_with(std::string_view text, std::string_view prefix) {
+  return text.substr(0, prefix.size()) == prefix;
+}
+
+}  // namespace
+
+ordered_json conversation_prefix(const ordered_json& variables, size_t count,
+                                 bool generation_prompt) {
   ordered_json v = variables;
   const auto& all = variables["messages"];
   v["messages"] = ordered_json(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(count));
@@ -16,18 +23,13 @@ ordered_json with_messages(const ordered_json& variables, size_t count, bool gen
   return v;
 }
 
-bool starts_with(std::string_view text, std::string_view prefix) {
-  return text.substr(0, prefix.size()) == prefix;
-}
-
-}  // namespace
-
 AssistantSpans assistant_spans(const ChatTemplate& chat_template, const ordered_json& variables) {
   TUNE_CHECK(variables.contains("messages") && variables["messages"].is_array(),
              "assistant_spans: the variables need a \"messages\" list");
   const auto& messages = variables["messages"];
   AssistantSpans out;
-  Rendered full = chat_template.render_tracked(with_messages(variables, messages.size(), false));
+  Rendered full =
+      chat_template.render_tracked(conversation_prefix(variables, messages.size(), false));
   out.text = full.text;
   if (!full.generation.empty()) {
     out.spans = full.generation;
@@ -36,8 +38,8 @@ AssistantSpans assistant_spans(const ChatTemplate& chat_template, const ordered_
   for (size_t i = 0; i < messages.size(); ++i) {
     if (!messages[i].is_object() || messages[i].value("role", "") != "assistant") continue;
     std::string before =
-        i == 0 ? std::string() : chat_template.render(with_messages(variables, i, true));
-    std::string through = chat_template.render(with_messages(variables, i + 1, false));
+        i == 0 ? std::string() : chat_template.render(conversation_prefix(variables, i, true));
+    std::string through = chat_template.render(conversation_prefix(variables, i + 1, false));
     TUNE_CHECK(starts_with(out.text, before) && starts_with(out.text, through) &&
                    through.size() >= before.size(),
                "the chat template renders message ", i,

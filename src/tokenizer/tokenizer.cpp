@@ -117,6 +117,17 @@ std::optional<std::string> TokenizerConfig::chat_template(const std::string& nam
   return std::nullopt;
 }
 
+std::vector<std::pair<std::string, std::string>> TokenizerConfig::template_tokens() const {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& [name, value] : {std::pair{"bos_token", &bos_token},
+                                    {"eos_token", &eos_token},
+                                    {"unk_token", &unk_token},
+                                    {"pad_token", &pad_token}}) {
+    if (*value) out.emplace_back(name, **value);
+  }
+  return out;
+}
+
 Tokenizer Tokenizer::load(const std::string& dir_or_file) {
   std::string file = dir_or_file;
   if (fs::is_directory(dir_or_file)) file = (fs::path(dir_or_file) / "tokenizer.json").string();

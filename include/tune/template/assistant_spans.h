@@ -20,6 +20,11 @@ struct AssistantSpans {
 // `variables` holds "messages" (and tools, bos_token, ... as for render). A template whose
 // rendering of a prefix is not a prefix of the whole (one that rewrites earlier turns, as some
 // thinking templates do) gets an error saying so and suggesting {% generation %}.
+// `variables` with only the first `count` messages and add_generation_prompt set: the prefix
+// renderings that find turn boundaries are made from these.
+nlohmann::ordered_json conversation_prefix(const nlohmann::ordered_json& variables, size_t count,
+                                           bool generation_prompt);
+
 AssistantSpans assistant_spans(const ChatTemplate& chat_template,
                                const nlohmann::ordered_json& variables);
 

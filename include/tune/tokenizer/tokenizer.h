@@ -26,6 +26,9 @@ struct TokenizerConfig {
   int64_t model_max_length = 0;  // 0: not given (transformers' huge sentinel is mapped to 0)
   // The named template, or the default one; nullopt when the tokenizer has none.
   std::optional<std::string> chat_template(const std::string& name = "default") const;
+  // The special tokens a chat template sees as variables (bos_token, eos_token, unk_token,
+  // pad_token), those that are set, as transformers passes them to apply_chat_template.
+  std::vector<std::pair<std::string, std::string>> template_tokens() const;
 };
 
 // A model maps one pre-tokenized piece to ids (BPE, WordPiece, Unigram implement it).
