@@ -427,7 +427,8 @@ RunResult Trainer::run(RunMode mode, const std::atomic<bool>* stop) {
     }
   }
   if (!result.interrupted) {
-    evaluate();
+    // A run resumed after it had finished was evaluated then; only its outputs are rewritten.
+    if (last_saved_ != total_steps_) evaluate();
     save(true);
     write_outputs();
   }
