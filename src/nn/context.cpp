@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "tune/core/error.h"
+
 namespace tune::nn {
 
 namespace {
@@ -36,16 +38,30 @@ Tensor Arena::zeros(const Shape& shape, DType dtype) {
 }
 
 void Arena::reset() {
-  if (blocks_.size() > 1) {
-    // The last step spilled: from now on one block holds a whole step.
-    size_t total = 0;
-    for (const Block& b : blocks_) total += b.used;
+  if (blocks_.size() > 1 || capacity_bytes() < peak_) {
+    // The last step spilled (its extra blocks may already be released): from now on one block holds
+    // a whole step. Allocation is stack-like (release() frees only the top), so the peak in use is
+    // the size one block needs.
     blocks_.clear();
     blocks_.push_back(
-        {Tensor::empty({static_cast<int64_t>(std::max(total, kMinBlock))}, DType::u8), 0});
+        {Tensor::empty({static_cast<int64_t>(std::max(peak_, kMinBlock))}, DType::u8), 0});
   }
   for (Block& b : blocks_) b.used = 0;
   in_use_ = 0;
+}
+
+Arena::Mark Arena::mark() const {
+  return {blocks_.size(), blocks_.empty() ? 0 : blocks_.back().used};
+}
+
+void Arena::release(const Mark& m) {
+  TUNE_ASSERT(m.blocks <= blocks_.size(), "Arena::release: a mark from after a reset");
+  // Blocks opened after the mark are dropped (their memory returns once no tensor holds it);
+  // the next reset() sizes one block for the whole step anyway.
+  blocks_.resize(m.blocks);
+  if (!blocks_.empty()) blocks_.back().used = m.used;
+  in_use_ = 0;
+  for (const Block& b : blocks_) in_use_ += b.used;
 }
 
 size_t Arena::capacity_bytes() const {

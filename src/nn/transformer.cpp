@@ -283,9 +283,20 @@ Tensor CausalLM::forward(Context& ctx, const Tensor& ids, const Tensor& position
   ctx.dtype = params_->dtype();
 
   Tensor x = embed_.forward(ctx, ids);  // (B*T, C)
-  hidden_.assign(1, x);
+  hidden_.assign(1, x);                 // hidden_[l] is block l's input, which recomputation keeps
+  positions_ = positions;
+  recompute_ = ctx.recompute_blocks && ctx.mode == Mode::train;
   for (size_t l = 0; l < blocks_.size(); ++l) {
-    x = blocks_[l]->forward(ctx, x, positions, rope_);
+    if (recompute_) {
+      // Only the block's output outlives it; backward reruns the block from its input.
+      Tensor out = ctx.arena.alloc(x.shape(), x.dtype());
+      const Arena::Mark mark = ctx.arena.mark();
+      ops::copy(out, blocks_[l]->forward(ctx, x, positions, rope_));
+      ctx.arena.release(mark);
+      x = out;
+    } else {
+      x = blocks_[l]->forward(ctx, x, positions, rope_);
+    }
     if (l + 1 < blocks_.size()) hidden_.push_back(x);
   }
   Tensor xn = final_norm_.forward(ctx, x);
@@ -297,7 +308,18 @@ void CausalLM::backward(Context& ctx, const Tensor& dlogits) {
   Tensor dxn = ctx.arena.alloc({dlogits.size(0), config_.hidden_size}, dlogits.dtype());
   lm_head_.backward(ctx, dlogits, dxn, Accumulate::no);
   Tensor dx = final_norm_.backward(ctx, dxn);
-  for (size_t l = blocks_.size(); l-- > 0;) dx = blocks_[l]->backward(ctx, dx, rope_);
+  for (size_t l = blocks_.size(); l-- > 0;) {
+    if (recompute_) {
+      Tensor dx_in = ctx.arena.alloc(dx.shape(), dx.dtype());
+      const Arena::Mark mark = ctx.arena.mark();
+      blocks_[l]->forward(ctx, hidden_[l], positions_, rope_);  // same step, same dropout masks
+      ops::copy(dx_in, blocks_[l]->backward(ctx, dx, rope_));
+      ctx.arena.release(mark);
+      dx = dx_in;
+    } else {
+      dx = blocks_[l]->backward(ctx, dx, rope_);
+    }
+  }
   embed_.backward(ctx, dx);
 }
 

@@ -33,9 +33,16 @@ namespace {
 // Keys that only say how a run is observed or stored, not what it computes: a resume may change
 // them freely. (max_steps and epochs may grow too: training longer is what resuming is for.)
 const std::set<std::string> kResumeFreeKeys = {
-    "training.save_every", "training.keep_last", "training.eval_every",
-    "training.log_every",  "training.threads",   "training.max_steps",
-    "training.epochs",     "data.cache_dir",     "output.dir"};
+    "training.save_every",
+    "training.keep_last",
+    "training.eval_every",
+    "training.log_every",
+    "training.threads",
+    "training.max_steps",
+    "training.epochs",
+    "data.cache_dir",
+    "output.dir",
+    "training.activation_checkpointing"};  // changes memory, not one bit of the results
 
 // Files of a finished run that --overwrite replaces (never anything else in the folder).
 const char* const kRunFiles[] = {"config.yaml",
@@ -137,6 +144,7 @@ class Trainer {
   nn::Context ctx_;
   TrainerState state_;
   int64_t total_steps_ = 0, warmup_ = 0, last_saved_ = -1;
+  bool reported_memory_ = false;
   std::string last_checkpoint_;
   std::optional<EvalReport> last_eval_;
   std::unique_ptr<std::ofstream> metrics_;
@@ -366,6 +374,7 @@ RunResult Trainer::run(RunMode mode, const std::atomic<bool>* stop) {
       const data::Batch& b = batches[static_cast<size_t>(g)];
       ctx_.arena.reset();
       ctx_.mode = nn::Mode::train;
+      ctx_.recompute_blocks = t.recompute_blocks;
       ctx_.step = static_cast<uint64_t>(state_.step * G + g);  // dropout masks
       Tensor logits = lm.forward(ctx_, b.ids, b.positions);
       Tensor dlogits = ctx_.arena.alloc(logits.shape(), logits.dtype());
@@ -416,6 +425,11 @@ RunResult Trainer::run(RunMode mode, const std::atomic<bool>* stop) {
                 {"elapsed_s", rep.elapsed_seconds}});
     }
     if (events_.step) events_.step(rep);
+    if (!reported_memory_) {
+      reported_memory_ = true;
+      say(str("activation memory: ", ctx_.arena.peak_bytes() >> 20, " MiB per micro-batch",
+              t.recompute_blocks ? " (blocks recomputed)" : ""));
+    }
 
     const bool last = state_.step == total_steps_;
     if (t.eval_every > 0 && state_.step % t.eval_every == 0 && !last) evaluate();

@@ -18,6 +18,14 @@ class Arena {
   Tensor alloc(const Shape& shape, DType dtype);
   Tensor zeros(const Shape& shape, DType dtype);
   void reset();
+  // Stack-like release, for recomputation: everything allocated after mark() is given back by
+  // release(mark) (tensors from it must no longer be used), so a block's activations can live
+  // only while that block runs.
+  struct Mark {
+    size_t blocks = 0, used = 0;
+  };
+  Mark mark() const;
+  void release(const Mark& m);
   size_t capacity_bytes() const;
   size_t peak_bytes() const { return peak_; }
 
@@ -39,6 +47,9 @@ struct Context {
   // Dropout masks are a function of (LoraConfig::seed, step, layer, element): the same step
   // gives the same mask, so an interrupted run resumes exactly.
   uint64_t step = 0;
+  // Activation checkpointing per block (DESIGN.md decision 3): forward keeps only each block's
+  // input and backward reruns the block's forward first. Same gradients, far less memory.
+  bool recompute_blocks = false;
 };
 
 }  // namespace tune::nn

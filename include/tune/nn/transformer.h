@@ -182,6 +182,8 @@ class CausalLM {
   Linear lm_head_;
   RotaryEmbedding rope_;
   std::vector<Tensor> hidden_;
+  Tensor positions_;        // of the last forward, for recomputation
+  bool recompute_ = false;  // the last forward kept only block inputs
 };
 
 // Packed rows (several documents in one row, positions restarting at 0 at each): each query's

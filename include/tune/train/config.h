@@ -48,6 +48,7 @@ struct TrainingSection {
   int64_t keep_last = 2;
   int64_t log_every = 1;
   int threads = 0;
+  bool recompute_blocks = false;  // training.activation_checkpointing: blocks
 };
 
 struct OutputSection {
