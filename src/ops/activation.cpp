@@ -42,4 +42,29 @@ void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor&
   });
 }
 
+void gelu_tanh_forward(Tensor& y, const Tensor& x) {
+  constexpr const char* op = "gelu_tanh_forward";
+  const Arg ya{"y", y}, xa{"x", x};
+  detail::check_same_shape(op, ya, xa);
+  if (detail::check_device(op, {ya, xa}) == Device::cuda) detail::no_cuda_kernel(op);
+  const DType dt = detail::check_float(op, {ya, xa});
+  detail::dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::gelu_tanh_forward<T>(y.data<T>(), x.data<T>(), x.numel());
+  });
+}
+
+void gelu_tanh_backward(Tensor& dx, const Tensor& dy, const Tensor& x) {
+  constexpr const char* op = "gelu_tanh_backward";
+  const Arg dxa{"dx", dx}, dya{"dy", dy}, xa{"x", x};
+  detail::check_same_shape(op, dya, xa);
+  detail::check_same_shape(op, dxa, xa);
+  if (detail::check_device(op, {dxa, dya, xa}) == Device::cuda) detail::no_cuda_kernel(op);
+  const DType dt = detail::check_float(op, {dxa, dya, xa});
+  detail::dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::gelu_tanh_backward<T>(dx.data<T>(), dy.data<T>(), x.data<T>(), x.numel());
+  });
+}
+
 }  // namespace tune::ops

@@ -47,4 +47,54 @@ void rms_norm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x
   });
 }
 
+void layer_norm_forward(Tensor& y, Tensor& mean, Tensor& rstd, const Tensor& x, const Tensor& w,
+                        const Tensor& b, double eps) {
+  constexpr const char* op = "layer_norm_forward";
+  const Arg ya{"y", y}, ma{"mean", mean}, ra{"rstd", rstd}, xa{"x", x}, wa{"w", w}, ba{"b", b};
+  detail::check_rank(op, xa, 2);
+  detail::check_shape(op, wa, {x.size(1)}, xa);
+  detail::check_shape(op, ba, {x.size(1)}, xa);
+  detail::check_same_shape(op, ya, xa);
+  detail::check_shape(op, ma, {x.size(0)}, xa);
+  detail::check_shape(op, ra, {x.size(0)}, xa);
+  if (!(eps >= 0.0)) detail::fail(op, str("eps = ", eps, " must be >= 0"));
+  if (detail::check_device(op, {ya, ma, ra, xa, wa, ba}) == Device::cuda)
+    detail::no_cuda_kernel(op);
+  const DType dt = detail::check_float(op, {ya, ma, ra, xa, wa, ba});
+  detail::dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::layer_norm_forward<T>(y.data<T>(), mean.data<T>(), rstd.data<T>(), x.data<T>(),
+                               w.data<T>(), b.data<T>(), x.size(0), x.size(1), eps);
+  });
+}
+
+void layer_norm_backward(Tensor& dx, Tensor& dw, Tensor& db, const Tensor& dy, const Tensor& x,
+                         const Tensor& w, const Tensor& mean, const Tensor& rstd) {
+  constexpr const char* op = "layer_norm_backward";
+  const Arg dxa{"dx", dx}, dwa{"dw", dw}, dba{"db", db}, dya{"dy", dy}, xa{"x", x}, wa{"w", w},
+      ma{"mean", mean}, ra{"rstd", rstd};
+  detail::check_rank(op, xa, 2);
+  detail::check_shape(op, wa, {x.size(1)}, xa);
+  detail::check_shape(op, ma, {x.size(0)}, xa);
+  detail::check_shape(op, ra, {x.size(0)}, xa);
+  detail::check_same_shape(op, dya, xa);
+  detail::check_same_shape(op, dxa, xa);
+  if (detail::check_device(op, {dxa, dya, xa, wa, ma, ra}) == Device::cuda)
+    detail::no_cuda_kernel(op);
+  const DType dt = detail::check_float(op, {dxa, dya, xa, wa, ma, ra});
+  // dw, db are undefined for a frozen weight or bias.
+  for (const Arg* g : {&dwa, &dba}) {
+    if (!g->tensor.defined()) continue;
+    detail::check_same_shape(op, *g, wa);
+    detail::check_device(op, {*g, xa});
+    detail::check_float(op, {*g, xa});
+  }
+  detail::dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::layer_norm_backward<T>(dx.data<T>(), dw.defined() ? dw.data<T>() : nullptr,
+                                db.defined() ? db.data<T>() : nullptr, dy.data<T>(), x.data<T>(),
+                                w.data<T>(), mean.data<T>(), rstd.data<T>(), x.size(0), x.size(1));
+  });
+}
+
 }  // namespace tune::ops

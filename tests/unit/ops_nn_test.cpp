@@ -226,6 +226,138 @@ TEST(OpsSwiglu, GradientsMatchFiniteDifferences) {
   EXPECT_EQ(rel_error(u2, du), 0.0);
 }
 
+// ---- LayerNorm ----
+
+TEST(OpsLayerNorm, ForwardMatchesLoop) {
+  uint64_t seed = 700;
+  for (DType dt : kFloatTypes) {
+    for (int64_t n : {1, 7, 31, 33}) {
+      for (int64_t c : {1, 7, 31, 33, 67}) {
+        const Tensor x = randn({n, c}, dt, seed++, 2.0), w = randn({c}, dt, seed++),
+                     b = randn({c}, dt, seed++);
+        Tensor y = test::full({n, c}, dt, NAN), mean = test::full({n}, dt, NAN),
+               rstd = test::full({n}, dt, NAN);
+        ops::layer_norm_forward(y, mean, rstd, x, w, b, 1e-5);
+        Tensor ey = Tensor::empty({n, c}, DType::f64), em = Tensor::empty({n}, DType::f64),
+               er = Tensor::empty({n}, DType::f64);
+        for (int64_t r = 0; r < n; ++r) {
+          double mu = 0, var = 0;
+          for (int64_t j = 0; j < c; ++j) mu += x.item(r * c + j) / c;
+          for (int64_t j = 0; j < c; ++j) var += std::pow(x.item(r * c + j) - mu, 2) / c;
+          const double rs = 1.0 / std::sqrt(var + 1e-5);
+          em.data<double>()[r] = mu;
+          er.data<double>()[r] = rs;
+          for (int64_t j = 0; j < c; ++j)
+            ey.data<double>()[r * c + j] = (x.item(r * c + j) - mu) * rs * w.item(j) + b.item(j);
+        }
+        EXPECT_LT(rel_error(y, ey), tolerance(dt) * 2) << n << "x" << c;
+        EXPECT_LT(rel_error(rstd, er), tolerance(dt)) << n << "x" << c;
+        EXPECT_LT(rel_error(mean, em), tolerance(dt) * 4) << n << "x" << c;
+      }
+    }
+  }
+}
+
+TEST(OpsLayerNorm, GradientsMatchFiniteDifferences) {
+  for (int64_t n : {1, 7, 31, 33}) {
+    for (int64_t c : {2, 7, 33}) {
+      Tensor x = randn({n, c}, DType::f64, 800), w = randn({c}, DType::f64, 801),
+             b = randn({c}, DType::f64, 802);
+      const Tensor dy = randn({n, c}, DType::f64, 803);
+      auto loss = [&] {
+        Tensor y = Tensor::empty({n, c}, DType::f64), m = Tensor::empty({n}, DType::f64),
+               r = Tensor::empty({n}, DType::f64);
+        ops::layer_norm_forward(y, m, r, x, w, b, 1e-5);
+        return dot(dy, y);
+      };
+      Tensor y = Tensor::empty({n, c}, DType::f64), mean = Tensor::empty({n}, DType::f64),
+             rstd = Tensor::empty({n}, DType::f64);
+      ops::layer_norm_forward(y, mean, rstd, x, w, b, 1e-5);
+      Tensor dx = test::full({n, c}, DType::f64, NAN);
+      const Tensor dw0 = randn({c}, DType::f64, 804), db0 = randn({c}, DType::f64, 805);
+      Tensor dw = dw0.clone(), db = db0.clone();
+      ops::layer_norm_backward(dx, dw, db, dy, x, w, mean, rstd);
+      EXPECT_LT(rel_error(dx, fd_gradient(x, loss)), 1e-6) << n << "x" << c;
+      // dw and db accumulate onto what was there.
+      ops::add_inplace(dw, dw0, -1.0);
+      ops::add_inplace(db, db0, -1.0);
+      EXPECT_LT(rel_error(dw, fd_gradient(w, loss)), 1e-6) << n << "x" << c;
+      EXPECT_LT(rel_error(db, fd_gradient(b, loss)), 1e-6) << n << "x" << c;
+    }
+  }
+}
+
+TEST(OpsLayerNorm, BackwardWithoutParameterGradientsAndInPlace) {
+  for (DType dt : kFloatTypes) {
+    const Tensor x = randn({33, 67}, dt, 900), w = randn({67}, dt, 901), b = randn({67}, dt, 902);
+    const Tensor dy = randn({33, 67}, dt, 903);
+    Tensor y = Tensor::empty({33, 67}, dt), mean = Tensor::empty({33}, dt),
+           rstd = Tensor::empty({33}, dt);
+    ops::layer_norm_forward(y, mean, rstd, x, w, b, 1e-5);
+    Tensor dx = Tensor::empty({33, 67}, dt), dw = Tensor::zeros({67}, dt),
+           db = Tensor::zeros({67}, dt);
+    ops::layer_norm_backward(dx, dw, db, dy, x, w, mean, rstd);
+    Tensor dx_frozen = Tensor::empty({33, 67}, dt), none_w, none_b;
+    ops::layer_norm_backward(dx_frozen, none_w, none_b, dy, x, w, mean, rstd);
+    EXPECT_EQ(rel_error(dx_frozen, dx), 0.0);
+    Tensor inplace = dy.clone(), dw2 = Tensor::zeros({67}, dt), db2 = Tensor::zeros({67}, dt);
+    ops::layer_norm_backward(inplace, dw2, db2, inplace, x, w, mean, rstd);
+    EXPECT_EQ(rel_error(inplace, dx), 0.0);
+    EXPECT_EQ(rel_error(dw2, dw), 0.0);
+    EXPECT_EQ(rel_error(db2, db), 0.0);
+  }
+}
+
+TEST(OpsLayerNorm, ShapeErrorsNameTheOp) {
+  Tensor x = Tensor::zeros({3, 4}, DType::f32), y = Tensor::zeros({3, 4}, DType::f32);
+  Tensor m = Tensor::zeros({3}, DType::f32), r = Tensor::zeros({3}, DType::f32);
+  Tensor w = Tensor::zeros({4}, DType::f32), b = Tensor::zeros({5}, DType::f32);
+  EXPECT_THROW(ops::layer_norm_forward(y, m, r, x, w, b, 1e-5), Error);
+  EXPECT_TRUE(contains(error_of([&] { ops::layer_norm_forward(y, m, r, x, w, b, 1e-5); }),
+                       "layer_norm_forward"));
+}
+
+// ---- GELU (tanh approximation) ----
+
+double gelu_tanh_ref(double x) {
+  return 0.5 * x * (1 + std::tanh(std::sqrt(2 / M_PI) * (x + 0.044715 * x * x * x)));
+}
+
+TEST(OpsGeluTanh, ForwardMatchesLoop) {
+  uint64_t seed = 1000;
+  for (DType dt : kFloatTypes) {
+    for (int64_t n : {1, 7, 31, 33}) {
+      for (int64_t f : {1, 5, 67, 1001}) {
+        const Tensor x = randn({n, f}, dt, seed++, 3.0);
+        Tensor y = test::full({n, f}, dt, NAN);
+        ops::gelu_tanh_forward(y, x);
+        Tensor expected = Tensor::empty({n, f}, DType::f64);
+        for (int64_t i = 0; i < n * f; ++i) expected.data<double>()[i] = gelu_tanh_ref(x.item(i));
+        EXPECT_LT(rel_error(y, expected), tolerance(dt) * 2) << n << "x" << f;
+      }
+    }
+  }
+}
+
+TEST(OpsGeluTanh, GradientsMatchFiniteDifferences) {
+  for (int64_t n : {1, 7, 31, 33}) {
+    Tensor x = randn({n, 5}, DType::f64, 1100 + n, 3.0);
+    const Tensor dy = randn({n, 5}, DType::f64, 1200 + n);
+    auto loss = [&] {
+      Tensor y = Tensor::empty({n, 5}, DType::f64);
+      ops::gelu_tanh_forward(y, x);
+      return dot(dy, y);
+    };
+    Tensor dx = test::full({n, 5}, DType::f64, NAN);
+    ops::gelu_tanh_backward(dx, dy, x);
+    EXPECT_LT(rel_error(dx, fd_gradient(x, loss)), 1e-6) << n;
+    // Written over dy: same values.
+    Tensor inplace = dy.clone();
+    ops::gelu_tanh_backward(inplace, inplace, x);
+    EXPECT_EQ(rel_error(inplace, dx), 0.0);
+  }
+}
+
 // ---- cross-entropy ----
 
 // Sum over counted rows of -log softmax(logits)[target], and its gradient, in f64.

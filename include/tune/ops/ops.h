@@ -48,6 +48,16 @@ void rms_norm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& w,
 void rms_norm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w,
                        const Tensor& rstd);
 
+// ---- LayerNorm over the last dimension (GPT-2): y = (x - mean) * rstd * w + b with
+// rstd = 1 / sqrt(var + eps), var the biased variance of the row ----
+// x, y [N, C]; w, b [C]; mean, rstd [N] saved for backward.
+void layer_norm_forward(Tensor& y, Tensor& mean, Tensor& rstd, const Tensor& x, const Tensor& w,
+                        const Tensor& b, double eps);
+// dx [N, C] written (may alias dy); dw, db [C] accumulated (+=), each skipped when undefined
+// (a frozen weight or bias).
+void layer_norm_backward(Tensor& dx, Tensor& dw, Tensor& db, const Tensor& dy, const Tensor& x,
+                         const Tensor& w, const Tensor& mean, const Tensor& rstd);
+
 // ---- rotary position embedding, Hugging Face's rotate_half convention ----
 // x [B, T, H, D] rotated in place: for i < D/2, with c = cos[pos, i], s = sin[pos, i]:
 //   x1' = x1 * c - x2 * s,  x2' = x2 * c + x1 * s   where x1 = x[..., i], x2 = x[..., i + D/2].
@@ -79,6 +89,12 @@ void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, 
 void swiglu_forward(Tensor& h, const Tensor& gate, const Tensor& up);
 void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor& gate,
                      const Tensor& up);
+
+// ---- GELU, tanh approximation (GPT-2's "gelu_new"), elementwise on any shape:
+// y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) ----
+void gelu_tanh_forward(Tensor& y, const Tensor& x);
+// dx = dy * gelu'(x), written; dx may alias dy.
+void gelu_tanh_backward(Tensor& dx, const Tensor& dy, const Tensor& x);
 
 // ---- dropout with a counter-based mask: element i is kept when
 // uniform01(seed, stream, i) >= p, and kept values are scaled by 1 / (1 - p). The mask is a pure

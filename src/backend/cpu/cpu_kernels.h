@@ -63,6 +63,15 @@ template <typename T>
 void rms_norm_backward(T* dx, T* dw, const T* dy, const T* x, const T* w, const T* rstd, int64_t n,
                        int64_t c);
 
+// y, x (N, C); w, b (C); mean, rstd (N).
+template <typename T>
+void layer_norm_forward(T* y, T* mean, T* rstd, const T* x, const T* w, const T* b, int64_t n,
+                        int64_t c, double eps);
+// dx (N, C) written, may alias dy; dw, db (C) accumulated, each skipped when null.
+template <typename T>
+void layer_norm_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const T* mean,
+                         const T* rstd, int64_t n, int64_t c);
+
 // ---- rope.cpp ---- (positions already checked to lie in [0, P))
 enum class RopeDirection : uint8_t { forward, backward };
 // x (B, T, H, D) rotated in place; cos, sin (P, D/2); positions (B, T).
@@ -91,6 +100,11 @@ template <typename T>
 void swiglu_forward(T* h, const T* gate, const T* up, int64_t n);
 template <typename T>
 void swiglu_backward(T* dgate, T* dup, const T* dh, const T* gate, const T* up, int64_t n);
+// y = gelu_tanh(x); dx = dy * gelu_tanh'(x) (dx may alias dy), n elements.
+template <typename T>
+void gelu_tanh_forward(T* y, const T* x, int64_t n);
+template <typename T>
+void gelu_tanh_backward(T* dx, const T* dy, const T* x, int64_t n);
 
 // ---- loss.cpp ---- (targets already checked: -100 or in [0, V))
 // Returns the summed loss over counted rows; dlogits (N, V) written when not null, may alias
