@@ -46,6 +46,38 @@ Tensor RMSNorm::backward(Context& ctx, const Tensor& dy) {
   return dx;
 }
 
+LayerNorm::LayerNorm(ParamStore& params, const std::string& module, int64_t dim, double eps,
+                     Role role)
+    : params_(&params), eps_(eps) {
+  weight_ = params.add(module + ".weight", {dim}, role, Decay::no);
+  bias_ = params.add(module + ".bias", {dim}, role, Decay::no);
+}
+
+Tensor LayerNorm::forward(Context& ctx, const Tensor& x) {
+  Tensor y = ctx.arena.alloc(x.shape(), x.dtype());
+  mean_ = ctx.arena.alloc({x.size(0)}, x.dtype());
+  rstd_ = ctx.arena.alloc({x.size(0)}, x.dtype());
+  ops::layer_norm_forward(y, mean_, rstd_, x, params_->param(weight_), params_->param(bias_), eps_);
+  x_ = x;
+  return y;
+}
+
+Tensor LayerNorm::backward(Context& ctx, const Tensor& dy) {
+  Tensor dx = ctx.arena.alloc(dy.shape(), dy.dtype());
+  Tensor dw = params_->grad(weight_), db = params_->grad(bias_);
+  ops::layer_norm_backward(dx, dw, db, dy, x_, params_->param(weight_), mean_, rstd_);
+  return dx;
+}
+
+Norm::Norm(ParamStore& params, const std::string& module, int64_t dim, double eps, NormKind kind,
+           Role role)
+    : kind_(kind) {
+  if (kind == NormKind::rms)
+    rms_ = RMSNorm(params, module, dim, eps, role);
+  else
+    layer_ = LayerNorm(params, module, dim, eps, role);
+}
+
 namespace {
 
 // inv_freq[i] = 1 / theta^(2i / D), then rescaled per rope type — transformers'

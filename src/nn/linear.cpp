@@ -7,9 +7,10 @@ namespace tune::nn {
 using ops::Transpose;
 
 Linear::Linear(ParamStore& params, const std::string& module, int64_t in, int64_t out, Bias bias,
-               Role role, Decay decay)
-    : params_(&params), module_(module), in_(in), out_(out) {
-  weight_ = params.add(module + ".weight", {out, in}, role, decay);
+               Role role, Decay decay, Layout layout)
+    : params_(&params), module_(module), in_(in), out_(out), layout_(layout) {
+  const Shape shape = layout == Layout::out_in ? Shape{out, in} : Shape{in, out};
+  weight_ = params.add(module + ".weight", shape, role, decay);
   // Biases are never decayed (the usual practice for norms and biases).
   if (bias == Bias::yes) bias_ = params.add(module + ".bias", {out}, role, Decay::no);
 }
@@ -26,6 +27,9 @@ Linear Linear::tied(ParamStore& params, const std::string& module, int weight_in
 }
 
 void Linear::add_lora(const LoraConfig& config, uint64_t dropout_stream) {
+  TUNE_CHECK(layout_ == Layout::out_in, "LoRA on ", module_,
+             ": its weight is stored [in, out] (a Conv1D layer, PEFT's fan_in_fan_out), which "
+             "tune.cpp's LoRA does not support yet");
   std::string prefix = "base_model.model." + module_;
   lora_a_ = params_->add(prefix + ".lora_A.weight", {config.r, in_}, Role::trainable, Decay::yes);
   lora_b_ = params_->add(prefix + ".lora_B.weight", {out_, config.r}, Role::trainable, Decay::yes);
@@ -45,7 +49,8 @@ uint64_t stream_of(const Context& ctx, uint64_t layer_stream) {
 Tensor Linear::forward(Context& ctx, const Tensor& x) {
   const int64_t n = x.size(0);
   Tensor y = ctx.arena.alloc({n, out_}, x.dtype());
-  ops::matmul(y, x, Transpose::no, params_->param(weight_), Transpose::yes);
+  ops::matmul(y, x, Transpose::no, params_->param(weight_),
+              layout_ == Layout::out_in ? Transpose::yes : Transpose::no);
   if (bias_ >= 0) ops::add_bias(y, params_->param(bias_));
   x_ = x;
   if (lora_a_ >= 0) {
@@ -66,13 +71,18 @@ Tensor Linear::forward(Context& ctx, const Tensor& x) {
 void Linear::backward(Context& ctx, const Tensor& dy, Tensor& dx, Accumulate accumulate) {
   Tensor w = params_->param(weight_);
   Tensor dw = params_->grad(weight_);
-  if (dw.defined()) ops::matmul(dw, dy, Transpose::yes, x_, Transpose::no, 1.0, 1.0);
+  if (dw.defined()) {
+    if (layout_ == Layout::out_in)
+      ops::matmul(dw, dy, Transpose::yes, x_, Transpose::no, 1.0, 1.0);  // dW [out, in] += dy^T x
+    else
+      ops::matmul(dw, x_, Transpose::yes, dy, Transpose::no, 1.0, 1.0);  // dW [in, out] += x^T dy
+  }
   if (bias_ >= 0) {
     Tensor db = params_->grad(bias_);
     if (db.defined()) ops::bias_backward(db, dy);
   }
-  ops::matmul(dx, dy, Transpose::no, w, Transpose::no, 1.0,
-              accumulate == Accumulate::yes ? 1.0 : 0.0);
+  ops::matmul(dx, dy, Transpose::no, w, layout_ == Layout::out_in ? Transpose::no : Transpose::yes,
+              1.0, accumulate == Accumulate::yes ? 1.0 : 0.0);
   if (lora_a_ < 0) return;
 
   Tensor a = params_->param(lora_a_), b = params_->param(lora_b_);

@@ -1,5 +1,5 @@
-// The Llama-family decoder. Every layer's backward mirrors its forward line by line, in reverse;
-// activations come from the step's arena; parameter gradients accumulate.
+// The decoder of the Llama family and GPT-2. Every layer's backward mirrors its forward line by
+// line, in reverse; activations come from the step's arena; parameter gradients accumulate.
 #include "tune/nn/transformer.h"
 
 #include <cmath>
@@ -19,8 +19,9 @@ std::string TensorNames::at(const std::string& pattern, int64_t layer) {
 namespace {
 
 Linear make_linear(ParamStore& params, const std::string& module, int64_t in, int64_t out,
-                   bool bias, const BuildOptions& options, uint64_t stream) {
-  Linear l(params, module, in, out, bias ? Bias::yes : Bias::no, options.base_role);
+                   bool bias, const BuildOptions& options, uint64_t stream, bool conv1d = false) {
+  Linear l(params, module, in, out, bias ? Bias::yes : Bias::no, options.base_role, Decay::yes,
+           conv1d ? Layout::in_out : Layout::out_in);
   if (options.lora && options.lora->targets_module(module)) l.add_lora(*options.lora, stream);
   return l;
 }
@@ -77,14 +78,23 @@ Attention::Attention(ParamStore& params, const TransformerConfig& c, const Tenso
                      int64_t layer, const BuildOptions& options)
     : heads_(c.num_heads), kv_heads_(c.num_kv_heads), head_dim_(c.head_dim) {
   const int64_t C = c.hidden_size, D = c.head_dim;
-  q_ = make_linear(params, TensorNames::at(names.q, layer), C, heads_ * D, c.qkv_bias, options,
-                   stream_id(layer, 0));
-  k_ = make_linear(params, TensorNames::at(names.k, layer), C, kv_heads_ * D, c.qkv_bias, options,
-                   stream_id(layer, 1));
-  v_ = make_linear(params, TensorNames::at(names.v, layer), C, kv_heads_ * D, c.qkv_bias, options,
-                   stream_id(layer, 2));
+  fused_ = c.fused_qkv;
+  use_rope_ = c.positions == PositionKind::rope;
+  if (fused_) {
+    TUNE_CHECK(kv_heads_ == heads_, "a fused q|k|v projection needs as many kv heads (", kv_heads_,
+               ") as heads (", heads_, ")");
+    qkv_ = make_linear(params, TensorNames::at(names.qkv, layer), C, 3 * heads_ * D, c.qkv_bias,
+                       options, stream_id(layer, 0), c.conv1d);
+  } else {
+    q_ = make_linear(params, TensorNames::at(names.q, layer), C, heads_ * D, c.qkv_bias, options,
+                     stream_id(layer, 0), c.conv1d);
+    k_ = make_linear(params, TensorNames::at(names.k, layer), C, kv_heads_ * D, c.qkv_bias, options,
+                     stream_id(layer, 1), c.conv1d);
+    v_ = make_linear(params, TensorNames::at(names.v, layer), C, kv_heads_ * D, c.qkv_bias, options,
+                     stream_id(layer, 2), c.conv1d);
+  }
   o_ = make_linear(params, TensorNames::at(names.o, layer), heads_ * D, C, c.o_bias, options,
-                   stream_id(layer, 3));
+                   stream_id(layer, 3), c.conv1d);
   if (c.qk_norm) {
     q_norm_ = std::make_unique<RMSNorm>(params, TensorNames::at(names.q_norm, layer), D,
                                         c.rms_norm_eps, options.base_role);
@@ -94,12 +104,28 @@ Attention::Attention(ParamStore& params, const TransformerConfig& c, const Tenso
   if (!c.sliding_window.empty()) window_ = c.sliding_window[static_cast<size_t>(layer)];
 }
 
+void Attention::project(Context& ctx, const Tensor& x, Tensor& q, Tensor& k, Tensor& v) {
+  if (!fused_) {
+    q = q_.forward(ctx, x);
+    k = k_.forward(ctx, x);
+    v = v_.forward(ctx, x);
+    return;
+  }
+  const int64_t N = x.size(0), width = heads_ * head_dim_;
+  Tensor qkv = qkv_.forward(ctx, x);  // (N, 3 * H*D): q | k | v
+  q = ctx.arena.alloc({N, width}, x.dtype());
+  k = ctx.arena.alloc({N, width}, x.dtype());
+  v = ctx.arena.alloc({N, width}, x.dtype());
+  ops::slice_columns(q, qkv, 0);
+  ops::slice_columns(k, qkv, width);
+  ops::slice_columns(v, qkv, 2 * width);
+}
+
 Tensor Attention::forward(Context& ctx, const Tensor& x, const Tensor& positions,
                           const RotaryEmbedding& rope) {
   const int64_t B = positions.size(0), T = positions.size(1), N = B * T, D = head_dim_;
-  Tensor q = q_.forward(ctx, x);  // (N, Hq*D)
-  Tensor k = k_.forward(ctx, x);  // (N, Hkv*D)
-  Tensor v = v_.forward(ctx, x);  // (N, Hkv*D)
+  Tensor q, k, v;  // (N, Hq*D), (N, Hkv*D), (N, Hkv*D)
+  project(ctx, x, q, k, v);
   if (q_norm_) {
     q = q_norm_->forward(ctx, q.view({N * heads_, D}));
     k = k_norm_->forward(ctx, k.view({N * kv_heads_, D}));
@@ -108,8 +134,10 @@ Tensor Attention::forward(Context& ctx, const Tensor& x, const Tensor& positions
   q_rot_ = q.view({B, T, heads_, D});
   k_rot_ = k.view({B, T, kv_heads_, D});
   v_saved_ = v.view({B, T, kv_heads_, D});
-  rope.forward(q_rot_, positions);
-  rope.forward(k_rot_, positions);
+  if (use_rope_) {
+    rope.forward(q_rot_, positions);
+    rope.forward(k_rot_, positions);
+  }
   positions_ = positions;
 
   Tensor out = ctx.arena.alloc({B, T, heads_, D}, x.dtype());
@@ -130,33 +158,46 @@ void Attention::backward(Context& ctx, const Tensor& dy, Tensor& dx, const Rotar
   Tensor dv = ctx.arena.alloc(v_saved_.shape(), dy.dtype());
   ops::attention_backward(dq, dk, dv, dout.view({B, T, heads_, D}), q_rot_, k_rot_, v_saved_,
                           probs_, 1.0 / std::sqrt(static_cast<double>(D)));
-  rope.backward(dq, positions_);
-  rope.backward(dk, positions_);
+  if (use_rope_) {
+    rope.backward(dq, positions_);
+    rope.backward(dk, positions_);
+  }
 
   Tensor dq_flat = dq.view({N, heads_ * D}), dk_flat = dk.view({N, kv_heads_ * D});
   if (q_norm_) {
     dq_flat = q_norm_->backward(ctx, dq.view({N * heads_, D})).view({N, heads_ * D});
     dk_flat = k_norm_->backward(ctx, dk.view({N * kv_heads_, D})).view({N, kv_heads_ * D});
   }
+  Tensor dv_flat = dv.view({N, kv_heads_ * D});
+  if (fused_) {
+    const int64_t width = heads_ * D;
+    Tensor dqkv = ctx.arena.alloc({N, 3 * width}, dy.dtype());
+    ops::write_columns(dqkv, 0, dq_flat);
+    ops::write_columns(dqkv, width, dk_flat);
+    ops::write_columns(dqkv, 2 * width, dv_flat);
+    qkv_.backward(ctx, dqkv, dx, Accumulate::no);
+    return;
+  }
   q_.backward(ctx, dq_flat, dx, Accumulate::no);
   k_.backward(ctx, dk_flat, dx, Accumulate::yes);
-  v_.backward(ctx, dv.view({N, kv_heads_ * D}), dx, Accumulate::yes);
+  v_.backward(ctx, dv_flat, dx, Accumulate::yes);
 }
 
 Tensor Attention::forward_cached(Context& ctx, const Tensor& x, const Tensor& positions,
                                  const RotaryEmbedding& rope, Tensor& k_cache, Tensor& v_cache,
                                  int64_t past) {
   const int64_t T = x.size(0), D = head_dim_, total = past + T;
-  Tensor q = q_.forward(ctx, x);  // (T, Hq*D)
-  Tensor k = k_.forward(ctx, x);  // (T, Hkv*D)
-  Tensor v = v_.forward(ctx, x);  // (T, Hkv*D)
+  Tensor q, k, v;  // (T, Hq*D), (T, Hkv*D), (T, Hkv*D)
+  project(ctx, x, q, k, v);
   if (q_norm_) {
     q = q_norm_->forward(ctx, q.view({T * heads_, D}));
     k = k_norm_->forward(ctx, k.view({T * kv_heads_, D}));
   }
   Tensor q4 = q.view({1, T, heads_, D}), k4 = k.view({1, T, kv_heads_, D});
-  rope.forward(q4, positions);
-  rope.forward(k4, positions);
+  if (use_rope_) {
+    rope.forward(q4, positions);
+    rope.forward(k4, positions);
+  }
   Tensor k_new = k_cache.narrow(past, T), v_new = v_cache.narrow(past, T);  // (T, Hkv, D)
   ops::copy(k_new, k.view({T, kv_heads_, D}));
   ops::copy(v_new, v.view({T, kv_heads_, D}));
@@ -172,17 +213,25 @@ Tensor Attention::forward_cached(Context& ctx, const Tensor& x, const Tensor& po
 // ---- MLP ----
 
 Mlp::Mlp(ParamStore& params, const TransformerConfig& c, const TensorNames& names, int64_t layer,
-         const BuildOptions& options) {
+         const BuildOptions& options)
+    : kind_(c.mlp) {
   const int64_t C = c.hidden_size, F = c.intermediate_size;
-  gate_ = make_linear(params, TensorNames::at(names.gate, layer), C, F, c.mlp_bias, options,
-                      stream_id(layer, 4));
+  if (kind_ == MlpKind::swiglu)
+    gate_ = make_linear(params, TensorNames::at(names.gate, layer), C, F, c.mlp_bias, options,
+                        stream_id(layer, 4), c.conv1d);
   up_ = make_linear(params, TensorNames::at(names.up, layer), C, F, c.mlp_bias, options,
-                    stream_id(layer, 5));
+                    stream_id(layer, 5), c.conv1d);
   down_ = make_linear(params, TensorNames::at(names.down, layer), F, C, c.mlp_bias, options,
-                      stream_id(layer, 6));
+                      stream_id(layer, 6), c.conv1d);
 }
 
 Tensor Mlp::forward(Context& ctx, const Tensor& x) {
+  if (kind_ == MlpKind::gelu_tanh) {
+    up_out_ = up_.forward(ctx, x);  // (N, F)
+    Tensor h = ctx.arena.alloc(up_out_.shape(), x.dtype());
+    ops::gelu_tanh_forward(h, up_out_);
+    return down_.forward(ctx, h);
+  }
   gate_out_ = gate_.forward(ctx, x);  // (N, F)
   up_out_ = up_.forward(ctx, x);      // (N, F)
   Tensor h = ctx.arena.alloc(gate_out_.shape(), x.dtype());
@@ -191,6 +240,13 @@ Tensor Mlp::forward(Context& ctx, const Tensor& x) {
 }
 
 void Mlp::backward(Context& ctx, const Tensor& dy, Tensor& dx) {
+  if (kind_ == MlpKind::gelu_tanh) {
+    Tensor dh = ctx.arena.alloc(up_out_.shape(), dy.dtype());
+    down_.backward(ctx, dy, dh, Accumulate::no);
+    ops::gelu_tanh_backward(dh, dh, up_out_);
+    up_.backward(ctx, dh, dx, Accumulate::no);
+    return;
+  }
   Tensor dh = ctx.arena.alloc(gate_out_.shape(), dy.dtype());
   down_.backward(ctx, dy, dh, Accumulate::no);
   Tensor dgate = ctx.arena.alloc(gate_out_.shape(), dy.dtype());
@@ -205,9 +261,9 @@ void Mlp::backward(Context& ctx, const Tensor& dy, Tensor& dx) {
 DecoderBlock::DecoderBlock(ParamStore& params, const TransformerConfig& c, const TensorNames& names,
                            int64_t layer, const BuildOptions& options)
     : attn_norm_(params, TensorNames::at(names.attn_norm, layer), c.hidden_size, c.rms_norm_eps,
-                 options.base_role),
+                 c.norm, options.base_role),
       mlp_norm_(params, TensorNames::at(names.mlp_norm, layer), c.hidden_size, c.rms_norm_eps,
-                options.base_role),
+                c.norm, options.base_role),
       attn_(params, c, names, layer, options),
       mlp_(params, c, names, layer, options) {}
 
@@ -259,9 +315,13 @@ CausalLM::CausalLM(ParamStore& params, const TransformerConfig& c, const TensorN
                    const BuildOptions& options)
     : params_(&params), config_(c) {
   embed_ = Embedding(params, names.embed, c.vocab_size, c.hidden_size, options.base_role);
+  if (c.positions == PositionKind::learned)
+    pos_embed_ =
+        Embedding(params, names.pos_embed, c.max_positions, c.hidden_size, options.base_role);
   for (int64_t l = 0; l < c.num_layers; ++l)
     blocks_.push_back(std::make_unique<DecoderBlock>(params, c, names, l, options));
-  final_norm_ = RMSNorm(params, names.final_norm, c.hidden_size, c.rms_norm_eps, options.base_role);
+  final_norm_ =
+      Norm(params, names.final_norm, c.hidden_size, c.rms_norm_eps, c.norm, options.base_role);
   if (c.tie_embeddings) {
     lm_head_ = Linear::tied(params, names.lm_head, embed_.weight_index());
   } else {
@@ -273,17 +333,31 @@ CausalLM::CausalLM(ParamStore& params, const TransformerConfig& c, const TensorN
     lm_head_.add_lora(*options.lora, stream_id(c.num_layers, 7));
 }
 
+void CausalLM::ensure_rope() {
+  if (config_.positions != PositionKind::rope) return;
+  if (!rope_.cos().defined() || rope_.cos().dtype() != params_->dtype())
+    rope_ =
+        RotaryEmbedding(config_.rope, config_.head_dim, config_.max_positions, params_->dtype());
+}
+
+Tensor CausalLM::embed(Context& ctx, const Tensor& ids, const Tensor& positions) {
+  Tensor x = embed_.forward(ctx, ids);
+  if (config_.positions == PositionKind::learned) {
+    // Position p's row of the learned table; an id past the table (max_positions) throws.
+    ops::add_inplace(x, pos_embed_.forward(ctx, positions));
+  }
+  return x;
+}
+
 Tensor CausalLM::forward(Context& ctx, const Tensor& ids, const Tensor& positions) {
   TUNE_CHECK(ids.dim() == 2 && positions.shape() == ids.shape(), "CausalLM::forward: ids ",
              shape_str(ids.shape()), " and positions ", shape_str(positions.shape()),
              " must both be (batch, seq)");
-  if (!rope_.cos().defined() || rope_.cos().dtype() != params_->dtype())
-    rope_ =
-        RotaryEmbedding(config_.rope, config_.head_dim, config_.max_positions, params_->dtype());
+  ensure_rope();
   ctx.dtype = params_->dtype();
 
-  Tensor x = embed_.forward(ctx, ids);  // (B*T, C)
-  hidden_.assign(1, x);                 // hidden_[l] is block l's input, which recomputation keeps
+  Tensor x = embed(ctx, ids.view({-1}), positions.view({-1}));  // (B*T, C)
+  hidden_.assign(1, x);  // hidden_[l] is block l's input, which recomputation keeps
   positions_ = positions;
   recompute_ = ctx.recompute_blocks && ctx.mode == Mode::train;
   for (size_t l = 0; l < blocks_.size(); ++l) {
@@ -321,6 +395,7 @@ void CausalLM::backward(Context& ctx, const Tensor& dlogits) {
     }
   }
   embed_.backward(ctx, dx);
+  if (config_.positions == PositionKind::learned) pos_embed_.backward(ctx, dx);
 }
 
 Tensor CausalLM::forward_cached(Context& ctx, const Tensor& ids, KvCache& cache, Logits which) {
@@ -333,15 +408,13 @@ Tensor CausalLM::forward_cached(Context& ctx, const Tensor& ids, KvCache& cache,
              past, "; make a larger cache");
   TUNE_CHECK(past + T <= config_.max_positions, "CausalLM::forward_cached: position ", past + T - 1,
              " is past the model's max_position_embeddings (", config_.max_positions, ")");
-  if (!rope_.cos().defined() || rope_.cos().dtype() != params_->dtype())
-    rope_ =
-        RotaryEmbedding(config_.rope, config_.head_dim, config_.max_positions, params_->dtype());
+  ensure_rope();
   ctx.dtype = params_->dtype();
   ctx.mode = Mode::eval;
 
   Tensor positions = Tensor::empty({1, T}, DType::i64);
   for (int64_t t = 0; t < T; ++t) positions.data<int64_t>()[t] = past + t;
-  Tensor x = embed_.forward(ctx, ids.view({T}));  // (T, C)
+  Tensor x = embed(ctx, ids.view({T}), positions.view({T}));  // (T, C)
   for (size_t l = 0; l < blocks_.size(); ++l) {
     x = blocks_[l]->forward_cached(ctx, x, positions, rope_, cache.keys(l), cache.values(l), past);
   }

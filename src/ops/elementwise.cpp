@@ -65,6 +65,45 @@ void scale_inplace(Tensor& y, double alpha) {
   });
 }
 
+namespace {
+// The column block [start, start + narrow.size(1)) of wide must exist, with as many rows.
+void check_column_block(const char* op, const Arg& narrow, const Arg& wide, int64_t start) {
+  detail::check_rank(op, narrow, 2);
+  detail::check_rank(op, wide, 2);
+  const Tensor &n = narrow.tensor, &w = wide.tensor;
+  if (n.size(0) != w.size(0) || start < 0 || start + n.size(1) > w.size(1))
+    detail::fail(op,
+                 str("columns [", start, ", ", start + n.size(1), ") of ", wide.name, " ",
+                     shape_str(w.shape()), " do not fit ", narrow.name, " ", shape_str(n.shape())));
+}
+}  // namespace
+
+void slice_columns(Tensor& out, const Tensor& x, int64_t start) {
+  constexpr const char* op = "slice_columns";
+  const Arg oa{"out", out}, xa{"x", x};
+  check_column_block(op, oa, xa, start);
+  const DType dt = check_cpu_float(op, {oa, xa});
+  detail::check_no_overlap(op, oa, xa);
+  detail::dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::copy_2d<T>(out.data<T>(), out.size(1), x.data<T>() + start, x.size(1), x.size(0),
+                    out.size(1));
+  });
+}
+
+void write_columns(Tensor& out, int64_t start, const Tensor& x) {
+  constexpr const char* op = "write_columns";
+  const Arg oa{"out", out}, xa{"x", x};
+  check_column_block(op, xa, oa, start);
+  const DType dt = check_cpu_float(op, {oa, xa});
+  detail::check_no_overlap(op, oa, xa);
+  detail::dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::copy_2d<T>(out.data<T>() + start, out.size(1), x.data<T>(), x.size(1), x.size(0),
+                    x.size(1));
+  });
+}
+
 void add_bias(Tensor& y, const Tensor& b) {
   constexpr const char* op = "add_bias";
   const Arg ya{"y", y}, ba{"b", b};

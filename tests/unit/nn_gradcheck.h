@@ -35,13 +35,17 @@ constexpr int64_t kFdSample = 20;
 constexpr int64_t kFdAll = -1;
 
 // Every parameter (frozen ones too) gets scale * N(0, 1) from Philox (seed, stream = index),
-// plus 1 for RMSNorm weights (named "...norm.weight"), which start at ones and stay near them.
+// plus 1 for norm weights (named "...norm.weight", or GPT-2's "...ln_*.weight"), which start at
+// ones and stay near them.
 // Norm weights near zero would shrink every gradient behind them (through qk-norm, by the
 // product of two) until the finite differences' rounding, ~1e-10 of the loss, dominates.
 inline void fill_params(nn::ParamStore& params, uint64_t seed, double scale = 0.5) {
   for (int i = 0; i < static_cast<int>(params.infos().size()); ++i) {
     Tensor p = params.param(i);
-    const double offset = params.info(i).name.ends_with("norm.weight") ? 1.0 : 0.0;
+    const std::string& name = params.info(i).name;
+    const bool norm_weight = name.ends_with("norm.weight") ||
+                             (name.find("ln_") != std::string::npos && name.ends_with(".weight"));
+    const double offset = norm_weight ? 1.0 : 0.0;
     for (int64_t j = 0; j < p.numel(); ++j)
       p.data<double>()[j] =
           offset + scale * normal01(seed, static_cast<uint64_t>(i), static_cast<uint64_t>(j));

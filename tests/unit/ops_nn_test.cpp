@@ -358,6 +358,28 @@ TEST(OpsGeluTanh, GradientsMatchFiniteDifferences) {
   }
 }
 
+// ---- column blocks (GPT-2's fused q|k|v) ----
+
+TEST(OpsColumns, SliceAndWriteAreInverse) {
+  for (DType dt : kFloatTypes) {
+    for (int64_t n : {1, 7, 33}) {
+      const Tensor x = randn({n, 9}, dt, 1300 + n);
+      Tensor back = test::full({n, 9}, dt, NAN);
+      for (int64_t start : {0, 3, 6}) {
+        Tensor part = test::full({n, 3}, dt, NAN);
+        ops::slice_columns(part, x, start);
+        for (int64_t r = 0; r < n; ++r)
+          for (int64_t j = 0; j < 3; ++j)
+            EXPECT_EQ(part.item(r * 3 + j), x.item(r * 9 + start + j));
+        ops::write_columns(back, start, part);
+      }
+      EXPECT_EQ(rel_error(back, x), 0.0);
+    }
+  }
+  Tensor x = Tensor::zeros({4, 9}, DType::f32), part = Tensor::zeros({4, 3}, DType::f32);
+  EXPECT_TRUE(contains(error_of([&] { ops::slice_columns(part, x, 7); }), "slice_columns"));
+}
+
 // ---- cross-entropy ----
 
 // Sum over counted rows of -log softmax(logits)[target], and its gradient, in f64.

@@ -1,5 +1,5 @@
-// The small layers: token embedding, RMSNorm and rotary position embedding. Like every nn layer
-// they save what their backward needs and accumulate (+=) into parameter gradients.
+// The small layers: token embedding, RMSNorm, LayerNorm and rotary position embedding. Like every
+// nn layer they save what their backward needs and accumulate (+=) into parameter gradients.
 #pragma once
 
 #include <string>
@@ -38,6 +38,43 @@ class RMSNorm {
   int weight_ = -1;
   double eps_ = 1e-6;
   Tensor x_, rstd_;
+};
+
+// LayerNorm with weight and bias (GPT-2): y = (x - mean) * rstd * w + b.
+class LayerNorm {
+ public:
+  LayerNorm() = default;
+  LayerNorm(ParamStore& params, const std::string& module, int64_t dim, double eps, Role role);
+  // x [N, dim] -> [N, dim]
+  Tensor forward(Context& ctx, const Tensor& x);
+  Tensor backward(Context& ctx, const Tensor& dy);
+
+ private:
+  ParamStore* params_ = nullptr;
+  int weight_ = -1, bias_ = -1;
+  double eps_ = 1e-5;
+  Tensor x_, mean_, rstd_;
+};
+
+enum class NormKind : uint8_t { rms, layer };
+
+// The norm a transformer block uses: RMSNorm (Llama) or LayerNorm (GPT-2).
+class Norm {
+ public:
+  Norm() = default;
+  Norm(ParamStore& params, const std::string& module, int64_t dim, double eps, NormKind kind,
+       Role role);
+  Tensor forward(Context& ctx, const Tensor& x) {
+    return kind_ == NormKind::rms ? rms_.forward(ctx, x) : layer_.forward(ctx, x);
+  }
+  Tensor backward(Context& ctx, const Tensor& dy) {
+    return kind_ == NormKind::rms ? rms_.backward(ctx, dy) : layer_.backward(ctx, dy);
+  }
+
+ private:
+  NormKind kind_ = NormKind::rms;
+  RMSNorm rms_;
+  LayerNorm layer_;
 };
 
 enum class RopeType : uint8_t { standard, linear, llama3 };

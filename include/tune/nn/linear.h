@@ -13,6 +13,9 @@
 namespace tune::nn {
 
 enum class Bias : uint8_t { no, yes };
+// How the weight is stored: [out, in] (torch.nn.Linear, as Hugging Face stores most models) or
+// [in, out] (transformers' Conv1D: GPT-2's projections, y = x W + b).
+enum class Layout : uint8_t { out_in, in_out };
 // Whether backward writes dx (=) or adds to it (+=): the q, k, v projections share one input.
 enum class Accumulate : uint8_t { no, yes };
 
@@ -21,10 +24,11 @@ class Linear {
   Linear() = default;
   // Declares "<module>.weight" (and "<module>.bias") in `params`.
   Linear(ParamStore& params, const std::string& module, int64_t in, int64_t out, Bias bias,
-         Role role, Decay decay = Decay::yes);
+         Role role, Decay decay = Decay::yes, Layout layout = Layout::out_in);
   // A Linear whose weight is another layer's parameter (tied embeddings).
   static Linear tied(ParamStore& params, const std::string& module, int weight_index);
   // Declares PEFT-named "base_model.model.<module>.lora_A.weight" / "lora_B.weight" (trainable).
+  // Not for Layout::in_out (PEFT's fan_in_fan_out), which throws.
   void add_lora(const LoraConfig& config, uint64_t dropout_stream);
 
   Tensor forward(Context& ctx, const Tensor& x);
@@ -39,6 +43,7 @@ class Linear {
   ParamStore* params_ = nullptr;
   std::string module_;
   int64_t in_ = 0, out_ = 0;
+  Layout layout_ = Layout::out_in;
   int weight_ = -1, bias_ = -1;
   int lora_a_ = -1, lora_b_ = -1;
   double lora_scale_ = 0, lora_dropout_ = 0;

@@ -1,6 +1,6 @@
-// The decoder-only transformer shared by the Llama family (Llama, Mistral, Qwen2, Qwen3): the
-// architecture description, the tensor-name table each family fills in, and the layers —
-// attention, SwiGLU MLP, decoder block, causal LM.
+// The decoder-only transformer shared by the Llama family (Llama, Mistral, Qwen2, Qwen3) and
+// GPT-2: the architecture description (feature flags, Llama's by default), the tensor-name table
+// each family fills in, and the layers — attention, MLP (SwiGLU or GELU), decoder block, causal LM.
 #pragma once
 
 #include <memory>
@@ -12,6 +12,15 @@
 
 namespace tune::nn {
 
+enum class MlpKind : uint8_t {
+  swiglu,     // down(silu(gate(x)) * up(x))  (Llama)
+  gelu_tanh,  // down(gelu_tanh(up(x)))      (GPT-2: up = c_fc, down = c_proj)
+};
+enum class PositionKind : uint8_t {
+  rope,     // rotary embedding of q and k (Llama)
+  learned,  // a learned position table added to the token embeddings (GPT-2's wpe)
+};
+
 struct TransformerConfig {
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
@@ -21,8 +30,15 @@ struct TransformerConfig {
   int64_t num_kv_heads = 0;
   int64_t head_dim = 0;
   int64_t max_positions = 0;
-  double rms_norm_eps = 1e-6;
+  double rms_norm_eps = 1e-6;  // the eps of every norm, LayerNorm's too
+  NormKind norm = NormKind::rms;
+  MlpKind mlp = MlpKind::swiglu;
+  PositionKind positions = PositionKind::rope;
   RopeConfig rope;
+  // GPT-2: one projection writes q|k|v (names.qkv; needs num_kv_heads == num_heads), and every
+  // projection stores its weight [in, out] (transformers' Conv1D).
+  bool fused_qkv = false;
+  bool conv1d = false;
   bool tie_embeddings = false;
   bool qkv_bias = false;  // q/k/v projections (Qwen2; Llama's attention_bias)
   bool o_bias = false;    // output projection (Llama's attention_bias)
@@ -35,6 +51,7 @@ struct TransformerConfig {
 // Module names, "%d" standing for the layer index. The defaults are Llama's.
 struct TensorNames {
   std::string embed = "model.embed_tokens";
+  std::string pos_embed;  // PositionKind::learned (GPT-2: "transformer.wpe")
   std::string final_norm = "model.norm";
   std::string lm_head = "lm_head";
   std::string attn_norm = "model.layers.%d.input_layernorm";
@@ -43,6 +60,7 @@ struct TensorNames {
   std::string k = "model.layers.%d.self_attn.k_proj";
   std::string v = "model.layers.%d.self_attn.v_proj";
   std::string o = "model.layers.%d.self_attn.o_proj";
+  std::string qkv;  // fused_qkv (GPT-2: "transformer.h.%d.attn.c_attn")
   std::string q_norm = "model.layers.%d.self_attn.q_norm";
   std::string k_norm = "model.layers.%d.self_attn.k_norm";
   std::string gate = "model.layers.%d.mlp.gate_proj";
@@ -102,12 +120,18 @@ class Attention {
   Tensor forward_cached(Context& ctx, const Tensor& x, const Tensor& positions,
                         const RotaryEmbedding& rope, Tensor& k_cache, Tensor& v_cache,
                         int64_t past);
-  std::vector<Linear*> linears() { return {&q_, &k_, &v_, &o_}; }
+  std::vector<Linear*> linears() {
+    if (fused_) return {&qkv_, &o_};
+    return {&q_, &k_, &v_, &o_};
+  }
 
  private:
-  Linear q_, k_, v_, o_;
+  // q (N, Hq*D), k and v (N, Hkv*D) from x (N, C), through the separate or the fused projection.
+  void project(Context& ctx, const Tensor& x, Tensor& q, Tensor& k, Tensor& v);
+  Linear q_, k_, v_, o_, qkv_;
   std::unique_ptr<RMSNorm> q_norm_, k_norm_;
   int64_t heads_ = 0, kv_heads_ = 0, head_dim_ = 0, window_ = 0;
+  bool fused_ = false, use_rope_ = true;
   // Saved: rotated q, k and v as [B, T, H, D] views, attention probabilities, positions.
   Tensor q_rot_, k_rot_, v_saved_, probs_, positions_;
 };
@@ -119,9 +143,13 @@ class Mlp {
       const BuildOptions& options);
   Tensor forward(Context& ctx, const Tensor& x);
   void backward(Context& ctx, const Tensor& dy, Tensor& dx);
-  std::vector<Linear*> linears() { return {&gate_, &up_, &down_}; }
+  std::vector<Linear*> linears() {
+    if (kind_ == MlpKind::gelu_tanh) return {&up_, &down_};
+    return {&gate_, &up_, &down_};
+  }
 
  private:
+  MlpKind kind_ = MlpKind::swiglu;
   Linear gate_, up_, down_;
   Tensor gate_out_, up_out_;
 };
@@ -141,7 +169,7 @@ class DecoderBlock {
   std::vector<Linear*> linears();
 
  private:
-  RMSNorm attn_norm_, mlp_norm_;
+  Norm attn_norm_, mlp_norm_;
   Attention attn_;
   Mlp mlp_;
 };
@@ -174,11 +202,15 @@ class CausalLM {
   std::vector<Linear*> linears();
 
  private:
+  void ensure_rope();  // the rotary tables in the parameter dtype (PositionKind::rope)
+  // Token embeddings plus, for PositionKind::learned, position embeddings; ids, positions [N].
+  Tensor embed(Context& ctx, const Tensor& ids, const Tensor& positions);
+
   ParamStore* params_;
   TransformerConfig config_;
-  Embedding embed_;
+  Embedding embed_, pos_embed_;  // pos_embed_: PositionKind::learned only
   std::vector<std::unique_ptr<DecoderBlock>> blocks_;
-  RMSNorm final_norm_;
+  Norm final_norm_;
   Linear lm_head_;
   RotaryEmbedding rope_;
   std::vector<Tensor> hidden_;

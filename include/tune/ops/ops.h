@@ -32,6 +32,11 @@ void scale_inplace(Tensor& y, double alpha);                       // y *= alpha
 void add_bias(Tensor& y, const Tensor& b);
 // db [C] += sum over rows of dy [N, C].
 void bias_backward(Tensor& db, const Tensor& dy);
+// Column blocks of 2-D row-major tensors (GPT-2's fused q|k|v projection):
+// out [N, w] = x[:, start : start + w] for x [N, W].
+void slice_columns(Tensor& out, const Tensor& x, int64_t start);
+// out[:, start : start + w] = x [N, w] for out [N, W]; the other columns are left as they are.
+void write_columns(Tensor& out, int64_t start, const Tensor& x);
 // Sum of squares accumulated in double; the grad-norm building block.
 double sum_squares(const Tensor& x);
 

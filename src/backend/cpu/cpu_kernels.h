@@ -40,6 +40,9 @@ void add_bias(T* y, const T* b, int64_t rows, int64_t cols);
 // db (cols) += column sums of dy (rows, cols).
 template <typename T>
 void bias_backward(T* db, const T* dy, int64_t rows, int64_t cols);
+// dst (rows, cols) with leading dimension ld_dst = src (rows, cols) with leading dimension ld_src.
+template <typename T>
+void copy_2d(T* dst, int64_t ld_dst, const T* src, int64_t ld_src, int64_t rows, int64_t cols);
 template <typename T>
 double sum_squares(const T* x, int64_t n);
 // out = x * keep(i) / (1 - p), keep(i) = uniform01(seed, stream, i) >= p. p < 1.

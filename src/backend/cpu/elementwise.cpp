@@ -104,15 +104,23 @@ void dropout(T* out, const T* x, int64_t n, double p, uint64_t seed, uint64_t st
   }
 }
 
-#define TUNE_INSTANTIATE(T)                                       \
-  template void fill<T>(T*, int64_t, T);                          \
-  template void copy<T>(T*, const T*, int64_t);                   \
-  template void add<T>(T*, const T*, const T*, int64_t);          \
-  template void add_inplace<T>(T*, const T*, int64_t, T);         \
-  template void scale_inplace<T>(T*, int64_t, T);                 \
-  template void add_bias<T>(T*, const T*, int64_t, int64_t);      \
-  template void bias_backward<T>(T*, const T*, int64_t, int64_t); \
-  template double sum_squares<T>(const T*, int64_t);              \
+template <typename T>
+void copy_2d(T* dst, int64_t ld_dst, const T* src, int64_t ld_src, int64_t rows, int64_t cols) {
+#pragma omp parallel for schedule(static) if (rows * cols > (1 << 16))
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < cols; ++j) dst[r * ld_dst + j] = src[r * ld_src + j];
+}
+
+#define TUNE_INSTANTIATE(T)                                                   \
+  template void fill<T>(T*, int64_t, T);                                      \
+  template void copy<T>(T*, const T*, int64_t);                               \
+  template void add<T>(T*, const T*, const T*, int64_t);                      \
+  template void add_inplace<T>(T*, const T*, int64_t, T);                     \
+  template void scale_inplace<T>(T*, int64_t, T);                             \
+  template void add_bias<T>(T*, const T*, int64_t, int64_t);                  \
+  template void bias_backward<T>(T*, const T*, int64_t, int64_t);             \
+  template double sum_squares<T>(const T*, int64_t);                          \
+  template void copy_2d<T>(T*, int64_t, const T*, int64_t, int64_t, int64_t); \
   template void dropout<T>(T*, const T*, int64_t, double, uint64_t, uint64_t);
 TUNE_INSTANTIATE(float)
 TUNE_INSTANTIATE(double)
