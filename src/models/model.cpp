@@ -16,6 +16,10 @@ Model::Model(const ModelConfig& config, const ModelOptions& options)
              "CPU models compute in f32 or f64, not ", dtype_name(options.dtype));
   nn::BuildOptions build;
   if (options.training == Training::lora) {
+    TUNE_CHECK(!config.arch.conv1d, "LoRA on ", config.model_type, " (", config.source,
+               ") is not supported yet: its projections are Conv1D layers with [in, out] weights "
+               "and a fused q|k|v (c_attn), which PEFT adapts with fan_in_fan_out; fine-tune "
+               "the whole model instead (training.method full)");
     build.base_role = nn::Role::frozen;
     build.lora = &options_.lora;
   }
@@ -29,17 +33,22 @@ void load_weights(Model& model, const std::string& dir) {
   for (int i = 0; i < static_cast<int>(params.infos().size()); ++i) {
     const nn::ParamInfo& p = params.info(i);
     if (is_adapter_param(p.name)) continue;
-    TUNE_CHECK(reader.contains(p.name), "tensor \"", p.name,
-               "\" is missing from the checkpoint in ", dir,
-               ": the weights do not match config.json (model_type ", model.config().model_type,
-               ", ", model.config().arch.num_layers,
+    // The original GPT-2 checkpoints (openai-community/gpt2) name tensors without the
+    // "transformer." prefix that save_pretrained writes today.
+    std::string name = p.name;
+    if (!reader.contains(name) && name.starts_with("transformer.") &&
+        reader.contains(name.substr(12)))
+      name = name.substr(12);
+    TUNE_CHECK(reader.contains(name), "tensor \"", p.name, "\" is missing from the checkpoint in ",
+               dir, ": the weights do not match config.json (model_type ",
+               model.config().model_type, ", ", model.config().arch.num_layers,
                " layers); check that config.json and the .safetensors files belong together");
-    Tensor src = reader.tensor(p.name);
-    TUNE_CHECK(src.shape() == p.shape, "tensor \"", p.name, "\" in ", reader.file_of(p.name),
+    Tensor src = reader.tensor(name);
+    TUNE_CHECK(src.shape() == p.shape, "tensor \"", name, "\" in ", reader.file_of(name),
                " has shape ", shape_str(src.shape()), " but config.json (", model.config().source,
                ") implies ", shape_str(p.shape),
                "; check that config.json and the weights belong together");
-    TUNE_CHECK(is_float(src.dtype()), "tensor \"", p.name, "\" in ", reader.file_of(p.name),
+    TUNE_CHECK(is_float(src.dtype()), "tensor \"", name, "\" in ", reader.file_of(name),
                " has dtype ", dtype_name(src.dtype()), "; weights must be floating point");
     Tensor dst = params.param(i);
     dst.copy_from(src);

@@ -11,7 +11,7 @@ namespace {
 
 const std::vector<const Family*>& families() {
   static const std::vector<const Family*> all = {&llama_family(), &mistral_family(),
-                                                 &qwen2_family(), &qwen3_family()};
+                                                 &qwen2_family(), &qwen3_family(), &gpt2_family()};
   return all;
 }
 
@@ -60,30 +60,8 @@ nn::RopeConfig read_rope(const ConfigReader& c) {
   return rope;
 }
 
-}  // namespace
-
-std::vector<std::string> supported_model_types() {
-  std::vector<std::string> out;
-  for (const Family* f : families()) out.push_back(f->model_type);
-  return out;
-}
-
-ModelConfig parse_model_config(const nlohmann::json& json, const std::string& source) {
-  TUNE_CHECK(json.is_object(), source, ": expected a JSON object");
-  ConfigReader c(json, source);
-  ModelConfig out;
-  out.source = source;
-  out.json = json;
-  out.model_type = c.string("model_type");
-  auto it = std::find_if(families().begin(), families().end(),
-                         [&](const Family* f) { return out.model_type == f->model_type; });
-  if (it == families().end())
-    c.fail("model_type", str("is \"", out.model_type,
-                             "\", which tune.cpp does not support; "
-                             "supported model types: ",
-                             joined_types()));
-
-  nn::TransformerConfig& a = out.arch;
+// The keys every Llama-family config shares.
+void read_llama_keys(const ConfigReader& c, nn::TransformerConfig& a) {
   a.vocab_size = c.integer("vocab_size");
   a.hidden_size = c.integer("hidden_size");
   a.intermediate_size = c.integer("intermediate_size");
@@ -108,6 +86,32 @@ ModelConfig parse_model_config(const nlohmann::json& json, const std::string& so
   a.rms_norm_eps = c.number("rms_norm_eps", 1e-6);
   a.tie_embeddings = c.boolean("tie_word_embeddings", false);
   a.rope = read_rope(c);
+}
+
+}  // namespace
+
+std::vector<std::string> supported_model_types() {
+  std::vector<std::string> out;
+  for (const Family* f : families()) out.push_back(f->model_type);
+  return out;
+}
+
+ModelConfig parse_model_config(const nlohmann::json& json, const std::string& source) {
+  TUNE_CHECK(json.is_object(), source, ": expected a JSON object");
+  ConfigReader c(json, source);
+  ModelConfig out;
+  out.source = source;
+  out.json = json;
+  out.model_type = c.string("model_type");
+  auto it = std::find_if(families().begin(), families().end(),
+                         [&](const Family* f) { return out.model_type == f->model_type; });
+  if (it == families().end())
+    c.fail("model_type", str("is \"", out.model_type,
+                             "\", which tune.cpp does not support; "
+                             "supported model types: ",
+                             joined_types()));
+
+  if ((*it)->keys == Keys::llama) read_llama_keys(c, out.arch);
   std::string dtype = c.has("dtype") ? c.string("dtype") : c.string("torch_dtype", "float32");
   try {
     out.dtype = parse_dtype(dtype);

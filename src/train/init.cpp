@@ -34,12 +34,17 @@ void init_scratch_weights(models::Model& model, double std, uint64_t seed) {
     Tensor w = params.param(i);
     if (name.ends_with(".bias")) {
       fill(w, 0.0f);
-    } else if (name.find("norm") != std::string::npos) {
+    } else if (name.find("norm") != std::string::npos || name.find(".ln_") != std::string::npos) {
       fill(w, 1.0f);
     } else {
+      // GPT-2 (as transformers initialises it) scales the residual projections by
+      // 1 / sqrt(2 * n_layer).
+      double scale = std;
+      if (model.config().model_type == "gpt2" && name.ends_with("c_proj.weight"))
+        scale /= std::sqrt(2.0 * static_cast<double>(model.config().arch.num_layers));
       float* p = w.data<float>();
       for (int64_t j = 0; j < w.numel(); ++j) {
-        p[j] = static_cast<float>(std) * normal01(seed, kScratchStream + i, j);
+        p[j] = static_cast<float>(scale) * normal01(seed, kScratchStream + i, j);
       }
     }
   }
