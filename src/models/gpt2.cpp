@@ -2,7 +2,8 @@
 // projection, a fused q|k|v projection (c_attn) and Conv1D weights stored [in, out], the head
 // tied to wte. Its config.json has its own key names (n_embd, n_layer, ...), so the family
 // reads every key itself. The parameters keep Hugging Face's names and layouts, so loading,
-// gradients and written-back models need no conversion.
+// gradients and written-back models need no conversion. LoRA adapts c_attn, c_proj and c_fc as
+// PEFT does with fan_in_fan_out (the adapter matrices keep the usual [r, in] / [out, r]).
 #include "models/family.h"
 
 namespace tune::models {

@@ -16,10 +16,6 @@ Model::Model(const ModelConfig& config, const ModelOptions& options)
              "CPU models compute in f32 or f64, not ", dtype_name(options.dtype));
   nn::BuildOptions build;
   if (options.training == Training::lora) {
-    TUNE_CHECK(!config.arch.conv1d, "LoRA on ", config.model_type, " (", config.source,
-               ") is not supported yet: its projections are Conv1D layers with [in, out] weights "
-               "and a fused q|k|v (c_attn), which PEFT adapts with fan_in_fan_out; fine-tune "
-               "the whole model instead (training.method full)");
     build.base_role = nn::Role::frozen;
     build.lora = &options_.lora;
   }

@@ -133,7 +133,8 @@ void save_adapter(const Model& model, const std::string& dir, const std::string&
       {"use_rslora", lora.scaling == nn::LoraScaling::rslora},
       {"target_modules", targets},
       {"bias", "none"},
-      {"fan_in_fan_out", false},
+      // GPT-2's Conv1D weights are [in, out]: PEFT merges their adapters transposed.
+      {"fan_in_fan_out", model.config().arch.conv1d},
       {"inference_mode", true},
       {"init_lora_weights", true},
       {"use_dora", false},

@@ -27,9 +27,8 @@ Linear Linear::tied(ParamStore& params, const std::string& module, int weight_in
 }
 
 void Linear::add_lora(const LoraConfig& config, uint64_t dropout_stream) {
-  TUNE_CHECK(layout_ == Layout::out_in, "LoRA on ", module_,
-             ": its weight is stored [in, out] (a Conv1D layer, PEFT's fan_in_fan_out), which "
-             "tune.cpp's LoRA does not support yet");
+  // A is [r, in] and B [out, r] whatever the base layout: PEFT's fan_in_fan_out transposes only
+  // the base weight (Conv1D), never the adapter.
   std::string prefix = "base_model.model." + module_;
   lora_a_ = params_->add(prefix + ".lora_A.weight", {config.r, in_}, Role::trainable, Decay::yes);
   lora_b_ = params_->add(prefix + ".lora_B.weight", {out_, config.r}, Role::trainable, Decay::yes);

@@ -10,10 +10,13 @@ hyperparameters); golden.safetensors with
   input_ids [B,T], labels [B,T] (-100 = ignored; transformers shifts them inside the loss),
   logits [B,T,V], loss [], hidden.i [B,T,C] (0 = embeddings, last = after the final norm),
   grad.<hf name> for every parameter (full fine-tuning, one backward of the mean loss),
+  lora.logits, lora.loss, lora.weight.<peft name>, lora.grad.<peft name>: the same batch through
+  PEFT's LoRA (r 4, alpha 8, no dropout; lora_B drawn N(0, 0.05^2) so that A and B both get
+  gradients; base frozen), the adapter saved in adapter/ as PEFT saves it,
   adamw.losses [3] and adamw.final.<hf name>: three torch.optim.AdamW steps (lr 1e-2, betas
   0.9/0.95, eps 1e-8, weight decay 0.1, one group: everything decayed) on the same batch.
 The model runs in float32 with eager attention on the CPU (deterministic reductions) with
-dropout off. No LoRA entries: tune.cpp does not adapt GPT-2's Conv1D layers yet.
+dropout off.
 
 Cases:
   gpt2_tiny  GPT2LMHeadModel, n_embd 64, n_layer 2, n_head 4, vocab 512, n_positions 64, tied
@@ -25,11 +28,14 @@ import os
 import shutil
 import sys
 
+import peft
 import torch
 import transformers
 from safetensors.torch import save_file
 
 BATCH, SEQ, SEED = 2, 16, 5
+LORA = {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0}
+LORA_TARGETS = {"gpt2": ["c_attn", "c_proj", "c_fc"]}
 ADAMW = {"lr": 1e-2, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.1, "steps": 3}
 
 
@@ -93,6 +99,34 @@ def main():
         names.append(name)
         tensors[f"grad.{name}"] = p.grad.detach().clone()
 
+    # LoRA through PEFT on a fresh copy of the saved model.
+    base = transformers.AutoModelForCausalLM.from_pretrained(
+        out, dtype=torch.float32, attn_implementation="eager")
+    targets = LORA_TARGETS[base.config.model_type]
+    lora_config = peft.LoraConfig(
+        r=LORA["r"], lora_alpha=LORA["lora_alpha"], lora_dropout=LORA["lora_dropout"],
+        target_modules=targets, fan_in_fan_out=base.config.model_type == "gpt2",
+        task_type="CAUSAL_LM")
+    lora = peft.get_peft_model(base, lora_config)
+    lora.train()
+    with torch.no_grad():
+        for name, p in lora.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.05)
+    lora.save_pretrained(os.path.join(out, "adapter"))
+    readme = os.path.join(out, "adapter", "README.md")  # PEFT's model card: not part of a case
+    if os.path.exists(readme):
+        os.remove(readme)
+    out_lora = lora(input_ids=ids, labels=labels)
+    out_lora.loss.backward()
+    tensors["lora.logits"] = out_lora.logits.detach()
+    tensors["lora.loss"] = out_lora.loss.detach()
+    for name, p in lora.named_parameters():
+        if p.requires_grad:
+            key = name.replace(".default", "")
+            tensors["lora.weight." + key] = p.detach().clone()
+            tensors["lora.grad." + key] = p.grad.detach().clone()
+
     model.load_state_dict(initial)
     model.zero_grad()
     opt = torch.optim.AdamW(model.parameters(), lr=ADAMW["lr"], betas=tuple(ADAMW["betas"]),
@@ -120,6 +154,9 @@ def main():
         "torch": torch.__version__,
         "generator": "tests/reference/make_golden_case.py",
         "loss": "HF causal LM: labels aligned with input_ids, shifted inside, mean over labels != -100",
+        "peft": peft.__version__,
+        "lora": dict(LORA, targets=targets,
+                     note="lora_B set to N(0,0.05^2); tensors named as PEFT saves them"),
         "adamw": dict(ADAMW, note="full fine-tuning of all params; adamw.losses[i] is the loss "
                                   "before step i"),
         "hidden": "hidden.i = output_hidden_states[i] (0 = embeddings, last = after final norm)",

@@ -1,6 +1,6 @@
 // GPT-2 in the model registry: config.json keys (n_embd, n_layer, ...) and their errors, the
 // parameters keeping Hugging Face's names and Conv1D layouts (so a written-back model is what
-// save_pretrained writes), checkpoints without the "transformer." prefix, and LoRA's refusal.
+// save_pretrained writes), checkpoints without the "transformer." prefix, and LoRA targets.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -101,13 +101,20 @@ TEST(Gpt2Model, CheckpointWithoutTransformerPrefixLoads) {
   fs::remove_all(dir);
 }
 
-TEST(Gpt2Model, LoraIsRefusedWithTheReason) {
+TEST(Gpt2Model, LoraTargetsTheConv1DLayers) {
   models::ModelOptions options;
   options.training = models::Training::lora;
-  options.lora.targets = {"c_attn"};
-  const std::string e = error_of([&] { models::load_model(kCase, options); });
-  EXPECT_TRUE(contains(e, "LoRA on gpt2")) << e;
-  EXPECT_TRUE(contains(e, "fan_in_fan_out")) << e;
+  options.lora.r = 4;
+  options.lora.targets = {"c_attn", "c_proj"};  // c_proj: attention's and the MLP's
+  auto model = models::load_model(kCase, options);
+  int adapters = 0;
+  for (nn::Linear* l : model->lm().linears()) adapters += l->has_lora();
+  EXPECT_EQ(adapters, 2 * 3);
+  const auto& p = model->params();
+  EXPECT_EQ(p.info(p.index("base_model.model.transformer.h.0.attn.c_attn.lora_B.weight")).shape,
+            (Shape{192, 4}));
+  EXPECT_EQ(p.info(p.index("base_model.model.transformer.h.1.mlp.c_proj.lora_A.weight")).shape,
+            (Shape{4, 256}));
 }
 
 }  // namespace

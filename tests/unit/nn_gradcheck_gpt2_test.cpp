@@ -127,10 +127,37 @@ TEST(NnGradLinear, Conv1DLayoutIsXTimesWPlusB) {
   const Tensor g = params.grads().clone();
   expect_gradient("conv1d x", x, dx, loss, kFdAll);
   EXPECT_EQ(expect_param_gradients(params, g, loss, kFdAll), 2);
-  // PEFT's fan_in_fan_out LoRA is not supported: a clear error, not wrong numbers.
+}
+
+TEST(NnGradLinear, Conv1DLayoutWithLora) {
+  // PEFT's fan_in_fan_out: the base weight is [in, out], A [r, in] and B [out, r] as usual.
+  ParamStore params;
   nn::LoraConfig lora;
   lora.r = 2;
-  EXPECT_TRUE(test::contains(test::error_of([&] { lin.add_lora(lora, 0); }), "fan_in_fan_out"));
+  lora.alpha = 6;
+  nn::Linear lin(params, "c_attn", 5, 6, nn::Bias::yes, Role::frozen, nn::Decay::yes,
+                 nn::Layout::in_out);
+  lin.add_lora(lora, 0);
+  params.allocate(f64);
+  fill_params(params, 98, 1.0);
+  EXPECT_EQ(params.info(params.index("base_model.model.c_attn.lora_A.weight")).shape,
+            (Shape{2, 5}));
+  EXPECT_EQ(params.info(params.index("base_model.model.c_attn.lora_B.weight")).shape,
+            (Shape{6, 2}));
+  Tensor x = randn({4, 5}, f64, 99);
+  const Tensor dy = randn({4, 6}, f64, 100);
+  Context ctx = f64_context();
+  auto loss = [&] {
+    ctx.arena.reset();
+    return dot(dy, lin.forward(ctx, x));
+  };
+  loss();
+  params.zero_grads();
+  Tensor dx = Tensor::empty({4, 5}, f64);
+  lin.backward(ctx, dy, dx, nn::Accumulate::no);
+  const Tensor g = params.grads().clone();
+  expect_gradient("conv1d + lora x", x, dx, loss, kFdAll);
+  EXPECT_EQ(expect_param_gradients(params, g, loss, kFdAll), 2);
 }
 
 TEST(NnGradGpt2, FusedAttentionGeluMlpAndBlock) {

@@ -28,7 +28,7 @@ class Linear {
   // A Linear whose weight is another layer's parameter (tied embeddings).
   static Linear tied(ParamStore& params, const std::string& module, int weight_index);
   // Declares PEFT-named "base_model.model.<module>.lora_A.weight" / "lora_B.weight" (trainable).
-  // Not for Layout::in_out (PEFT's fan_in_fan_out), which throws.
+  // A [r, in] and B [out, r] for either layout (PEFT's fan_in_fan_out leaves them so).
   void add_lora(const LoraConfig& config, uint64_t dropout_stream);
 
   Tensor forward(Context& ctx, const Tensor& x);
