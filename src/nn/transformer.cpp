@@ -350,6 +350,10 @@ Tensor CausalLM::embed(Context& ctx, const Tensor& ids, const Tensor& positions)
 }
 
 Tensor CausalLM::forward(Context& ctx, const Tensor& ids, const Tensor& positions) {
+  return lm_head_.forward(ctx, forward_hidden(ctx, ids, positions));  // (B*T, V)
+}
+
+Tensor CausalLM::forward_hidden(Context& ctx, const Tensor& ids, const Tensor& positions) {
   TUNE_CHECK(ids.dim() == 2 && positions.shape() == ids.shape(), "CausalLM::forward: ids ",
              shape_str(ids.shape()), " and positions ", shape_str(positions.shape()),
              " must both be (batch, seq)");
@@ -375,12 +379,64 @@ Tensor CausalLM::forward(Context& ctx, const Tensor& ids, const Tensor& position
   }
   Tensor xn = final_norm_.forward(ctx, x);
   hidden_.push_back(xn);
-  return lm_head_.forward(ctx, xn);  // (B*T, V)
+  return xn;
 }
 
 void CausalLM::backward(Context& ctx, const Tensor& dlogits) {
   Tensor dxn = ctx.arena.alloc({dlogits.size(0), config_.hidden_size}, dlogits.dtype());
   lm_head_.backward(ctx, dlogits, dxn, Accumulate::no);
+  backward_hidden(ctx, dxn);
+}
+
+int64_t CausalLM::head_chunk_rows(int64_t rows, int64_t chunk_rows) const {
+  // About 16M logits (64 MiB in f32) per chunk: the GEMMs stay large, the memory small.
+  constexpr int64_t kChunkElements = int64_t{1} << 24;
+  if (chunk_rows <= 0) chunk_rows = std::max<int64_t>(1, kChunkElements / config_.vocab_size);
+  return std::min(chunk_rows, std::max<int64_t>(rows, 1));
+}
+
+LossResult CausalLM::head_loss(Context& ctx, const Tensor& xn, const Tensor& labels,
+                               double normalizer, Tensor* dxn, int64_t chunk_rows) {
+  const Tensor targets = shift_labels(labels);
+  const int64_t N = xn.size(0);
+  TUNE_CHECK(targets.numel() == N, "CausalLM: labels ", shape_str(labels.shape()),
+             " do not match the ", N, " positions of the batch");
+  LossResult r;
+  r.count = ops::count_targets(targets);
+  const double denom = normalizer > 0 ? normalizer : static_cast<double>(r.count);
+  const double scale = denom > 0 ? 1.0 / denom : 0.0;
+  const int64_t rows = head_chunk_rows(N, chunk_rows);
+  for (int64_t r0 = 0; r0 < N; r0 += rows) {
+    const int64_t n = std::min(rows, N - r0);
+    const Arena::Mark mark = ctx.arena.mark();
+    Tensor logits = lm_head_.forward(ctx, xn.narrow(r0, n));
+    Tensor dlogits;
+    if (dxn) dlogits = ctx.arena.alloc(logits.shape(), logits.dtype());
+    r.sum += ops::cross_entropy(dlogits, logits, targets.narrow(r0, n), scale);
+    if (dxn) {
+      Tensor dx = dxn->narrow(r0, n);
+      lm_head_.backward(ctx, dlogits, dx, Accumulate::no);
+    }
+    ctx.arena.release(mark);
+  }
+  return r;
+}
+
+LossResult CausalLM::forward_backward(Context& ctx, const Tensor& ids, const Tensor& positions,
+                                      const Tensor& labels, double normalizer, int64_t chunk_rows) {
+  Tensor xn = forward_hidden(ctx, ids, positions);
+  Tensor dxn = ctx.arena.alloc(xn.shape(), xn.dtype());
+  const LossResult r = head_loss(ctx, xn, labels, normalizer, &dxn, chunk_rows);
+  backward_hidden(ctx, dxn);
+  return r;
+}
+
+LossResult CausalLM::forward_loss(Context& ctx, const Tensor& ids, const Tensor& positions,
+                                  const Tensor& labels, int64_t chunk_rows) {
+  return head_loss(ctx, forward_hidden(ctx, ids, positions), labels, 0, nullptr, chunk_rows);
+}
+
+void CausalLM::backward_hidden(Context& ctx, const Tensor& dxn) {
   Tensor dx = final_norm_.backward(ctx, dxn);
   for (size_t l = blocks_.size(); l-- > 0;) {
     if (recompute_) {

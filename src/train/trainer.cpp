@@ -257,9 +257,7 @@ double Trainer::evaluate() {
   for (int64_t i = 0; i < loader.batches_per_epoch(); ++i) {
     data::Batch b = loader.next();
     ctx.arena.reset();
-    Tensor logits = model_->lm().forward(ctx, b.ids, b.positions);
-    Tensor dlogits = ctx.arena.alloc(logits.shape(), logits.dtype());
-    const nn::LossResult r = nn::causal_lm_loss(dlogits, logits, b.labels);
+    const nn::LossResult r = model_->lm().forward_loss(ctx, b.ids, b.positions, b.labels);
     sum += r.sum;
     count += r.count;
   }
@@ -376,12 +374,10 @@ RunResult Trainer::run(RunMode mode, const std::atomic<bool>* stop) {
       ctx_.mode = nn::Mode::train;
       ctx_.recompute_blocks = t.recompute_blocks;
       ctx_.step = static_cast<uint64_t>(state_.step * G + g);  // dropout masks
-      Tensor logits = lm.forward(ctx_, b.ids, b.positions);
-      Tensor dlogits = ctx_.arena.alloc(logits.shape(), logits.dtype());
-      const nn::LossResult r = nn::causal_lm_loss(
-          dlogits, logits, b.labels, static_cast<double>(std::max<int64_t>(counted, 1)));
+      // The output head and the loss go in chunks: the [tokens, vocab] logits never exist whole.
+      const nn::LossResult r = lm.forward_backward(
+          ctx_, b.ids, b.positions, b.labels, static_cast<double>(std::max<int64_t>(counted, 1)));
       loss_sum += r.sum;
-      lm.backward(ctx_, dlogits);
     }
     const double lr =
         learning_rate_at(t.scheduler, t.learning_rate, state_.step, warmup_, total_steps_);

@@ -9,6 +9,7 @@
 
 #include "tune/nn/layers.h"
 #include "tune/nn/linear.h"
+#include "tune/nn/loss.h"
 
 namespace tune::nn {
 
@@ -185,6 +186,18 @@ class CausalLM {
   Tensor forward(Context& ctx, const Tensor& ids, const Tensor& positions);
   // dlogits [B*T, V]: accumulates every trainable parameter's gradient.
   void backward(Context& ctx, const Tensor& dlogits);
+
+  // Training without the [B*T, V] logits (the fused linear + cross-entropy of Unsloth and Liger,
+  // on the CPU): the model runs to the final norm, then the output head, the causal-LM loss and
+  // the head's backward go chunk by chunk, each chunk's logits living only while its loss and
+  // gradient are taken, then backward runs through the rest. Accumulates every trainable
+  // parameter's gradient and returns what causal_lm_loss(..., labels, normalizer) would.
+  // chunk_rows 0: chunks of about 16M logits.
+  LossResult forward_backward(Context& ctx, const Tensor& ids, const Tensor& positions,
+                              const Tensor& labels, double normalizer, int64_t chunk_rows = 0);
+  // The same loss without gradients (evaluation).
+  LossResult forward_loss(Context& ctx, const Tensor& ids, const Tensor& positions,
+                          const Tensor& labels, int64_t chunk_rows = 0);
   // Generation: ids [T] (i64) are the next T tokens of the sequence in `cache`, at positions
   // cache.length() .. + T - 1; their keys and values are appended to the cache. Returns logits
   // [1, V] for the last token (Logits::last) or [T, V] for all. Runs in eval mode (no dropout)
@@ -202,6 +215,11 @@ class CausalLM {
   std::vector<Linear*> linears();
 
  private:
+  Tensor forward_hidden(Context& ctx, const Tensor& ids, const Tensor& positions);  // -> xn
+  void backward_hidden(Context& ctx, const Tensor& dxn);
+  int64_t head_chunk_rows(int64_t rows, int64_t chunk_rows) const;
+  LossResult head_loss(Context& ctx, const Tensor& xn, const Tensor& labels, double normalizer,
+                       Tensor* dxn, int64_t chunk_rows);
   void ensure_rope();  // the rotary tables in the parameter dtype (PositionKind::rope)
   // Token embeddings plus, for PositionKind::learned, position embeddings; ids, positions [N].
   Tensor embed(Context& ctx, const Tensor& ids, const Tensor& positions);
