@@ -2,6 +2,7 @@
 #include <climits>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cuda/cuda_kernels.h"
 #include "ops/op_checks.h"
 #include "tune/ops/ops.h"
 
@@ -49,10 +50,23 @@ void matmul(Tensor& c, const Tensor& a, Transpose ta, const Tensor& b, Transpose
                             shape_str(b.shape()), "); split the product"));
     }
   }
-  if (detail::check_device(kOp, {ca, aa, ba}) == Device::cuda) detail::no_cuda_kernel(kOp);
-  const DType dt = detail::check_float(kOp, {ca, aa, ba});
+  const bool on_cuda = detail::check_device(kOp, {ca, aa, ba}) == Device::cuda;
   detail::check_no_overlap(kOp, ca, aa);
   detail::check_no_overlap(kOp, ca, ba);
+  if (on_cuda) {
+    for (const Arg& x : {aa, ba}) {
+      if (x.tensor.dtype() != c.dtype()) {
+        detail::fail(kOp, str(x.name, " is ", x.tensor.describe(), " but c is ", c.describe(),
+                              "; a matmul's tensors share one dtype"));
+      }
+    }
+    cuda::gemm(c.dtype(), ta == Transpose::yes ? cuda::Trans::yes : cuda::Trans::no,
+               tb == Transpose::yes ? cuda::Trans::yes : cuda::Trans::no, m, n, k,
+               static_cast<float>(alpha), a.raw(), a.size(1), b.raw(), b.size(1),
+               static_cast<float>(beta), c.raw(), n);
+    return;
+  }
+  const DType dt = detail::check_float(kOp, {ca, aa, ba});
   detail::dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);
     cpu::gemm<T>(to_cpu(ta), to_cpu(tb), m, n, k, static_cast<T>(alpha), a.data<T>(), a.size(1),

@@ -1,5 +1,6 @@
 // Built instead of the CUDA backend when CMake found no CUDA toolkit (or TUNE_CUDA=OFF): every
 // entry point says so plainly instead of failing somewhere deeper.
+#include "backend/cuda/cuda_kernels.h"
 #include "tune/core/device.h"
 #include "tune/core/error.h"
 
@@ -28,5 +29,12 @@ std::shared_ptr<void> cuda_allocate(size_t, void**) {
 void cuda_copy(void*, const void*, size_t, CopyKind) {
   no_cuda("cuda_copy");
 }
+
+namespace cuda {
+void gemm(DType, Trans, Trans, int64_t, int64_t, int64_t, float, const void*, int64_t, const void*,
+          int64_t, float, void*, int64_t) {
+  no_cuda("cuda::gemm");
+}
+}  // namespace cuda
 
 }  // namespace tune

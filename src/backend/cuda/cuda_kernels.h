@@ -1,0 +1,21 @@
+// The CUDA backend's entry points for src/ops, in plain C++ types (no CUDA headers), so that ops
+// can dispatch on a tensor's device without knowing CUDA. Defined in src/backend/cuda/*.cu, or
+// by no_cuda.cpp, which says the build has no CUDA. Pointers are device pointers; work is
+// queued on the calling thread's stream (cudaStreamPerThread) and not waited for.
+#pragma once
+
+#include <cstdint>
+
+#include "tune/core/dtype.h"
+
+namespace tune::cuda {
+
+enum class Trans : uint8_t { no, yes };
+
+// Row-major c (m, n) = alpha * op(a) (m, k) @ op(b) (k, n) + beta * c through cuBLASLt; a, b and
+// c share one dtype (f32, bf16 or f16) and accumulate in f32 (f32 inputs: full f32, no TF32).
+// lda, ldb, ldc are the row strides of a, b and c as stored.
+void gemm(DType dtype, Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, float alpha,
+          const void* a, int64_t lda, const void* b, int64_t ldb, float beta, void* c, int64_t ldc);
+
+}  // namespace tune::cuda

@@ -1,0 +1,128 @@
+// GEMMs through cuBLASLt. cuBLASLt is column-major and tune's tensors are row-major: a row-major
+// (r, c) matrix with row stride ld is, read column-major, its (c, r) transpose with the same ld.
+// So row-major C = op(A) op(B) is computed as the column-major C^T = op(B)^T op(A)^T: the same
+// call with the operands swapped and every matrix described by its transposed shape.
+#include <cublasLt.h>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_kernels.h"
+
+namespace tune::cuda {
+
+namespace {
+
+#define TUNE_CUBLAS_CHECK(stmt)                                                             \
+  do {                                                                                      \
+    cublasStatus_t tune_status_ = (stmt);                                                   \
+    if (tune_status_ != CUBLAS_STATUS_SUCCESS)                                              \
+      throw ::tune::Error(::tune::str("cuBLAS error ", cublasLtGetStatusName(tune_status_), \
+                                      " in ", #stmt, " at ", __FILE__, ":", __LINE__));     \
+  } while (0)
+
+constexpr size_t kWorkspaceBytes = size_t{32} << 20;  // what cuBLASLt asks for on Hopper
+
+// One cuBLASLt handle and workspace per thread, as the stream is per thread.
+struct Lt {
+  cublasLtHandle_t handle = nullptr;
+  void* workspace = nullptr;
+  Lt() {
+    TUNE_CUBLAS_CHECK(cublasLtCreate(&handle));
+    TUNE_CUDA_CHECK(cudaMalloc(&workspace, kWorkspaceBytes));
+  }
+  ~Lt() {
+    cudaFree(workspace);
+    cublasLtDestroy(handle);
+  }
+};
+
+Lt& lt() {
+  thread_local Lt instance;
+  return instance;
+}
+
+cudaDataType_t data_type(DType t) {
+  switch (t) {
+    case DType::f32:
+      return CUDA_R_32F;
+    case DType::bf16:
+      return CUDA_R_16BF;
+    case DType::f16:
+      return CUDA_R_16F;
+    default:
+      break;
+  }
+  throw Error(str("cuda::gemm: ", dtype_name(t), " is not supported (f32, bf16, f16)"));
+}
+
+// Owns the descriptors of one call.
+struct Descriptors {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulPreference_t pref = nullptr;
+  ~Descriptors() {
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (c) cublasLtMatrixLayoutDestroy(c);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (op) cublasLtMatmulDescDestroy(op);
+  }
+};
+
+// The largest power of two (up to 256) dividing the address: cuBLASLt's heuristics assume
+// 256-byte aligned operands unless told otherwise, and views into larger buffers often are not.
+uint32_t alignment(const void* p) {
+  const auto address = reinterpret_cast<uintptr_t>(p);
+  uint32_t a = 256;
+  while (a > 1 && address % a != 0) a /= 2;
+  return a;
+}
+
+}  // namespace
+
+void gemm(DType dtype, Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, float alpha,
+          const void* a, int64_t lda, const void* b, int64_t ldb, float beta, void* c,
+          int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  const cudaDataType_t type = data_type(dtype);
+  Descriptors d;
+  TUNE_CUBLAS_CHECK(cublasLtMatmulDescCreate(&d.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  // Column-major: C^T (n, m) = op(B)^T (n, k) @ op(A)^T (k, m); first operand b, second a.
+  const cublasOperation_t op_first = tb == Trans::yes ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_second = ta == Trans::yes ? CUBLAS_OP_T : CUBLAS_OP_N;
+  TUNE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSA, &op_first,
+                                                   sizeof op_first));
+  TUNE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSB, &op_second,
+                                                   sizeof op_second));
+  // Stored shapes, read column-major: b is (k, n) or, transposed, (n, k) row-major.
+  const uint64_t b_rows = tb == Trans::no ? n : k, b_cols = tb == Trans::no ? k : n;
+  const uint64_t a_rows = ta == Trans::no ? k : m, a_cols = ta == Trans::no ? m : k;
+  TUNE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.a, type, b_rows, b_cols, ldb));
+  TUNE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.b, type, a_rows, a_cols, lda));
+  TUNE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.c, type, n, m, ldc));
+
+  TUNE_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&d.pref));
+  TUNE_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      d.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &kWorkspaceBytes, sizeof kWorkspaceBytes));
+  const uint32_t align_first = alignment(b), align_second = alignment(a), align_c = alignment(c);
+  for (const auto& [attribute, value] :
+       {std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_first},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_second},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c}}) {
+    TUNE_CUBLAS_CHECK(
+        cublasLtMatmulPreferenceSetAttribute(d.pref, attribute, value, sizeof(uint32_t)));
+  }
+  Lt& h = lt();
+  cublasLtMatmulHeuristicResult_t heuristic{};
+  int found = 0;
+  TUNE_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(h.handle, d.op, d.a, d.b, d.c, d.c, d.pref, 1,
+                                                   &heuristic, &found));
+  TUNE_CHECK(found > 0, "cuda::gemm: cuBLASLt has no algorithm for ", dtype_name(dtype), " (", m,
+             " x ", k, ") @ (", k, " x ", n, ")");
+  // k == 0 is a valid product (C = beta C); cuBLASLt handles it.
+  TUNE_CUBLAS_CHECK(cublasLtMatmul(h.handle, d.op, &alpha, b, d.a, a, d.b, &beta, c, d.c, c, d.c,
+                                   &heuristic.algo, h.workspace, kWorkspaceBytes,
+                                   cudaStreamPerThread));
+}
+
+}  // namespace tune::cuda

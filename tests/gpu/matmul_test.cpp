@@ -1,0 +1,84 @@
+// ops::matmul on the GPU (cuBLASLt) against the CPU in f64: every transpose, alpha and beta, at
+// awkward sizes, with c placed inside a larger buffer whose sentinels must survive untouched.
+// f32 must match to 1e-5 (relative, whole tensor), bf16 and f16 to 2e-2.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "test_util.h"
+#include "tune/ops/ops.h"
+
+namespace tune {
+namespace {
+
+using ops::Transpose;
+
+Tensor to_device(const Tensor& host, DType dtype) {
+  Tensor d = Tensor::empty(host.shape(), dtype, Device::cuda);
+  d.copy_from(host.to(dtype));
+  return d;
+}
+
+void check(DType dtype, int64_t m, int64_t n, int64_t k, Transpose ta, Transpose tb, double alpha,
+           double beta, double tolerance) {
+  SCOPED_TRACE(str(dtype_name(dtype), " m=", m, " n=", n, " k=", k, " ta=", ta == Transpose::yes,
+                   " tb=", tb == Transpose::yes, " alpha=", alpha, " beta=", beta));
+  const uint64_t seed = static_cast<uint64_t>(m * 1000003 + n * 1009 + k);
+  // Inputs rounded to the test dtype first, so the reference sees exactly what the GPU sees.
+  const Tensor a = test::randn(ta == Transpose::no ? Shape{m, k} : Shape{k, m}, DType::f32, seed)
+                       .to(dtype)
+                       .to(DType::f64);
+  const Tensor b =
+      test::randn(tb == Transpose::no ? Shape{k, n} : Shape{n, k}, DType::f32, seed + 1)
+          .to(dtype)
+          .to(DType::f64);
+  const Tensor c0 = test::randn({m, n}, DType::f32, seed + 2).to(dtype).to(DType::f64);
+  Tensor ref = c0.clone();
+  ops::matmul(ref, a, ta, b, tb, alpha, beta);
+
+  // c sits in the middle of a buffer of sentinels.
+  const int64_t pad = 37;
+  Tensor host_buffer = test::full({m * n + 2 * pad}, DType::f32, 7.0).to(dtype);
+  host_buffer.narrow(pad, m * n).copy_from(c0.view({m * n}).to(dtype));
+  Tensor buffer = to_device(host_buffer, dtype);
+  Tensor c = buffer.narrow(pad, m * n).view({m, n});
+  Tensor da = to_device(a, dtype), db = to_device(b, dtype);
+  ops::matmul(c, da, ta, db, tb, alpha, beta);
+
+  Tensor back = Tensor::empty(buffer.shape(), dtype);
+  back.copy_from(buffer);
+  for (int64_t i = 0; i < pad; ++i) {
+    ASSERT_EQ(back.item(i), 7.0) << "sentinel before c overwritten at " << i;
+    ASSERT_EQ(back.item(pad + m * n + i), 7.0) << "sentinel after c overwritten at " << i;
+  }
+  const Tensor got = back.narrow(pad, m * n).to(DType::f64).view({m, n});
+  EXPECT_LE(test::rel_error(got, ref), tolerance);
+}
+
+TEST(CudaMatmul, MatchesCpuAtAwkwardSizes) {
+  const int64_t sizes[][3] = {{1, 1, 1},     {7, 33, 5},    {33, 7, 257},   {257, 33, 64},
+                              {4097, 7, 33}, {5, 4097, 33}, {64, 80, 4097}, {33, 257, 1}};
+  for (DType dtype : {DType::f32, DType::bf16, DType::f16}) {
+    const double tol = dtype == DType::f32 ? 1e-5 : 2e-2;
+    for (const auto& s : sizes) {
+      for (Transpose ta : {Transpose::no, Transpose::yes}) {
+        for (Transpose tb : {Transpose::no, Transpose::yes}) {
+          check(dtype, s[0], s[1], s[2], ta, tb, 1.0, 0.0, tol);
+          check(dtype, s[0], s[1], s[2], ta, tb, 0.5, 0.25, tol);
+        }
+      }
+    }
+  }
+}
+
+TEST(CudaMatmul, RejectsMixedDtypesAndDevices) {
+  Tensor a = Tensor::zeros({4, 4}, DType::f32, Device::cuda);
+  Tensor b = Tensor::zeros({4, 4}, DType::bf16, Device::cuda);
+  Tensor c = Tensor::zeros({4, 4}, DType::f32, Device::cuda);
+  EXPECT_THROW(ops::matmul(c, a, Transpose::no, b, Transpose::no, 1.0, 0.0), Error);
+  Tensor host = Tensor::zeros({4, 4}, DType::f32);
+  EXPECT_THROW(ops::matmul(c, a, Transpose::no, host, Transpose::no, 1.0, 0.0), Error);
+}
+
+}  // namespace
+}  // namespace tune
