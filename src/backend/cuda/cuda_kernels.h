@@ -12,6 +12,9 @@ namespace tune::cuda {
 
 enum class Trans : uint8_t { no, yes };
 
+// Builds without CUDA: the stubs (no_cuda*.cpp) throw this, saying what was called and what to do.
+[[noreturn]] void no_cuda(const char* what);
+
 // Row-major c (m, n) = alpha * op(a) (m, k) @ op(b) (k, n) + beta * c through cuBLASLt; a, b and
 // c share one dtype (f32, bf16 or f16) and accumulate in f32 (f32 inputs: full f32, no TF32).
 // lda, ldb, ldc are the row strides of a, b and c as stored.

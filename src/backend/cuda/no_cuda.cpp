@@ -6,13 +6,15 @@
 
 namespace tune {
 
-namespace {
+namespace cuda {
 [[noreturn]] void no_cuda(const char* what) {
   throw Error(str(what,
                   ": this build of tune has no CUDA backend; rebuild on a machine with the "
                   "CUDA toolkit (nvcc) and configure with -DTUNE_CUDA=ON"));
 }
-}  // namespace
+}  // namespace cuda
+
+using cuda::no_cuda;
 
 bool cuda_available() {
   return false;
