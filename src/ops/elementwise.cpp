@@ -1,6 +1,7 @@
 // Elementwise ops, bias add and its backward, sum of squares, dropout. Elementwise tensors must
 // have equal shapes (no broadcasting; views are free, so callers reshape instead).
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cuda/elementwise_kernels.h"
 #include "ops/op_checks.h"
 #include "tune/ops/ops.h"
 
@@ -16,9 +17,29 @@ DType check_cpu_float(const char* op, std::initializer_list<Arg> args) {
   return detail::check_float(op, args);
 }
 
+// True when the tensors are on CUDA, after checking that they share one dtype the CUDA kernels
+// take (f32, bf16, f16); false on the CPU, where the caller's CPU checks follow.
+bool on_cuda(const char* op, std::initializer_list<Arg> args) {
+  if (detail::check_device(op, args) != Device::cuda) return false;
+  const Arg& first = *args.begin();
+  for (const Arg& a : args) {
+    const DType t = a.tensor.dtype();
+    if (t != DType::f32 && t != DType::bf16 && t != DType::f16) {
+      detail::fail(
+          op, str(a.name, " is ", a.tensor.describe(), "; the CUDA kernels take f32, bf16 or f16"));
+    }
+    if (t != first.tensor.dtype()) {
+      detail::fail(op, str(a.name, " is ", a.tensor.describe(), " but ", first.name, " is ",
+                           first.tensor.describe(), "; expected one dtype"));
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 void fill(Tensor& x, double value) {
+  if (on_cuda("fill", {{"x", x}})) return cuda::fill(x.dtype(), x.raw(), x.numel(), value);
   const DType dt = check_cpu_float("fill", {{"x", x}});
   detail::dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);
@@ -28,8 +49,9 @@ void fill(Tensor& x, double value) {
 
 void copy(Tensor& dst, const Tensor& src) {
   const Arg da{"dst", dst}, sa{"src", src};
-  const DType dt = check_cpu_float("copy", {da, sa});
   detail::check_same_shape("copy", da, sa);
+  if (on_cuda("copy", {da, sa})) return cuda::copy(dst.dtype(), dst.raw(), src.raw(), dst.numel());
+  const DType dt = check_cpu_float("copy", {da, sa});
   detail::dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);
     cpu::copy<T>(dst.data<T>(), src.data<T>(), dst.numel());
@@ -38,9 +60,12 @@ void copy(Tensor& dst, const Tensor& src) {
 
 void add(Tensor& out, const Tensor& a, const Tensor& b) {
   const Arg oa{"out", out}, aa{"a", a}, ba{"b", b};
-  const DType dt = check_cpu_float("add", {oa, aa, ba});
   detail::check_same_shape("add", ba, aa);
   detail::check_same_shape("add", oa, aa);
+  if (on_cuda("add", {oa, aa, ba})) {
+    return cuda::add(out.dtype(), out.raw(), a.raw(), b.raw(), out.numel());
+  }
+  const DType dt = check_cpu_float("add", {oa, aa, ba});
   detail::dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);
     cpu::add<T>(out.data<T>(), a.data<T>(), b.data<T>(), out.numel());
@@ -49,8 +74,11 @@ void add(Tensor& out, const Tensor& a, const Tensor& b) {
 
 void add_inplace(Tensor& y, const Tensor& x, double alpha) {
   const Arg ya{"y", y}, xa{"x", x};
-  const DType dt = check_cpu_float("add_inplace", {ya, xa});
   detail::check_same_shape("add_inplace", xa, ya);
+  if (on_cuda("add_inplace", {ya, xa})) {
+    return cuda::add_inplace(y.dtype(), y.raw(), x.raw(), y.numel(), alpha);
+  }
+  const DType dt = check_cpu_float("add_inplace", {ya, xa});
   detail::dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);
     cpu::add_inplace<T>(y.data<T>(), x.data<T>(), y.numel(), static_cast<T>(alpha));
@@ -58,6 +86,9 @@ void add_inplace(Tensor& y, const Tensor& x, double alpha) {
 }
 
 void scale_inplace(Tensor& y, double alpha) {
+  if (on_cuda("scale_inplace", {{"y", y}})) {
+    return cuda::scale_inplace(y.dtype(), y.raw(), y.numel(), alpha);
+  }
   const DType dt = check_cpu_float("scale_inplace", {{"y", y}});
   detail::dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);
@@ -109,6 +140,8 @@ void add_bias(Tensor& y, const Tensor& b) {
   const Arg ya{"y", y}, ba{"b", b};
   detail::check_rank(op, ya, 2);
   detail::check_shape(op, ba, {y.size(1)}, ya);
+  if (on_cuda(op, {ya, ba}))
+    return cuda::add_bias(y.dtype(), y.raw(), b.raw(), y.size(0), y.size(1));
   const DType dt = check_cpu_float(op, {ya, ba});
   detail::dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);
@@ -121,6 +154,9 @@ void bias_backward(Tensor& db, const Tensor& dy) {
   const Arg da{"db", db}, ya{"dy", dy};
   detail::check_rank(op, ya, 2);
   detail::check_shape(op, da, {dy.size(1)}, ya);
+  if (on_cuda(op, {da, ya})) {
+    return cuda::bias_backward(db.dtype(), db.raw(), dy.raw(), dy.size(0), dy.size(1));
+  }
   const DType dt = check_cpu_float(op, {da, ya});
   detail::dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);
