@@ -1,11 +1,39 @@
 // RMSNorm forward and backward over the last dimension of (N, C) activations.
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cuda/norm_kernels.h"
 #include "ops/op_checks.h"
 #include "tune/ops/ops.h"
 
 namespace tune::ops {
 
 using detail::Arg;
+
+namespace {
+
+// CUDA RMSNorm: the activation and weight tensors share one dtype (f32, bf16 or f16), computed
+// in f32; rstd is f32 whatever that dtype is.
+DType check_cuda_norm_dtypes(const char* op, std::initializer_list<Arg> args, const Arg& rstd) {
+  const Arg* first = nullptr;
+  for (const Arg& a : args) {
+    const DType t = a.tensor.dtype();
+    if (t != DType::f32 && t != DType::bf16 && t != DType::f16) {
+      detail::fail(
+          op, str(a.name, " is ", a.tensor.describe(), "; CUDA kernels take f32, bf16 or f16"));
+    }
+    if (!first) {
+      first = &a;
+    } else if (t != first->tensor.dtype()) {
+      detail::fail(op, str(first->name, " is ", first->tensor.describe(), " but ", a.name, " is ",
+                           a.tensor.describe(), "; the float tensors of one op share one dtype"));
+    }
+  }
+  if (rstd.tensor.dtype() != DType::f32) {
+    detail::fail(op, str(rstd.name, " is ", rstd.tensor.describe(), "; on CUDA it must be f32"));
+  }
+  return first->tensor.dtype();
+}
+
+}  // namespace
 
 void rms_norm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& w, double eps) {
   constexpr const char* op = "rms_norm_forward";
@@ -15,7 +43,12 @@ void rms_norm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& w,
   detail::check_same_shape(op, ya, xa);
   detail::check_shape(op, ra, {x.size(0)}, xa);
   if (!(eps >= 0.0)) detail::fail(op, str("eps = ", eps, " must be >= 0"));
-  if (detail::check_device(op, {ya, ra, xa, wa}) == Device::cuda) detail::no_cuda_kernel(op);
+  if (detail::check_device(op, {ya, ra, xa, wa}) == Device::cuda) {
+    const DType dt = check_cuda_norm_dtypes(op, {ya, xa, wa}, ra);
+    cuda::rms_norm_forward(dt, y.raw(), static_cast<float*>(rstd.raw()), x.raw(), w.raw(),
+                           x.size(0), x.size(1), static_cast<float>(eps));
+    return;
+  }
   const DType dt = detail::check_float(op, {ya, ra, xa, wa});
   detail::dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);
@@ -37,7 +70,13 @@ void rms_norm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x
   if (with_dw) detail::check_same_shape(op, dwa, wa);
   const Device dev = with_dw ? detail::check_device(op, {dxa, dwa, dya, xa, wa, ra})
                              : detail::check_device(op, {dxa, dya, xa, wa, ra});
-  if (dev == Device::cuda) detail::no_cuda_kernel(op);
+  if (dev == Device::cuda) {
+    const DType dt = with_dw ? check_cuda_norm_dtypes(op, {dxa, dwa, dya, xa, wa}, ra)
+                             : check_cuda_norm_dtypes(op, {dxa, dya, xa, wa}, ra);
+    cuda::rms_norm_backward(dt, dx.raw(), with_dw ? dw.raw() : nullptr, dy.raw(), x.raw(), w.raw(),
+                            static_cast<const float*>(rstd.raw()), x.size(0), x.size(1));
+    return;
+  }
   const DType dt = with_dw ? detail::check_float(op, {dxa, dwa, dya, xa, wa, ra})
                            : detail::check_float(op, {dxa, dya, xa, wa, ra});
   detail::dispatch_float(dt, [&](auto tag) {

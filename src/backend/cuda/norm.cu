@@ -1,0 +1,341 @@
+// RMSNorm on the GPU; the variants were measured in dev/kernels/rms_norm.cu. Math in f32 for
+// every storage dtype (f32, bf16, f16); loads and stores are 128 bits wide when c and every
+// pointer allow it, scalar otherwise (views into larger buffers need not be 16-byte aligned).
+// Forward: one warp per row for short rows, one block per row otherwise.
+// Backward: a grid of row-striding blocks; thread t owns the same columns in every row, so its dw
+// partial sums (shared memory, or global scratch for very wide rows) are its alone: no races and
+// no atomics. Each block writes its partial row; a second kernel adds the partials to dw in block
+// order, so dw is bitwise reproducible run to run.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <climits>
+#include <type_traits>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/norm_kernels.h"
+
+namespace tune::cuda {
+
+namespace {
+
+template <typename T>
+__device__ __forceinline__ float to_f(T v) {
+  if constexpr (std::is_same_v<T, float>) {
+    return v;
+  } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    return __bfloat162float(v);
+  } else {
+    return __half2float(v);
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ T from_f(float v) {
+  if constexpr (std::is_same_v<T, float>) {
+    return v;
+  } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    return __float2bfloat16(v);
+  } else {
+    return __float2half(v);
+  }
+}
+
+template <typename T, int V>
+struct alignas(sizeof(T) * V) Pack {
+  T v[V];
+};
+
+template <typename T, int V>
+__device__ __forceinline__ Pack<T, V> load(const T* p) {
+  return *reinterpret_cast<const Pack<T, V>*>(p);
+}
+
+template <typename T, int V>
+__device__ __forceinline__ void store(T* p, const Pack<T, V>& v) {
+  *reinterpret_cast<Pack<T, V>*>(p) = v;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Sum over the block, returned to every thread; scratch holds 32 floats. Safe to call repeatedly.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+  const int lane = threadIdx.x % 32, wid = threadIdx.x / 32, nw = (blockDim.x + 31) / 32;
+  v = warp_sum(v);
+  __syncthreads();  // scratch is free from the previous call
+  if (lane == 0) scratch[wid] = v;
+  __syncthreads();
+  v = lane < nw ? scratch[lane] : 0.f;
+  return warp_sum(v);
+}
+
+// One warp per row (short rows).
+template <typename T, int V>
+__global__ void rms_forward_warp(T* y, float* rstd, const T* x, const T* w, int n, int c,
+                                 float eps) {
+  const int r =
+      static_cast<int>((blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32);
+  const int lane = threadIdx.x % 32;
+  if (r >= n) return;
+  const T* xr = x + static_cast<int64_t>(r) * c;
+  T* yr = y + static_cast<int64_t>(r) * c;
+  float ss = 0;
+  for (int j = lane * V; j < c; j += 32 * V) {
+    const Pack<T, V> p = load<T, V>(xr + j);
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      const float v = to_f(p.v[k]);
+      ss += v * v;
+    }
+  }
+  const float rs = rsqrtf(warp_sum(ss) / c + eps);
+  if (lane == 0) rstd[r] = rs;
+  for (int j = lane * V; j < c; j += 32 * V) {
+    const Pack<T, V> px = load<T, V>(xr + j), pw = load<T, V>(w + j);
+    Pack<T, V> py;
+#pragma unroll
+    for (int k = 0; k < V; ++k) py.v[k] = from_f<T>(to_f(px.v[k]) * rs * to_f(pw.v[k]));
+    store<T, V>(yr + j, py);
+  }
+}
+
+// One block per row.
+template <typename T, int V>
+__global__ void rms_forward_block(T* y, float* rstd, const T* x, const T* w, int c, float eps) {
+  __shared__ float scratch[32];
+  const int64_t r = blockIdx.x;
+  const T* xr = x + r * c;
+  T* yr = y + r * c;
+  float ss = 0;
+  for (int j = threadIdx.x * V; j < c; j += blockDim.x * V) {
+    const Pack<T, V> p = load<T, V>(xr + j);
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      const float v = to_f(p.v[k]);
+      ss += v * v;
+    }
+  }
+  const float rs = rsqrtf(block_sum(ss, scratch) / c + eps);
+  if (threadIdx.x == 0) rstd[r] = rs;
+  for (int j = threadIdx.x * V; j < c; j += blockDim.x * V) {
+    const Pack<T, V> px = load<T, V>(xr + j), pw = load<T, V>(w + j);
+    Pack<T, V> py;
+#pragma unroll
+    for (int k = 0; k < V; ++k) py.v[k] = from_f<T>(to_f(px.v[k]) * rs * to_f(pw.v[k]));
+    store<T, V>(yr + j, py);
+  }
+}
+
+// Blocks stride over rows. partial [gridDim.x, c] (null: no dw) receives each block's dw sums,
+// accumulated in shared memory when smem_acc, else in place in the block's row of partial.
+template <typename T, int V>
+__global__ void rms_backward_rows(T* dx, float* partial, const T* dy, const T* x, const T* w,
+                                  const float* rstd, int n, int c, bool smem_acc) {
+  extern __shared__ float dyn[];
+  __shared__ float scratch[32];
+  float* acc =
+      partial ? (smem_acc ? dyn : partial + static_cast<int64_t>(blockIdx.x) * c) : nullptr;
+  if (acc) {
+    for (int j = threadIdx.x * V; j < c; j += blockDim.x * V) {
+#pragma unroll
+      for (int k = 0; k < V; ++k) acc[j + k] = 0.f;
+    }
+  }
+  for (int r = blockIdx.x; r < n; r += gridDim.x) {
+    const T* dyr = dy + static_cast<int64_t>(r) * c;
+    const T* xr = x + static_cast<int64_t>(r) * c;
+    T* dxr = dx + static_cast<int64_t>(r) * c;
+    const float rs = rstd[r];
+    float dot = 0;
+    for (int j = threadIdx.x * V; j < c; j += blockDim.x * V) {
+      const Pack<T, V> pdy = load<T, V>(dyr + j), px = load<T, V>(xr + j), pw = load<T, V>(w + j);
+#pragma unroll
+      for (int k = 0; k < V; ++k) dot += to_f(pw.v[k]) * to_f(pdy.v[k]) * to_f(px.v[k]);
+    }
+    // block_sum's barriers also order every read of this dy row before any write of dx.
+    const float mean_dot = block_sum(dot, scratch) * rs / c;
+    for (int j = threadIdx.x * V; j < c; j += blockDim.x * V) {
+      const Pack<T, V> pdy = load<T, V>(dyr + j), px = load<T, V>(xr + j), pw = load<T, V>(w + j);
+      Pack<T, V> pdx;
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        const float g = to_f(pdy.v[k]), xv = to_f(px.v[k]);
+        if (acc) acc[j + k] += g * xv * rs;
+        pdx.v[k] = from_f<T>(rs * (to_f(pw.v[k]) * g - xv * rs * mean_dot));
+      }
+      store<T, V>(dxr + j, pdx);
+    }
+  }
+  if (acc && smem_acc) {
+    float* out = partial + static_cast<int64_t>(blockIdx.x) * c;
+    for (int j = threadIdx.x * V; j < c; j += blockDim.x * V) {
+#pragma unroll
+      for (int k = 0; k < V; ++k) out[j + k] = acc[j + k];
+    }
+  }
+}
+
+// dw[j] += the sum over blocks b, in order, of partial[b, j].
+template <typename T>
+__global__ void rms_dw_reduce(T* dw, const float* partial, int blocks, int c) {
+  const int j = blockIdx.x * blockDim.x + threadIdx.x;
+  if (j >= c) return;
+  float s = 0;
+  for (int b = 0; b < blocks; ++b) s += partial[static_cast<int64_t>(b) * c + j];
+  dw[j] = from_f<T>(to_f(dw[j]) + s);
+}
+
+constexpr int kThreads = 256;
+constexpr int kBlocksPerSm = 4;  // backward grid: enough resident blocks to cover latency
+constexpr size_t kSmemLimit = 48 * 1024;
+
+bool aligned16(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
+}
+
+int threads_for(int units) {  // a multiple of 32, at most kThreads
+  return std::min(kThreads, std::max(32, (units + 31) / 32 * 32));
+}
+
+int sm_count() {
+  thread_local int sms = [] {
+    int dev = 0, n = 0;
+    TUNE_CUDA_CHECK(cudaGetDevice(&dev));
+    TUNE_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+    return n;
+  }();
+  return sms;
+}
+
+// Per-thread scratch for the dw partials, grown on demand (cudaFree waits for queued work).
+float* partial_scratch(size_t bytes) {
+  struct Scratch {
+    void* p = nullptr;
+    size_t bytes = 0;
+    ~Scratch() {
+      if (p) cudaFree(p);
+    }
+  };
+  thread_local Scratch s;
+  if (s.bytes < bytes) {
+    if (s.p) TUNE_CUDA_CHECK(cudaFree(s.p));
+    s.p = nullptr;
+    s.bytes = 0;
+    TUNE_CUDA_CHECK(cudaMalloc(&s.p, bytes));
+    s.bytes = bytes;
+  }
+  return static_cast<float*>(s.p);
+}
+
+template <typename T, int V>
+void forward_v(T* y, float* rstd, const T* x, const T* w, int n, int c, float eps) {
+  const cudaStream_t stream = cudaStreamPerThread;
+  const int units = (c + V - 1) / V;
+  if (units <= 32 * 4) {  // short rows: a warp each, 8 rows per block
+    const int64_t threads = static_cast<int64_t>(n) * 32;
+    rms_forward_warp<T, V>
+        <<<static_cast<unsigned>((threads + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
+            y, rstd, x, w, n, c, eps);
+  } else {
+    rms_forward_block<T, V><<<n, threads_for(units), 0, stream>>>(y, rstd, x, w, c, eps);
+  }
+  TUNE_CUDA_CHECK(cudaGetLastError());
+}
+
+template <typename T>
+void forward_t(void* y, float* rstd, const void* x, const void* w, int n, int c, float eps) {
+  constexpr int V = 16 / sizeof(T);
+  auto* yt = static_cast<T*>(y);
+  auto* xt = static_cast<const T*>(x);
+  auto* wt = static_cast<const T*>(w);
+  if (c % V == 0 && aligned16(y) && aligned16(x) && aligned16(w)) {
+    forward_v<T, V>(yt, rstd, xt, wt, n, c, eps);
+  } else {
+    forward_v<T, 1>(yt, rstd, xt, wt, n, c, eps);
+  }
+}
+
+template <typename T, int V>
+void backward_v(T* dx, T* dw, const T* dy, const T* x, const T* w, const float* rstd, int n,
+                int c) {
+  const cudaStream_t stream = cudaStreamPerThread;
+  const int grid = std::min(n, sm_count() * kBlocksPerSm);
+  float* partial = dw ? partial_scratch(static_cast<size_t>(grid) * c * sizeof(float)) : nullptr;
+  const bool smem_acc = dw && static_cast<size_t>(c) * sizeof(float) <= kSmemLimit;
+  const size_t smem = smem_acc ? static_cast<size_t>(c) * sizeof(float) : 0;
+  rms_backward_rows<T, V><<<grid, threads_for((c + V - 1) / V), smem, stream>>>(
+      dx, partial, dy, x, w, rstd, n, c, smem_acc);
+  TUNE_CUDA_CHECK(cudaGetLastError());
+  if (dw) {
+    rms_dw_reduce<T><<<(c + kThreads - 1) / kThreads, kThreads, 0, stream>>>(dw, partial, grid, c);
+    TUNE_CUDA_CHECK(cudaGetLastError());
+  }
+}
+
+template <typename T>
+void backward_t(void* dx, void* dw, const void* dy, const void* x, const void* w, const float* rstd,
+                int n, int c) {
+  constexpr int V = 16 / sizeof(T);
+  auto* dxt = static_cast<T*>(dx);
+  auto* dwt = static_cast<T*>(dw);
+  auto* dyt = static_cast<const T*>(dy);
+  auto* xt = static_cast<const T*>(x);
+  auto* wt = static_cast<const T*>(w);
+  if (c % V == 0 && aligned16(dx) && aligned16(dy) && aligned16(x) && aligned16(w)) {
+    backward_v<T, V>(dxt, dwt, dyt, xt, wt, rstd, n, c);
+  } else {
+    backward_v<T, 1>(dxt, dwt, dyt, xt, wt, rstd, n, c);
+  }
+}
+
+void check_sizes(const char* what, int64_t n, int64_t c) {
+  if (n > INT_MAX || c > INT_MAX / 2) {
+    throw Error(str(what, ": ", n, " rows of ", c, " exceed the kernel's int indexing"));
+  }
+}
+
+[[noreturn]] void bad_dtype(const char* what, DType t) {
+  throw Error(str(what, ": ", dtype_name(t), " is not supported (f32, bf16, f16)"));
+}
+
+}  // namespace
+
+void rms_norm_forward(DType dtype, void* y, float* rstd, const void* x, const void* w, int64_t n,
+                      int64_t c, float eps) {
+  check_sizes("cuda::rms_norm_forward", n, c);
+  if (n == 0) return;
+  const int ni = static_cast<int>(n), ci = static_cast<int>(c);
+  switch (dtype) {
+    case DType::f32:
+      return forward_t<float>(y, rstd, x, w, ni, ci, eps);
+    case DType::bf16:
+      return forward_t<__nv_bfloat16>(y, rstd, x, w, ni, ci, eps);
+    case DType::f16:
+      return forward_t<__half>(y, rstd, x, w, ni, ci, eps);
+    default:
+      bad_dtype("cuda::rms_norm_forward", dtype);
+  }
+}
+
+void rms_norm_backward(DType dtype, void* dx, void* dw, const void* dy, const void* x,
+                       const void* w, const float* rstd, int64_t n, int64_t c) {
+  check_sizes("cuda::rms_norm_backward", n, c);
+  if (n == 0 || c == 0) return;
+  const int ni = static_cast<int>(n), ci = static_cast<int>(c);
+  switch (dtype) {
+    case DType::f32:
+      return backward_t<float>(dx, dw, dy, x, w, rstd, ni, ci);
+    case DType::bf16:
+      return backward_t<__nv_bfloat16>(dx, dw, dy, x, w, rstd, ni, ci);
+    case DType::f16:
+      return backward_t<__half>(dx, dw, dy, x, w, rstd, ni, ci);
+    default:
+      bad_dtype("cuda::rms_norm_backward", dtype);
+  }
+}
+
+}  // namespace tune::cuda

@@ -1,0 +1,149 @@
+// ops::rms_norm_forward / rms_norm_backward on the GPU against the CPU op in f64 on the same
+// rounded inputs, at awkward sizes, with every output placed inside a larger device buffer whose
+// sentinels must survive (a pad of 37 elements leaves the outputs misaligned for 128-bit access, 64
+// keeps them aligned, so both the scalar and the vectorised kernels are exercised). f32 must match
+// to 1e-5 (relative, whole tensor), bf16 and f16 to 2e-2.
+#include <gtest/gtest.h>
+
+#include "test_util.h"
+#include "tune/ops/ops.h"
+
+namespace tune {
+namespace {
+
+constexpr double kSentinel = 7.0;
+
+Tensor to_device(const Tensor& host, DType dtype) {
+  Tensor d = Tensor::empty(host.shape(), dtype, Device::cuda);
+  d.copy_from(host.to(dtype));
+  return d;
+}
+
+Tensor to_host_f64(const Tensor& device) {
+  Tensor h = Tensor::empty(device.shape(), device.dtype());
+  h.copy_from(device);
+  return h.to(DType::f64);
+}
+
+// A device tensor of `shape` in the middle of a buffer of sentinels, holding `init` if defined.
+struct Placed {
+  Tensor buffer, view;
+  int64_t pad = 0, numel = 0;
+};
+
+Placed place(const Shape& shape, DType dtype, int64_t pad, const Tensor& init = Tensor()) {
+  Placed p;
+  p.pad = pad;
+  p.numel = 1;
+  for (int64_t d : shape) p.numel *= d;
+  Tensor host = test::full({p.numel + 2 * pad}, DType::f32, kSentinel).to(dtype);
+  if (init.defined()) host.narrow(pad, p.numel).copy_from(init.view({p.numel}).to(dtype));
+  p.buffer = to_device(host, dtype);
+  p.view = p.buffer.narrow(pad, p.numel).view(shape);
+  return p;
+}
+
+// The placed tensor back on the host in f64, after checking its sentinels.
+Tensor fetch(const Placed& p, const Shape& shape, const char* name) {
+  Tensor back = Tensor::empty(p.buffer.shape(), p.buffer.dtype());
+  back.copy_from(p.buffer);
+  for (int64_t i = 0; i < p.pad; ++i) {
+    EXPECT_EQ(back.item(i), kSentinel) << name << ": sentinel before overwritten at " << i;
+    EXPECT_EQ(back.item(p.pad + p.numel + i), kSentinel)
+        << name << ": sentinel after overwritten at " << i;
+  }
+  return back.narrow(p.pad, p.numel).to(DType::f64).view(shape);
+}
+
+Tensor rounded(const Shape& shape, DType dtype, uint64_t seed) {
+  return test::randn(shape, DType::f32, seed).to(dtype).to(DType::f64);
+}
+
+void check(DType dtype, int64_t n, int64_t c, int64_t pad) {
+  SCOPED_TRACE(str(dtype_name(dtype), " n=", n, " c=", c, " pad=", pad));
+  const double tol = dtype == DType::f32 ? 1e-5 : 2e-2;
+  const double eps = 1e-5;
+  const uint64_t seed = static_cast<uint64_t>(n * 1000003 + c * 1009 + pad);
+  const Tensor x = rounded({n, c}, dtype, seed), w = rounded({c}, dtype, seed + 1);
+  const Tensor dy = rounded({n, c}, dtype, seed + 2), dw0 = rounded({c}, dtype, seed + 3);
+
+  // Forward.
+  Tensor y_ref = Tensor::empty({n, c}, DType::f64), rstd_ref = Tensor::empty({n}, DType::f64);
+  ops::rms_norm_forward(y_ref, rstd_ref, x, w, eps);
+  const Tensor dx_dev = to_device(x, dtype), dw_dev = to_device(w, dtype);
+  Placed y = place({n, c}, dtype, pad), rstd = place({n}, DType::f32, pad);
+  ops::rms_norm_forward(y.view, rstd.view, dx_dev, dw_dev, eps);
+  EXPECT_LE(test::rel_error(fetch(y, {n, c}, "y"), y_ref), tol);
+  EXPECT_LE(test::rel_error(fetch(rstd, {n}, "rstd"), rstd_ref), dtype == DType::f32 ? 1e-5 : 1e-4);
+
+  // Backward, both sides from the f32-rounded rstd the GPU keeps.
+  const Tensor rstd32 = rstd_ref.to(DType::f32).to(DType::f64);
+  Tensor dx_ref = Tensor::empty({n, c}, DType::f64), dw_ref = dw0.clone();
+  ops::rms_norm_backward(dx_ref, dw_ref, dy, x, w, rstd32);
+  const Tensor dy_dev = to_device(dy, dtype), rstd_dev = to_device(rstd32, DType::f32);
+  Placed dx = place({n, c}, dtype, pad), dw = place({c}, dtype, pad, dw0);
+  ops::rms_norm_backward(dx.view, dw.view, dy_dev, dx_dev, dw_dev, rstd_dev);
+  EXPECT_LE(test::rel_error(fetch(dx, {n, c}, "dx"), dx_ref), tol);
+  EXPECT_LE(test::rel_error(fetch(dw, {c}, "dw"), dw_ref), tol);
+}
+
+TEST(CudaRmsNorm, MatchesCpuAtAwkwardSizes) {
+  for (DType dtype : {DType::f32, DType::bf16, DType::f16}) {
+    for (int64_t n : {1, 7, 33, 257, 4097}) {
+      for (int64_t c : {64, 80, 128, 256}) {
+        check(dtype, n, c, 37);
+        check(dtype, n, c, 64);
+      }
+    }
+    check(dtype, 4097, 4096, 64);
+    check(dtype, 33, 4096, 37);
+  }
+}
+
+TEST(CudaRmsNorm, BackwardInPlaceFrozenAndDeterministic) {
+  const int64_t n = 1031, c = 256;
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    SCOPED_TRACE(dtype_name(dtype));
+    const double tol = dtype == DType::f32 ? 1e-5 : 2e-2;
+    const Tensor x = rounded({n, c}, dtype, 1), w = rounded({c}, dtype, 2);
+    const Tensor dy = rounded({n, c}, dtype, 3), dw0 = rounded({c}, dtype, 4);
+    Tensor rstd = Tensor::empty({n}, DType::f64), y = Tensor::empty({n, c}, DType::f64);
+    ops::rms_norm_forward(y, rstd, x, w, 1e-6);
+    rstd = rstd.to(DType::f32).to(DType::f64);
+    Tensor dx_ref = Tensor::empty({n, c}, DType::f64), dw_ref = dw0.clone();
+    ops::rms_norm_backward(dx_ref, dw_ref, dy, x, w, rstd);
+
+    const Tensor xd = to_device(x, dtype), wd = to_device(w, dtype);
+    const Tensor rd = to_device(rstd, DType::f32);
+    // dx aliasing dy, weight frozen (dw undefined).
+    Tensor inplace = to_device(dy, dtype);
+    Tensor no_dw;
+    ops::rms_norm_backward(inplace, no_dw, inplace, xd, wd, rd);
+    EXPECT_LE(test::rel_error(to_host_f64(inplace), dx_ref), tol);
+    // dw bitwise the same on every run.
+    const Tensor dyd = to_device(dy, dtype);
+    Tensor dx = Tensor::empty({n, c}, dtype, Device::cuda);
+    Tensor dw1 = to_device(dw0, dtype), dw2 = to_device(dw0, dtype);
+    ops::rms_norm_backward(dx, dw1, dyd, xd, wd, rd);
+    ops::rms_norm_backward(dx, dw2, dyd, xd, wd, rd);
+    const Tensor h1 = to_host_f64(dw1);
+    const Tensor h2 = to_host_f64(dw2);
+    EXPECT_EQ(test::max_abs_diff(h1, h2), 0.0);
+    EXPECT_LE(test::rel_error(h1, dw_ref), tol);
+  }
+}
+
+TEST(CudaRmsNorm, RejectsNonF32RstdAndMixedDtypes) {
+  Tensor x = Tensor::zeros({4, 8}, DType::bf16, Device::cuda);
+  Tensor w = Tensor::zeros({8}, DType::bf16, Device::cuda);
+  Tensor y = Tensor::zeros({4, 8}, DType::bf16, Device::cuda);
+  Tensor rstd_bf16 = Tensor::zeros({4}, DType::bf16, Device::cuda);
+  EXPECT_THROW(ops::rms_norm_forward(y, rstd_bf16, x, w, 1e-5), Error);
+  Tensor rstd = Tensor::zeros({4}, DType::f32, Device::cuda);
+  Tensor w32 = Tensor::zeros({8}, DType::f32, Device::cuda);
+  EXPECT_THROW(ops::rms_norm_forward(y, rstd, x, w32, 1e-5), Error);
+  EXPECT_NO_THROW(ops::rms_norm_forward(y, rstd, x, w, 1e-5));
+}
+
+}  // namespace
+}  // namespace tune
