@@ -8,24 +8,6 @@ namespace tune::ops {
 
 using detail::Arg;
 
-namespace {
-// On CUDA the tensors must share one dtype the CUDA kernels take (f32, bf16, f16).
-void check_cuda_float(const char* op, std::initializer_list<Arg> args) {
-  const Arg& first = *args.begin();
-  for (const Arg& a : args) {
-    const DType t = a.tensor.dtype();
-    if (t != DType::f32 && t != DType::bf16 && t != DType::f16) {
-      detail::fail(
-          op, str(a.name, " is ", a.tensor.describe(), "; the CUDA kernels take f32, bf16 or f16"));
-    }
-    if (t != first.tensor.dtype()) {
-      detail::fail(op, str(a.name, " is ", a.tensor.describe(), " but ", first.name, " is ",
-                           first.tensor.describe(), "; expected one dtype"));
-    }
-  }
-}
-}  // namespace
-
 void swiglu_forward(Tensor& h, const Tensor& gate, const Tensor& up) {
   constexpr const char* op = "swiglu_forward";
   const Arg ha{"h", h}, ga{"gate", gate}, ua{"up", up};
@@ -33,7 +15,7 @@ void swiglu_forward(Tensor& h, const Tensor& gate, const Tensor& up) {
   detail::check_same_shape(op, ua, ga);
   detail::check_same_shape(op, ha, ga);
   if (detail::check_device(op, {ha, ga, ua}) == Device::cuda) {
-    check_cuda_float(op, {ha, ga, ua});
+    detail::check_cuda_float(op, {ha, ga, ua});
     cuda::swiglu_forward(h.dtype(), h.raw(), gate.raw(), up.raw(), gate.numel());
     return;
   }
@@ -55,7 +37,7 @@ void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor&
   detail::check_same_shape(op, dua, ga);
   detail::check_no_overlap(op, dga, dua);
   if (detail::check_device(op, {dga, dua, dha, ga, ua}) == Device::cuda) {
-    check_cuda_float(op, {dga, dua, dha, ga, ua});
+    detail::check_cuda_float(op, {dga, dua, dha, ga, ua});
     cuda::swiglu_backward(dgate.dtype(), dgate.raw(), dup.raw(), dh.raw(), gate.raw(), up.raw(),
                           gate.numel());
     return;

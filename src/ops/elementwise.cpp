@@ -21,18 +21,7 @@ DType check_cpu_float(const char* op, std::initializer_list<Arg> args) {
 // take (f32, bf16, f16); false on the CPU, where the caller's CPU checks follow.
 bool on_cuda(const char* op, std::initializer_list<Arg> args) {
   if (detail::check_device(op, args) != Device::cuda) return false;
-  const Arg& first = *args.begin();
-  for (const Arg& a : args) {
-    const DType t = a.tensor.dtype();
-    if (t != DType::f32 && t != DType::bf16 && t != DType::f16) {
-      detail::fail(
-          op, str(a.name, " is ", a.tensor.describe(), "; the CUDA kernels take f32, bf16 or f16"));
-    }
-    if (t != first.tensor.dtype()) {
-      detail::fail(op, str(a.name, " is ", a.tensor.describe(), " but ", first.name, " is ",
-                           first.tensor.describe(), "; expected one dtype"));
-    }
-  }
+  detail::check_cuda_float(op, args);
   return true;
 }
 

@@ -54,13 +54,8 @@ void matmul(Tensor& c, const Tensor& a, Transpose ta, const Tensor& b, Transpose
   detail::check_no_overlap(kOp, ca, aa);
   detail::check_no_overlap(kOp, ca, ba);
   if (on_cuda) {
-    for (const Arg& x : {aa, ba}) {
-      if (x.tensor.dtype() != c.dtype()) {
-        detail::fail(kOp, str(x.name, " is ", x.tensor.describe(), " but c is ", c.describe(),
-                              "; a matmul's tensors share one dtype"));
-      }
-    }
-    cuda::gemm(c.dtype(), ta == Transpose::yes ? cuda::Trans::yes : cuda::Trans::no,
+    cuda::gemm(detail::check_cuda_float(kOp, {ca, aa, ba}),
+               ta == Transpose::yes ? cuda::Trans::yes : cuda::Trans::no,
                tb == Transpose::yes ? cuda::Trans::yes : cuda::Trans::no, m, n, k,
                static_cast<float>(alpha), a.raw(), a.size(1), b.raw(), b.size(1),
                static_cast<float>(beta), c.raw(), n);

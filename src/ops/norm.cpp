@@ -13,24 +13,11 @@ namespace {
 // CUDA RMSNorm: the activation and weight tensors share one dtype (f32, bf16 or f16), computed
 // in f32; rstd is f32 whatever that dtype is.
 DType check_cuda_norm_dtypes(const char* op, std::initializer_list<Arg> args, const Arg& rstd) {
-  const Arg* first = nullptr;
-  for (const Arg& a : args) {
-    const DType t = a.tensor.dtype();
-    if (t != DType::f32 && t != DType::bf16 && t != DType::f16) {
-      detail::fail(
-          op, str(a.name, " is ", a.tensor.describe(), "; CUDA kernels take f32, bf16 or f16"));
-    }
-    if (!first) {
-      first = &a;
-    } else if (t != first->tensor.dtype()) {
-      detail::fail(op, str(first->name, " is ", first->tensor.describe(), " but ", a.name, " is ",
-                           a.tensor.describe(), "; the float tensors of one op share one dtype"));
-    }
-  }
+  const DType dt = detail::check_cuda_float(op, args);
   if (rstd.tensor.dtype() != DType::f32) {
     detail::fail(op, str(rstd.name, " is ", rstd.tensor.describe(), "; on CUDA it must be f32"));
   }
-  return first->tensor.dtype();
+  return dt;
 }
 
 }  // namespace

@@ -69,6 +69,24 @@ DType check_float(const char* op, std::initializer_list<Arg> args) {
   return first ? first->tensor.dtype() : DType::f32;
 }
 
+DType check_cuda_float(const char* op, std::initializer_list<Arg> args) {
+  const Arg* first = nullptr;
+  for (const Arg& a : args) {
+    check_defined(op, a);
+    const DType t = a.tensor.dtype();
+    if (t != DType::f32 && t != DType::bf16 && t != DType::f16) {
+      fail(op, str(a.name, " is ", a.tensor.describe(), "; CUDA kernels take f32, bf16 or f16"));
+    }
+    if (!first) {
+      first = &a;
+    } else if (t != first->tensor.dtype()) {
+      fail(op, str(first->name, " is ", first->tensor.describe(), " but ", a.name, " is ",
+                   a.tensor.describe(), "; the float tensors of one op share one dtype"));
+    }
+  }
+  return first ? first->tensor.dtype() : DType::f32;
+}
+
 void check_index(const char* op, const Arg& a) {
   check_defined(op, a);
   const DType t = a.tensor.dtype();

@@ -31,6 +31,9 @@ Device check_device(const char* op, std::initializer_list<Arg> args);
 [[noreturn]] void no_cuda_kernel(const char* op);
 // All share one dtype, and it is one the CPU kernels compute in (f32, f64); returns it.
 DType check_float(const char* op, std::initializer_list<Arg> args);
+// The CUDA counterpart of check_float: all share one dtype the CUDA kernels take (f32, bf16,
+// f16, computed in f32); returns it.
+DType check_cuda_float(const char* op, std::initializer_list<Arg> args);
 // An index tensor: i64 or i32.
 void check_index(const char* op, const Arg& a);
 // Flat index of the first element of the index tensor outside [0, limit) and not equal to
