@@ -270,6 +270,10 @@ DecoderBlock::DecoderBlock(ParamStore& params, const TransformerConfig& c, const
 Tensor DecoderBlock::forward(Context& ctx, const Tensor& x, const Tensor& positions,
                              const RotaryEmbedding& rope) {
   Tensor a = attn_.forward(ctx, attn_norm_.forward(ctx, x), positions, rope);
+  return residual_mlp(ctx, x, a);
+}
+
+Tensor DecoderBlock::residual_mlp(Context& ctx, const Tensor& x, const Tensor& a) {
   Tensor h = ctx.arena.alloc(x.shape(), x.dtype());
   ops::add(h, x, a);
   Tensor m = mlp_.forward(ctx, mlp_norm_.forward(ctx, h));
@@ -295,12 +299,7 @@ Tensor DecoderBlock::forward_cached(Context& ctx, const Tensor& x, const Tensor&
                                     int64_t past) {
   Tensor a = attn_.forward_cached(ctx, attn_norm_.forward(ctx, x), positions, rope, k_cache,
                                   v_cache, past);
-  Tensor h = ctx.arena.alloc(x.shape(), x.dtype());
-  ops::add(h, x, a);
-  Tensor m = mlp_.forward(ctx, mlp_norm_.forward(ctx, h));
-  Tensor y = ctx.arena.alloc(x.shape(), x.dtype());
-  ops::add(y, h, m);
-  return y;
+  return residual_mlp(ctx, x, a);
 }
 
 std::vector<Linear*> DecoderBlock::linears() {

@@ -170,6 +170,8 @@ class DecoderBlock {
   std::vector<Linear*> linears();
 
  private:
+  // The block after its attention a: h = x + a, then y = h + mlp(norm(h)).
+  Tensor residual_mlp(Context& ctx, const Tensor& x, const Tensor& a);
   Norm attn_norm_, mlp_norm_;
   Attention attn_;
   Mlp mlp_;
