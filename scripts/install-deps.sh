@@ -23,6 +23,7 @@ packages=(
   libutf8proc-dev         # Unicode normalization for tokenizers
   libyaml-cpp-dev         # training configs (linked statically)
   libsimdjson-dev         # fast JSON/JSONL reading for datasets
+  libcpp-httplib-dev      # tune serve's HTTP server
   fortunes                # English text the quickstart pretrains its tiny model on
   libgtest-dev            # unit tests
   libgmock-dev
