@@ -90,6 +90,39 @@ void attention_forward(Tensor& out, Tensor& probs, const Tensor& q, const Tensor
 void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q,
                         const Tensor& k, const Tensor& v, const Tensor& probs, double scale);
 
+// ---- paged KV cache (inference): vLLM's layout ----
+// One layer's cache is two tensors k_pages, v_pages [P, S, Hkv, D]: P pages of S positions. A
+// sequence's positions live in the pages its block-table row lists, in order: position t of
+// sequence n sits at page block_table[n, t / S], offset t % S, i.e. at flat slot
+// block_table[n, t / S] * S + t % S. Pages, k, v, q and out share one dtype: bf16 or f16 (or f32)
+// on CUDA; on the CPU any float dtype for kv_cache_write and f32/f64 for attention_decode.
+//
+// k_pages, v_pages [flat slot slots[n]] = k, v [n] for rows n of k, v [N, Hkv, D]; slots [N]
+// (i32 or i64). A negative slot skips its row (padding rows of a fixed-size, graph-captured
+// batch). A slot >= P * S throws on the CPU; on CUDA the slots stay on the device unread by the
+// host (so the call can be captured in a graph) and such a row is skipped.
+void kv_cache_write(Tensor& k_pages, Tensor& v_pages, const Tensor& k, const Tensor& v,
+                    const Tensor& slots);
+// One new query per sequence against the sequence's cached keys (the query's own key and value
+// already written): q, out [N, Hq, D] with Hq % Hkv == 0 (query head h reads kv head
+// h / (Hq / Hkv)); block_table [N, max_pages] i32; seq_lens [N] i32, each in [1, max_pages * S]:
+// sequence n sees positions [0, len), or the last `window` of them when window > 0. Equal to
+// attention_forward on the gathered contiguous keys with Tq = 1. scale multiplies q.k.
+// On the CPU the block table and lengths are checked. On CUDA they stay on the device (not
+// checked; lengths are clamped to max_pages * S), nothing is allocated when `workspace` is given
+// and nothing waits for the host, so the call can be captured in a CUDA graph. Long sequences
+// are split across blocks (flash-decoding); the partial results need
+// attention_decode_workspace_size(...) f32 elements of scratch: pass `workspace` (f32, at least
+// that many elements, on the device) to reuse one buffer, or leave it undefined and the call
+// allocates one (not capturable). Ignored on the CPU.
+void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_pages, const Tensor& v_pages,
+                      const Tensor& block_table, const Tensor& seq_lens, double scale,
+                      int64_t window, const Tensor& workspace = Tensor());
+// f32 elements of workspace attention_decode needs for these shapes on the current device (0 on
+// the CPU, or when no sequence is split). Depends on shapes and the device alone, not on values.
+int64_t attention_decode_workspace_size(const Tensor& q, const Tensor& k_pages,
+                                        const Tensor& block_table, int64_t window);
+
 // ---- SwiGLU: h = silu(gate) * up, all [N, F] ----
 void swiglu_forward(Tensor& h, const Tensor& gate, const Tensor& up);
 void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor& gate,
