@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -105,6 +106,28 @@ class KvCache {
 // Which positions CausalLM::forward_cached returns logits for.
 enum class Logits : uint8_t { last, all };
 
+// ---- Batched forward for serving (src/nn/batched_decode.cpp) ----
+class AdapterBank;
+class BatchedDecode;  // the implementation; a friend of the layers below
+
+// How CausalLM::forward_batch multiplies the rows of its sequences by a weight.
+enum class RowMatmul : uint8_t {
+  // Each sequence's rows in a GEMM of their own: a sequence's result is the same to the bit
+  // whatever else the batch holds (a CPU BLAS picks its kernel by the GEMM's shape, so one GEMM
+  // over 64 rows may round a row differently from one over 1 row). The default.
+  independent,
+  // One GEMM over every row of the step (and one per run of rows with the same adapter): fewer,
+  // larger GEMMs; a row's rounding may then depend on the batch.
+  batched,
+};
+
+// One sequence's part of a CausalLM::forward_batch step.
+struct SequenceStep {
+  std::span<const int64_t> ids;  // the new tokens: 1 when decoding, the prompt when prefilling
+  KvCache* cache = nullptr;      // the sequence's own cache; the new keys and values go there
+  int adapter = 0;               // 0: the base model; k >= 1: the AdapterBank's adapter k
+};
+
 class Attention {
  public:
   Attention() = default;
@@ -127,6 +150,7 @@ class Attention {
   }
 
  private:
+  friend class BatchedDecode;
   // q (N, Hq*D), k and v (N, Hkv*D) from x (N, C), through the separate or the fused projection.
   void project(Context& ctx, const Tensor& x, Tensor& q, Tensor& k, Tensor& v);
   Linear q_, k_, v_, o_, qkv_;
@@ -150,6 +174,7 @@ class Mlp {
   }
 
  private:
+  friend class BatchedDecode;
   MlpKind kind_ = MlpKind::swiglu;
   Linear gate_, up_, down_;
   Tensor gate_out_, up_out_;
@@ -170,6 +195,7 @@ class DecoderBlock {
   std::vector<Linear*> linears();
 
  private:
+  friend class BatchedDecode;
   // The block after its attention a: h = x + a, then y = h + mlp(norm(h)).
   Tensor residual_mlp(Context& ctx, const Tensor& x, const Tensor& a);
   Norm attn_norm_, mlp_norm_;
@@ -210,6 +236,16 @@ class CausalLM {
   // A KV cache for this model with room for `capacity` positions, in the parameter dtype.
   KvCache make_cache(int64_t capacity) const;
 
+  // Serving (src/nn/batched_decode.cpp): S sequences advanced in one forward, each by its own
+  // new tokens (one when decoding, its prompt when prefilling) against its own KV cache, each
+  // with the base model or one of `bank`'s LoRA adapters (bank may be null when every adapter is
+  // 0). Attention runs per sequence; the Linears run over all rows, grouped as `rows` says.
+  // Returns logits [S, V]: the last new token of each sequence. Like forward_cached it runs in
+  // eval mode, saves nothing for backward and appends to the caches. The model itself must carry
+  // no adapter (adapters come from the bank).
+  Tensor forward_batch(Context& ctx, std::span<const SequenceStep> steps, const AdapterBank* bank,
+                       RowMatmul rows = RowMatmul::independent);
+
   // After forward: Hugging Face's output_hidden_states — the embeddings, each block's output,
   // and last the final norm's output (L + 1 tensors, [B*T, C]).
   const std::vector<Tensor>& hidden_states() const { return hidden_; }
@@ -217,6 +253,7 @@ class CausalLM {
   std::vector<Linear*> linears();
 
  private:
+  friend class BatchedDecode;
   Tensor forward_hidden(Context& ctx, const Tensor& ids, const Tensor& positions);  // -> xn
   void backward_hidden(Context& ctx, const Tensor& dxn);
   int64_t head_chunk_rows(int64_t rows, int64_t chunk_rows) const;
