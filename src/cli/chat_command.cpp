@@ -68,7 +68,8 @@ int chat_command(const Args& raw_args) {
              positionals.empty() ? "" : positionals[0], "\"; see `tune chat --help`");
 
   infer::LoadedModel loaded =
-      infer::load_for_generation(o.text("model"), o.text("adapter"), o.text("tokenizer"));
+      infer::load_for_generation(o.text("model"), o.text("adapter"), o.text("tokenizer"),
+                                 infer::placement(o).device, infer::placement(o).dtype);
   const infer::GenerateOptions options = infer::generate_options(o, loaded, stop);
   infer::Generator gen(loaded.model->lm(), &*loaded.tokenizer);
   // Fails now, not at the first message, when the tokenizer has no chat template.

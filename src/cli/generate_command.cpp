@@ -181,7 +181,8 @@ int generate_command(const Args& raw_args) {
   }
 
   infer::LoadedModel loaded =
-      infer::load_for_generation(o.text("model"), o.text("adapter"), o.text("tokenizer"));
+      infer::load_for_generation(o.text("model"), o.text("adapter"), o.text("tokenizer"),
+                                 infer::placement(o).device, infer::placement(o).dtype);
   const infer::GenerateOptions options = infer::generate_options(o, loaded, stop);
   infer::Generator gen(loaded.model->lm(), &*loaded.tokenizer);
 

@@ -216,14 +216,31 @@ Tensor Tensor::to(DType dtype) const {
   return t;
 }
 
+Tensor Tensor::to(Device device) const {
+  if (device == this->device()) return *this;
+  Tensor t = empty(shape_, dtype_, device);
+  t.copy_from(*this);
+  return t;
+}
+
 void Tensor::copy_from(const Tensor& src) {
   TUNE_ASSERT(src.numel() == numel(), "copy_from: ", src.describe(), " into ", describe());
   if (device() == Device::cpu && src.device() == Device::cpu) {
     convert(src.raw(), src.dtype(), raw(), dtype_, numel());
     return;
   }
-  TUNE_ASSERT(src.dtype() == dtype_, "copy between devices needs equal dtypes: ", src.describe(),
-              " into ", describe());
+  if (src.dtype() != dtype_) {
+    // Between devices the dtype is converted on the host side.
+    TUNE_ASSERT(device() == Device::cpu || src.device() == Device::cpu,
+                "copy_from between two CUDA tensors needs equal dtypes: ", src.describe(), " into ",
+                describe());
+    if (src.device() == Device::cpu) {
+      copy_from(src.to(dtype_));
+    } else {
+      copy_from(src.to(Device::cpu));
+    }
+    return;
+  }
   CopyKind kind = device() == Device::cpu       ? CopyKind::device_to_host
                   : src.device() == Device::cpu ? CopyKind::host_to_device
                                                 : CopyKind::device_to_device;
@@ -235,8 +252,7 @@ void Tensor::zero() {
     std::memset(raw(), 0, nbytes());
     return;
   }
-  Tensor host = zeros(shape_, dtype_);
-  copy_from(host);
+  cuda_zero(raw(), nbytes());
 }
 
 double Tensor::item(int64_t i) const {

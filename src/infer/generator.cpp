@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <limits>
 #include <optional>
 
@@ -20,8 +21,9 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// Row 0 of logits [1, V] as floats, whatever the model's dtype.
-void row_to_floats(const Tensor& logits, std::vector<float>& out) {
+// Row 0 of logits [1, V] as floats, whatever the model's dtype and device.
+void row_to_floats(const Tensor& device_logits, std::vector<float>& out) {
+  const Tensor logits = device_logits.to(Device::cpu);
   const int64_t vocab = logits.size(logits.dim() - 1);
   out.resize(static_cast<size_t>(vocab));
   if (logits.dtype() == DType::f32) {
@@ -44,8 +46,11 @@ double Generation::decode_tokens_per_second() const {
 }
 
 Generator::Generator(nn::CausalLM& lm, const tok::Tokenizer* tokenizer)
-    : lm_(&lm), tokenizer_(tokenizer) {
+    : lm_(&lm), tokenizer_(tokenizer), ctx_(lm.device()) {
   ctx_.mode = nn::Mode::eval;
+  // TUNE_CUDA_GRAPHS=0 runs every decode step's kernels one by one (for profiling).
+  const char* graphs = std::getenv("TUNE_CUDA_GRAPHS");
+  use_graphs_ = !(graphs && std::string(graphs) == "0");
 }
 
 void Generator::reset() {
@@ -54,12 +59,50 @@ void Generator::reset() {
 }
 
 Tensor Generator::feed(std::span<const int64_t> tokens) {
+  if (tokens.size() == 1 && lm_->device() == Device::cuda) {
+    TUNE_CHECK(cache_.length() < cache_.capacity() && cache_.length() < lm_->config().max_positions,
+               "generate: no room for another token in the KV cache");
+    Tensor logits = decode_on_device(tokens[0]);
+    cache_.advance(1);
+    cached_.push_back(tokens[0]);
+    return logits;
+  }
   ctx_.arena.reset();
   const Tensor ids =
       Tensor::from_i64({static_cast<int64_t>(tokens.size())}, {tokens.begin(), tokens.end()});
   Tensor logits = lm_->forward_cached(ctx_, ids, cache_, nn::Logits::last);
   cached_.insert(cached_.end(), tokens.begin(), tokens.end());
   return logits;
+}
+
+Tensor Generator::decode_on_device(int64_t token) {
+  // The sequence's cache is one page of its whole capacity.
+  if (step_inputs_.page_size != cache_.capacity())
+    step_inputs_ = nn::DecodeInputs(lm_->device(), 1, 1, cache_.capacity());
+  step_inputs_.set(token, cache_.length());
+  ctx_.arena.reset();
+  const std::pair<const void*, const void*> key{cache_.keys(0).raw(), ctx_.arena.base()};
+  if (use_graphs_ && graph_.captured() && key == graph_key_) {
+    graph_.launch();
+    return graph_logits_;
+  }
+  if (!use_graphs_ || key != warm_key_) {
+    // The first step with this memory: run it, and let the arena settle on its size.
+    warm_key_ = key;
+    return lm_->decode_step(ctx_, step_inputs_, cache_);
+  }
+  graph_.begin_capture();
+  try {
+    graph_logits_ = lm_->decode_step(ctx_, step_inputs_, cache_);
+    graph_.end_capture();
+  } catch (...) {
+    graph_.abort_capture();
+    use_graphs_ = false;
+    throw;
+  }
+  graph_key_ = key;
+  graph_.launch();
+  return graph_logits_;
 }
 
 Generation Generator::generate(std::span<const int64_t> prompt, const GenerateOptions& options,

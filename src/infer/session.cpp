@@ -13,7 +13,7 @@ namespace tune::infer {
 namespace fs = std::filesystem;
 
 LoadedModel load_for_generation(const std::string& model_dir, const std::string& adapter_dir,
-                                const std::string& tokenizer_dir) {
+                                const std::string& tokenizer_dir, Device device, DType dtype) {
   TUNE_CHECK(!model_dir.empty(), "--model DIR is required: a Hugging Face model directory");
   TUNE_CHECK(fs::is_directory(model_dir), "--model ", model_dir, ": no such directory");
   TUNE_CHECK(fs::exists(fs::path(model_dir) / "config.json"), "--model ", model_dir,
@@ -25,6 +25,9 @@ LoadedModel load_for_generation(const std::string& model_dir, const std::string&
   LoadedModel out;
   out.dir = model_dir;
   models::ModelOptions options;
+  options.training = models::Training::none;
+  options.device = device;
+  options.dtype = dtype;
   if (!adapter_dir.empty()) {
     TUNE_CHECK(fs::exists(fs::path(adapter_dir) / "adapter_config.json"), "--adapter ", adapter_dir,
                ": not a PEFT adapter directory (it has no adapter_config.json)");
@@ -54,6 +57,12 @@ std::vector<OptionSpec> generation_option_specs() {
        "PEFT LoRA adapter directory to apply (adapter_config.json + "
        "adapter_model.safetensors)"},
       {"tokenizer", K::text, "", "directory with tokenizer.json when the model's has none"},
+      {"device", K::choice, "cpu", "where the model runs", {"cpu", "cuda"}},
+      {"dtype",
+       K::choice,
+       "",
+       "weights and activations: f32 on the CPU; bf16 (default), f16 or f32 on CUDA",
+       {"f32", "bf16", "f16"}},
       {"system", K::text, "", "system message put first in the conversation (chat template)"},
       {"max_new_tokens", K::integer, "",
        "most tokens to generate (default: generation_config.json's, else 256)"},
@@ -75,6 +84,20 @@ std::vector<OptionSpec> generation_option_specs() {
        "stop when the text contains this string (not returned); repeat "
        "--stop for several, or give a list [a, b]"},
   };
+}
+
+Placement placement(const Options& o) {
+  Placement p;
+  p.device = o.text("device") == "cuda" ? Device::cuda : Device::cpu;
+  const std::string dtype = o.text("dtype");
+  if (dtype.empty()) {
+    p.dtype = p.device == Device::cuda ? DType::bf16 : DType::f32;
+  } else {
+    p.dtype = dtype == "bf16" ? DType::bf16 : dtype == "f16" ? DType::f16 : DType::f32;
+  }
+  TUNE_CHECK(p.device == Device::cuda || p.dtype == DType::f32, "--dtype ", dtype,
+             " needs --device cuda: on the CPU tune generates in f32");
+  return p;
 }
 
 GenerateOptions generate_options(const Options& o, const LoadedModel& loaded,

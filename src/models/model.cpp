@@ -12,15 +12,19 @@ bool is_adapter_param(const std::string& name) {
 
 Model::Model(const ModelConfig& config, const ModelOptions& options)
     : config_(config), options_(options) {
-  TUNE_CHECK(options.dtype == DType::f32 || options.dtype == DType::f64,
-             "CPU models compute in f32 or f64, not ", dtype_name(options.dtype));
-  nn::BuildOptions build;
-  if (options.training == Training::lora) {
-    build.base_role = nn::Role::frozen;
-    build.lora = &options_.lora;
+  if (options.device == Device::cpu) {
+    TUNE_CHECK(options.dtype == DType::f32 || options.dtype == DType::f64,
+               "models on the CPU compute in f32 or f64, not ", dtype_name(options.dtype),
+               "; use bf16 or f16 with the CUDA device");
+  } else {
+    TUNE_CHECK(is_float(options.dtype) && options.dtype != DType::f64,
+               "models on CUDA compute in bf16, f16 or f32, not ", dtype_name(options.dtype));
   }
+  nn::BuildOptions build;
+  if (options.training != Training::full) build.base_role = nn::Role::frozen;
+  if (options.training == Training::lora) build.lora = &options_.lora;
   lm_ = std::make_unique<nn::CausalLM>(params_, config_.arch, config_.names, build);
-  params_.allocate(options.dtype);
+  params_.allocate(options.dtype, options.device);
 }
 
 void load_weights(Model& model, const std::string& dir) {

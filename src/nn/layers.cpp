@@ -33,7 +33,8 @@ RMSNorm::RMSNorm(ParamStore& params, const std::string& module, int64_t dim, dou
 
 Tensor RMSNorm::forward(Context& ctx, const Tensor& x) {
   Tensor y = ctx.arena.alloc(x.shape(), x.dtype());
-  rstd_ = ctx.arena.alloc({x.size(0)}, x.dtype());
+  // CUDA keeps rstd in f32 whatever the activation dtype; the CPU in the activation dtype.
+  rstd_ = ctx.arena.alloc({x.size(0)}, x.device() == Device::cpu ? x.dtype() : DType::f32);
   ops::rms_norm_forward(y, rstd_, x, params_->param(weight_), eps_);
   x_ = x;
   return y;
@@ -130,7 +131,7 @@ void fill_tables(const RopeConfig& c, int64_t head_dim, int64_t max_positions, T
 }  // namespace
 
 RotaryEmbedding::RotaryEmbedding(const RopeConfig& config, int64_t head_dim, int64_t max_positions,
-                                 DType dtype) {
+                                 DType dtype, Device device) {
   TUNE_CHECK(head_dim % 2 == 0, "rotary embedding needs an even head_dim, got ", head_dim);
   cos_ = Tensor::empty({max_positions, head_dim / 2}, dtype);
   sin_ = Tensor::empty({max_positions, head_dim / 2}, dtype);
@@ -142,6 +143,8 @@ RotaryEmbedding::RotaryEmbedding(const RopeConfig& config, int64_t head_dim, int
     cos_.copy_from(c);
     sin_.copy_from(s);
   }
+  cos_ = cos_.to(device);
+  sin_ = sin_.to(device);
 }
 
 void RotaryEmbedding::forward(Tensor& x, const Tensor& positions) const {

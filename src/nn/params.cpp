@@ -17,12 +17,13 @@ int ParamStore::add(const std::string& name, const Shape& shape, Role role, Deca
   return i;
 }
 
-void ParamStore::allocate(DType dtype) {
+void ParamStore::allocate(DType dtype, Device device) {
   TUNE_ASSERT(!allocated(), "ParamStore::allocate() twice");
   dtype_ = dtype;
-  frozen_ = Tensor::zeros({sizes_[0]}, dtype);
-  trainable_ = Tensor::zeros({sizes_[1]}, dtype);
-  grads_ = Tensor::zeros({sizes_[1]}, dtype);
+  device_ = device;
+  frozen_ = Tensor::zeros({sizes_[0]}, dtype, device);
+  trainable_ = Tensor::zeros({sizes_[1]}, dtype, device);
+  grads_ = Tensor::zeros({sizes_[1]}, dtype, device);
 }
 
 int ParamStore::index(const std::string& name) const {

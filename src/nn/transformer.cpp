@@ -35,11 +35,12 @@ uint64_t stream_id(int64_t layer, int which) {
 
 // ---- KV cache ----
 
-KvCache::KvCache(const TransformerConfig& c, int64_t capacity, DType dtype) : capacity_(capacity) {
+KvCache::KvCache(const TransformerConfig& c, int64_t capacity, DType dtype, Device device)
+    : capacity_(capacity) {
   TUNE_CHECK(capacity > 0, "KvCache: capacity must be positive, got ", capacity);
   for (int64_t l = 0; l < c.num_layers; ++l) {
-    k_.push_back(Tensor::empty({capacity, c.num_kv_heads, c.head_dim}, dtype));
-    v_.push_back(Tensor::empty({capacity, c.num_kv_heads, c.head_dim}, dtype));
+    k_.push_back(Tensor::empty({capacity, c.num_kv_heads, c.head_dim}, dtype, device));
+    v_.push_back(Tensor::empty({capacity, c.num_kv_heads, c.head_dim}, dtype, device));
   }
 }
 
@@ -62,8 +63,8 @@ KvCache KvCache::grown(int64_t capacity) const {
   out.length_ = length_;
   for (size_t l = 0; l < k_.size(); ++l) {
     const Shape& s = k_[l].shape();
-    out.k_.push_back(Tensor::empty({capacity, s[1], s[2]}, k_[l].dtype()));
-    out.v_.push_back(Tensor::empty({capacity, s[1], s[2]}, v_[l].dtype()));
+    out.k_.push_back(Tensor::empty({capacity, s[1], s[2]}, k_[l].dtype(), k_[l].device()));
+    out.v_.push_back(Tensor::empty({capacity, s[1], s[2]}, v_[l].dtype(), v_[l].device()));
     if (length_ == 0) continue;
     Tensor kd = out.k_[l].narrow(0, length_), vd = out.v_[l].narrow(0, length_);
     ops::copy(kd, k_[l].narrow(0, length_));
@@ -210,6 +211,34 @@ Tensor Attention::forward_cached(Context& ctx, const Tensor& x, const Tensor& po
   return o_.forward(ctx, out.view({T, heads_ * D}));
 }
 
+Tensor Attention::decode_step(Context& ctx, const Tensor& x, const DecodeInputs& in,
+                              const RotaryEmbedding& rope, Tensor& k_pool, Tensor& v_pool) {
+  const int64_t N = x.size(0), D = head_dim_, S = in.page_size, P = k_pool.size(0) / S;
+  Tensor q, k, v;  // (N, Hq*D), (N, Hkv*D), (N, Hkv*D)
+  project(ctx, x, q, k, v);
+  if (q_norm_) {
+    q = q_norm_->forward(ctx, q.view({N * heads_, D}));
+    k = k_norm_->forward(ctx, k.view({N * kv_heads_, D}));
+  }
+  // Each row is a sequence of one token: [N, 1, H, D] against positions [N, 1].
+  Tensor q4 = q.view({N, 1, heads_, D}), k4 = k.view({N, 1, kv_heads_, D});
+  if (use_rope_) {
+    rope.forward(q4, in.positions);
+    rope.forward(k4, in.positions);
+  }
+  Tensor k_pages = k_pool.view({P, S, kv_heads_, D}), v_pages = v_pool.view({P, S, kv_heads_, D});
+  ops::kv_cache_write(k_pages, v_pages, k.view({N, kv_heads_, D}), v.view({N, kv_heads_, D}),
+                      in.slots);
+  Tensor q3 = q.view({N, heads_, D});
+  Tensor workspace;
+  const int64_t scratch = ops::attention_decode_workspace_size(q3, k_pages, in.pages, window_);
+  if (scratch > 0) workspace = ctx.arena.alloc({scratch}, DType::f32);
+  Tensor out = ctx.arena.alloc({N, heads_, D}, x.dtype());
+  ops::attention_decode(out, q3, k_pages, v_pages, in.pages, in.lengths,
+                        1.0 / std::sqrt(static_cast<double>(D)), window_, workspace);
+  return o_.forward(ctx, out.view({N, heads_ * D}));
+}
+
 // ---- MLP ----
 
 Mlp::Mlp(ParamStore& params, const TransformerConfig& c, const TensorNames& names, int64_t layer,
@@ -302,6 +331,12 @@ Tensor DecoderBlock::forward_cached(Context& ctx, const Tensor& x, const Tensor&
   return residual_mlp(ctx, x, a);
 }
 
+Tensor DecoderBlock::decode_step(Context& ctx, const Tensor& x, const DecodeInputs& in,
+                                 const RotaryEmbedding& rope, Tensor& k_pool, Tensor& v_pool) {
+  Tensor a = attn_.decode_step(ctx, attn_norm_.forward(ctx, x), in, rope, k_pool, v_pool);
+  return residual_mlp(ctx, x, a);
+}
+
 std::vector<Linear*> DecoderBlock::linears() {
   std::vector<Linear*> out = attn_.linears();
   for (Linear* l : mlp_.linears()) out.push_back(l);
@@ -335,8 +370,8 @@ CausalLM::CausalLM(ParamStore& params, const TransformerConfig& c, const TensorN
 void CausalLM::ensure_rope() {
   if (config_.positions != PositionKind::rope) return;
   if (!rope_.cos().defined() || rope_.cos().dtype() != params_->dtype())
-    rope_ =
-        RotaryEmbedding(config_.rope, config_.head_dim, config_.max_positions, params_->dtype());
+    rope_ = RotaryEmbedding(config_.rope, config_.head_dim, config_.max_positions, params_->dtype(),
+                            params_->device());
 }
 
 Tensor CausalLM::embed(Context& ctx, const Tensor& ids, const Tensor& positions) {
@@ -469,7 +504,8 @@ Tensor CausalLM::forward_cached(Context& ctx, const Tensor& ids, KvCache& cache,
 
   Tensor positions = Tensor::empty({1, T}, DType::i64);
   for (int64_t t = 0; t < T; ++t) positions.data<int64_t>()[t] = past + t;
-  Tensor x = embed(ctx, ids.view({T}), positions.view({T}));  // (T, C)
+  positions = positions.to(params_->device());
+  Tensor x = embed(ctx, ids.view({T}).to(params_->device()), positions.view({T}));  // (T, C)
   for (size_t l = 0; l < blocks_.size(); ++l) {
     x = blocks_[l]->forward_cached(ctx, x, positions, rope_, cache.keys(l), cache.values(l), past);
   }
@@ -479,8 +515,59 @@ Tensor CausalLM::forward_cached(Context& ctx, const Tensor& ids, KvCache& cache,
   return lm_head_.forward(ctx, final_norm_.forward(ctx, x));
 }
 
+DecodeInputs::DecodeInputs(Device device, int64_t rows, int64_t max_pages, int64_t page_size_)
+    : ids(Tensor::zeros({rows}, DType::i64, device)),
+      positions(Tensor::zeros({rows, 1}, DType::i64, device)),
+      slots(Tensor::zeros({rows}, DType::i32, device)),
+      lengths(Tensor::zeros({rows}, DType::i32, device)),
+      pages(Tensor::zeros({rows, max_pages}, DType::i32, device)),
+      page_size(page_size_) {}
+
+void DecodeInputs::set(int64_t token, int64_t position) {
+  TUNE_ASSERT(rows() == 1 && pages.size(1) == 1,
+              "DecodeInputs::set(token, position) is for one "
+              "sequence whose cache is one page");
+  set({token}, {position}, {static_cast<int32_t>(position)}, {static_cast<int32_t>(position + 1)},
+      {0});
+}
+
+void DecodeInputs::set(const std::vector<int64_t>& tokens,
+                       const std::vector<int64_t>& token_positions,
+                       const std::vector<int32_t>& slot_ids,
+                       const std::vector<int32_t>& seq_lengths,
+                       const std::vector<int32_t>& block_table) {
+  const auto n = static_cast<size_t>(rows());
+  TUNE_ASSERT(tokens.size() == n && token_positions.size() == n && slot_ids.size() == n &&
+                  seq_lengths.size() == n &&
+                  block_table.size() == static_cast<size_t>(pages.numel()),
+              "DecodeInputs::set: every vector needs one entry per row (", n, ")");
+  ids.copy_from(Tensor::from_i64({rows()}, tokens));
+  positions.copy_from(Tensor::from_i64({rows(), 1}, token_positions));
+  auto copy_i32 = [](Tensor& dst, const std::vector<int32_t>& values) {
+    Tensor host = Tensor::empty(dst.shape(), DType::i32);
+    std::copy(values.begin(), values.end(), host.data<int32_t>());
+    dst.copy_from(host);
+  };
+  copy_i32(slots, slot_ids);
+  copy_i32(lengths, seq_lengths);
+  copy_i32(pages, block_table);
+}
+
+Tensor CausalLM::decode_step(Context& ctx, const DecodeInputs& in, KvCache& pool) {
+  TUNE_CHECK(in.page_size > 0 && pool.capacity() % in.page_size == 0,
+             "CausalLM::decode_step: a KV cache of ", pool.capacity(),
+             " positions is not made of pages of ", in.page_size);
+  ensure_rope();
+  ctx.dtype = params_->dtype();
+  ctx.mode = Mode::eval;
+  Tensor x = embed(ctx, in.ids, in.positions.view({in.rows()}));  // (N, C)
+  for (size_t l = 0; l < blocks_.size(); ++l)
+    x = blocks_[l]->decode_step(ctx, x, in, rope_, pool.keys(l), pool.values(l));
+  return lm_head_.forward(ctx, final_norm_.forward(ctx, x));
+}
+
 KvCache CausalLM::make_cache(int64_t capacity) const {
-  return KvCache(config_, capacity, params_->dtype());
+  return KvCache(config_, capacity, params_->dtype(), params_->device());
 }
 
 std::vector<Linear*> CausalLM::linears() {

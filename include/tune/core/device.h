@@ -19,5 +19,27 @@ std::string cuda_describe();
 std::shared_ptr<void> cuda_allocate(size_t bytes, void** data);
 enum class CopyKind { host_to_device, device_to_host, device_to_device };
 void cuda_copy(void* dst, const void* src, size_t bytes, CopyKind kind);
+// Bytes of device memory in use on the current device (total minus free), for benchmarks.
+size_t cuda_memory_in_use();
+// Sets `bytes` of device memory to zero, queued on the calling thread's stream.
+void cuda_zero(void* dst, size_t bytes);
+
+// A CUDA graph of the work queued on the calling thread's stream between begin_capture() and
+// end_capture(), replayed by launch() with the same kernels and arguments: a decode step, whose
+// hundreds of small kernels then cost one launch. Nothing may wait for the device or copy from
+// pageable host memory while capturing.
+class CudaGraph {
+ public:
+  void begin_capture();
+  void end_capture();
+  // Ends a capture that failed part way, discarding what was recorded.
+  void abort_capture();
+  void launch();
+  bool captured() const { return exec_ != nullptr; }
+  void clear() { exec_.reset(); }
+
+ private:
+  std::shared_ptr<void> exec_;  // the instantiated graph
+};
 
 }  // namespace tune

@@ -71,7 +71,10 @@ class Tensor {
   // A new tensor with its own storage: same values, possibly another dtype.
   Tensor clone() const;
   Tensor to(DType dtype) const;
-  // Copies `src` (same numel, any float dtype) into this tensor's storage, converting.
+  // The same values on `device`: this tensor itself when it is there already, else a copy.
+  Tensor to(Device device) const;
+  // Copies `src` (same numel, any float dtype, any device) into this tensor's storage,
+  // converting (on the host side when the devices differ).
   void copy_from(const Tensor& src);
   void zero();
 

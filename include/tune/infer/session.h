@@ -29,12 +29,22 @@ struct LoadedModel {
 // model_dir in Hugging Face layout; adapter_dir ("" for none) a PEFT LoRA adapter, applied
 // unmerged (exact); tokenizer_dir ("" for model_dir) holds tokenizer.json. Errors say which
 // folder lacks what. The tokenizer's vocabulary must fit the model's embedding.
+// The weights go to `device` in `dtype` (see ModelOptions).
 LoadedModel load_for_generation(const std::string& model_dir, const std::string& adapter_dir,
-                                const std::string& tokenizer_dir);
+                                const std::string& tokenizer_dir, Device device = Device::cpu,
+                                DType dtype = DType::f32);
 
-// Options shared by `tune generate` and `tune chat`: model, adapter, tokenizer, system,
-// max_new_tokens, sampling (do_sample, temperature, top_k, top_p, min_p, repetition_penalty,
-// seed) and stop.
+// Where generation runs, from the `device` and `dtype` options of generation_option_specs():
+// the CPU in f32, or CUDA in bf16 unless --dtype says otherwise.
+struct Placement {
+  Device device = Device::cpu;
+  DType dtype = DType::f32;
+};
+Placement placement(const Options& options);
+
+// Options shared by `tune generate` and `tune chat`: model, adapter, tokenizer, device, dtype,
+// system, max_new_tokens, sampling (do_sample, temperature, top_k, top_p, min_p,
+// repetition_penalty, seed) and stop.
 std::vector<OptionSpec> generation_option_specs();
 // The settings for one run: generation_config.json's defaults, overridden by what the command
 // line set. Setting temperature (> 0), top_k, top_p, min_p or seed turns sampling on;

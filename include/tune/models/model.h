@@ -29,12 +29,16 @@ ModelConfig read_model_config(const std::string& dir);
 // The model_types this build supports, for messages and `tune env`.
 std::vector<std::string> supported_model_types();
 
-enum class Training : uint8_t { full, lora };
+// full: every parameter trainable; lora: base frozen, adapters trainable; none: inference, every
+// parameter frozen (no gradient buffers at all).
+enum class Training : uint8_t { full, lora, none };
 
 struct ModelOptions {
-  DType dtype = DType::f32;            // parameter and activation dtype on the CPU (f32 or f64)
-  Training training = Training::full;  // lora: base frozen, adapters trainable
-  nn::LoraConfig lora;                 // used when training == lora
+  // Parameter and activation dtype: f32 or f64 on the CPU; f32, bf16 or f16 on CUDA.
+  DType dtype = DType::f32;
+  Training training = Training::full;
+  nn::LoraConfig lora;  // used when training == lora
+  Device device = Device::cpu;
 };
 
 class Model {

@@ -15,6 +15,9 @@ namespace tune::nn {
 // out stay valid until the next reset(); after it their memory is reused.
 class Arena {
  public:
+  // Memory on `device`: host memory, or CUDA's stream-ordered pool.
+  explicit Arena(Device device = Device::cpu) : device_(device) {}
+  Device device() const { return device_; }
   Tensor alloc(const Shape& shape, DType dtype);
   Tensor zeros(const Shape& shape, DType dtype);
   void reset();
@@ -27,6 +30,8 @@ class Arena {
   Mark mark() const;
   void release(const Mark& m);
   size_t capacity_bytes() const;
+  // The start of the first block (null before the first alloc): where a step's tensors are.
+  const void* base() const { return blocks_.empty() ? nullptr : blocks_.front().memory.raw(); }
   size_t peak_bytes() const { return peak_; }
 
  private:
@@ -34,6 +39,7 @@ class Arena {
     Tensor memory;  // u8, owns the bytes
     size_t used = 0;
   };
+  Device device_ = Device::cpu;
   std::vector<Block> blocks_;
   size_t in_use_ = 0, peak_ = 0;
 };
@@ -41,9 +47,16 @@ class Arena {
 enum class Mode : uint8_t { train, eval };
 
 struct Context {
+  Context() = default;
+  // A context whose activations live on `device` (the model's parameters must be there too).
+  explicit Context(Device device) : arena(device) {}
+  Device device() const { return arena.device(); }
+
   Arena arena;
   Mode mode = Mode::train;
-  DType dtype = DType::f32;  // activation dtype on the CPU: f32, or f64 for gradient checks
+  // Activation dtype: the parameters' (f32, or f64 for gradient checks on the CPU; f32, bf16 or
+  // f16 on CUDA).
+  DType dtype = DType::f32;
   // Dropout masks are a function of (LoraConfig::seed, step, layer, element): the same step
   // gives the same mask, so an interrupted run resumes exactly.
   uint64_t step = 0;

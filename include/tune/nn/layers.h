@@ -95,7 +95,9 @@ struct RopeConfig {
 class RotaryEmbedding {
  public:
   RotaryEmbedding() = default;
-  RotaryEmbedding(const RopeConfig& config, int64_t head_dim, int64_t max_positions, DType dtype);
+  // The tables are computed on the host and stored in `dtype` on `device`.
+  RotaryEmbedding(const RopeConfig& config, int64_t head_dim, int64_t max_positions, DType dtype,
+                  Device device = Device::cpu);
   // x [B, T, H, D] in place; positions [B, T] (i64).
   void forward(Tensor& x, const Tensor& positions) const;
   void backward(Tensor& dx, const Tensor& positions) const;

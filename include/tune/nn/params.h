@@ -30,8 +30,8 @@ class ParamStore {
   // Declares a parameter; returns its index. Names are unique.
   int add(const std::string& name, const Shape& shape, Role role, Decay decay);
   // Allocates the buffers (zeroed) once every parameter is declared. Everything is stored in
-  // `dtype` on the CPU (f32 for training, f64 for gradient checks).
-  void allocate(DType dtype);
+  // `dtype` on `device` (on the CPU f32 for training, f64 for gradient checks).
+  void allocate(DType dtype, Device device = Device::cpu);
   bool allocated() const { return trainable_.defined() || frozen_.defined(); }
 
   const std::vector<ParamInfo>& infos() const { return infos_; }
@@ -43,6 +43,7 @@ class ParamStore {
   Tensor param(const std::string& name) const;
 
   DType dtype() const { return dtype_; }
+  Device device() const { return device_; }
   Tensor& trainable() { return trainable_; }
   Tensor& grads() { return grads_; }
   const Tensor& grads() const { return grads_; }
@@ -59,6 +60,7 @@ class ParamStore {
   std::unordered_map<std::string, int> by_name_;
   int64_t sizes_[2] = {0, 0};  // padded element counts: frozen, trainable
   DType dtype_ = DType::f32;
+  Device device_ = Device::cpu;
   Tensor frozen_, trainable_, grads_;
 };
 

@@ -51,4 +51,43 @@ void cuda_copy(void* dst, const void* src, size_t bytes, CopyKind kind) {
   if (kind == CopyKind::device_to_host) TUNE_CUDA_CHECK(cudaStreamSynchronize(cudaStreamPerThread));
 }
 
+size_t cuda_memory_in_use() {
+  size_t free = 0, total = 0;
+  TUNE_CUDA_CHECK(cudaMemGetInfo(&free, &total));
+  return total - free;
+}
+
+void cuda_zero(void* dst, size_t bytes) {
+  TUNE_CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, cudaStreamPerThread));
+}
+
+void CudaGraph::begin_capture() {
+  exec_.reset();
+  TUNE_CUDA_CHECK(cudaStreamBeginCapture(cudaStreamPerThread, cudaStreamCaptureModeThreadLocal));
+}
+
+void CudaGraph::end_capture() {
+  cudaGraph_t graph = nullptr;
+  TUNE_CUDA_CHECK(cudaStreamEndCapture(cudaStreamPerThread, &graph));
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t status = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  TUNE_CUDA_CHECK(status);
+  exec_ = std::shared_ptr<void>(
+      exec, [](void* e) { cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(e)); });
+}
+
+void CudaGraph::abort_capture() {
+  cudaGraph_t graph = nullptr;
+  if (cudaStreamEndCapture(cudaStreamPerThread, &graph) == cudaSuccess && graph)
+    cudaGraphDestroy(graph);
+  cudaGetLastError();  // the capture's error is not this call's
+  exec_.reset();
+}
+
+void CudaGraph::launch() {
+  TUNE_CHECK(exec_, "CudaGraph::launch before a capture");
+  TUNE_CUDA_CHECK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec_.get()), cudaStreamPerThread));
+}
+
 }  // namespace tune

@@ -31,6 +31,23 @@ std::shared_ptr<void> cuda_allocate(size_t, void**) {
 void cuda_copy(void*, const void*, size_t, CopyKind) {
   no_cuda("cuda_copy");
 }
+size_t cuda_memory_in_use() {
+  no_cuda("cuda_memory_in_use");
+}
+void cuda_zero(void*, size_t) {
+  no_cuda("cuda_zero");
+}
+
+void CudaGraph::begin_capture() {
+  no_cuda("CudaGraph::begin_capture");
+}
+void CudaGraph::end_capture() {
+  no_cuda("CudaGraph::end_capture");
+}
+void CudaGraph::abort_capture() {}
+void CudaGraph::launch() {
+  no_cuda("CudaGraph::launch");
+}
 
 namespace cuda {
 void gemm(DType, Trans, Trans, int64_t, int64_t, int64_t, float, const void*, int64_t, const void*,
