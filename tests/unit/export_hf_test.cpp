@@ -170,6 +170,43 @@ INSTANTIATE_TEST_SUITE_P(Cases, ExportGolden,
                                            "qwen2_bias", "qwen3_qknorm", "gpt2_tiny",
                                            "tune_trained_peft"));
 
+// A random adapter made here (rsLoRA scale alpha / sqrt(r), every linear layer) on a base stored
+// in bf16: the merge reads bf16, computes in f32, and gives tune's unmerged logits.
+TEST(ExportHf, RandomRsloraAdapterOnABf16Base) {
+  Outputs out("rslora");
+  models::ExportOptions o;
+  o.model_dir = kGolden + "/qwen3_qknorm";
+  o.dtype = "bf16";
+  o.out = out.path("base_bf16");
+  models::export_hf(o);
+
+  nn::LoraConfig lora;
+  lora.r = 6;
+  lora.alpha = 10;
+  lora.scaling = nn::LoraScaling::rslora;
+  lora.targets = {"all-linear"};
+  auto model = models::load_model(o.out, {DType::f32, models::Training::lora, lora});
+  nn::ParamStore& params = model->params();
+  for (int i = 0; i < static_cast<int>(params.infos().size()); ++i) {
+    if (params.info(i).role != nn::Role::trainable) continue;
+    Tensor p = params.param(i);
+    p.copy_from(test::randn(p.shape(), DType::f32, 100 + i, 0.1));
+  }
+  models::save_adapter(*model, out.path("adapter"));
+  const Tensor ids = test::randint({2, 9}, model->config().arch.vocab_size, 3);
+  const Tensor reference = logits_of(*model, ids);
+
+  o.model_dir = out.path("base_bf16");
+  o.adapter_dir = out.path("adapter");
+  o.dtype = "f32";
+  o.out = out.path("merged");
+  models::export_hf(o);
+  const Tensor merged = plain(o.out, ids);
+  ASSERT_GT(test::rel_error(plain(o.model_dir, ids), reference), 1e-3);
+  EXPECT_LE(test::rel_error(merged, reference), 1e-5);
+  EXPECT_LE(max_rel(merged, reference), 1e-5);
+}
+
 // Without an adapter: a dtype conversion. Floats are rounded to nearest even, config.json says
 // the new dtype under the key it already used.
 TEST(ExportHf, ReexportConvertsTheDtype) {
