@@ -9,6 +9,7 @@
 // Weights stream: shards are planned from the stored shapes and the output dtype, then each
 // tensor is read from the mapped checkpoint, merged and converted on its own and appended to its
 // shard, so memory holds one tensor at a time whatever the model's size.
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -175,6 +176,13 @@ class Staging {
       fs::remove_all(old, ec);
     }
     committed_ = true;
+    // The new name survives a power loss once the parent folder is on disk.
+    const fs::path parent = fs::path(out_).has_parent_path() ? fs::path(out_).parent_path() : ".";
+    const int fd = ::open(parent.c_str(), O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+      ::fsync(fd);
+      ::close(fd);
+    }
   }
 
  private:
