@@ -20,6 +20,13 @@ load the merged folders with no missing or unexpected tensor.
 
   python3 check_export_transformers.py --golden tests/golden --dump DUMP [CASE ...]
 Exits 0 when every case passes, prints one table per case.
+
+With --cli MODEL CLI_OUT it also checks exports the `tune export` command wrote of MODEL (a model
+folder with a tokenizer and adapter/, e.g. tests/reference/make_byte_tokenizer_model.py's):
+CLI_OUT/merged (hf, f32), CLI_OUT/merged_bf16 (hf --dtype bf16) and CLI_OUT/peft. Each loads
+with its tokenizer (AutoTokenizer) and in config.json's dtype; on a tokenized prompt, merged and
+the PEFT export give PEFT(MODEL + adapter)'s logits to 1e-5, merged_bf16 to bf16 precision
+(2e-2 of the largest logit).
 """
 import argparse
 import os
@@ -109,16 +116,52 @@ def check_case(golden, dump, case):
     return ok
 
 
+def check_cli(model_dir, cli_out):
+    tokenizer = transformers.AutoTokenizer.from_pretrained(os.path.join(cli_out, "merged"))
+    ids = tokenizer("Hello there, how are you today?", return_tensors="pt")["input_ids"]
+    base, _ = load(model_dir)
+    reference = logits_of(peft.PeftModel.from_pretrained(base, os.path.join(model_dir, "adapter")),
+                          ids)
+    rows, ok = [], True
+    for folder, dtype, tolerance in (("merged", torch.float32, TOLERANCE),
+                                     ("merged_bf16", torch.bfloat16, 2e-2)):
+        path = os.path.join(cli_out, folder)
+        transformers.AutoTokenizer.from_pretrained(path)  # the copied tokenizer files load
+        model, problems = transformers.AutoModelForCausalLM.from_pretrained(
+            path, dtype="auto", attn_implementation="eager", output_loading_info=True)
+        problems = {k: v for k, v in problems.items() if v}
+        if problems or model.dtype != dtype:
+            print(f"  {folder}: dtype {model.dtype} (expected {dtype}), loading reports {problems}")
+            ok = False
+        rows.append((f"transformers(cli {folder}) vs PEFT(base+adapter)",
+                     errors(logits_of(model.eval(), ids), reference), tolerance))
+    fresh, _ = load(model_dir)
+    exported = peft.PeftModel.from_pretrained(fresh, os.path.join(cli_out, "peft"))
+    rows.append(("PEFT(base+cli peft) vs PEFT(base+adapter)", errors(logits_of(exported, ids),
+                                                                    reference), TOLERANCE))
+    print(f"tune export (CLI) of {model_dir}, {ids.shape[1]} tokens")
+    for what, (max_rel, norm_rel), tolerance in rows:
+        passed = max_rel <= tolerance and norm_rel <= tolerance
+        ok = ok and passed
+        print(f"  {what:<52} {max_rel:10.3e} {norm_rel:10.3e}  {'ok' if passed else 'FAIL'}")
+    print(f"  {'PASS' if ok else 'FAIL'}\n")
+    return ok
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--golden", required=True, help="tests/golden")
     parser.add_argument("--dump", required=True, help="TUNE_EXPORT_DUMP of the unit tests")
+    parser.add_argument("--cli", nargs=2, metavar=("MODEL", "CLI_OUT"),
+                        help="also check the exports `tune export` wrote of MODEL")
     parser.add_argument("cases", nargs="*", default=CASES)
     args = parser.parse_args()
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, "
           f"peft {peft.__version__}, f32 on the CPU\n")
     results = [check_case(args.golden, args.dump, c) for c in args.cases]
+    if args.cli:
+        results.append(check_cli(*args.cli))
     print("PASS" if all(results) else "FAIL")
     return 0 if all(results) else 1
 
