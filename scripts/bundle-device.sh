@@ -8,8 +8,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 case "${1:-}" in -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 dir=${1:-build/release}
-# simdjson: Debian ships only a shared library and the GPU machine has none.
-for lib in libsimdjson.so.14; do
+# simdjson and cpp-httplib: Debian ships only shared libraries and the GPU machine has neither.
+for lib in libsimdjson.so.14 libcpp-httplib.so.0.11; do
   src=$(ldd "$dir/tune" | awk -v l="$lib" '$1 == l { print $3 }')
   [[ -n "$src" ]] || { echo "bundle-device: $dir/tune does not link $lib" >&2; exit 1; }
   cp -L "$src" "$dir/$lib"

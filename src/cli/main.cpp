@@ -31,6 +31,8 @@ constexpr Command kCommands[] = {
      tune::cli::env_command},
     {"generate", "continue a prompt (or a JSONL of prompts) with a model, streamed or as JSON",
      tune::cli::generate_command},
+    {"serve", "an OpenAI-compatible HTTP server (chat/completions, streaming, LoRA adapters)",
+     tune::cli::serve_command},
     {"train", "fine-tune or pretrain a model from a YAML config (LoRA or full)",
      tune::cli::train_command},
     {"tokenize", "text -> token ids with a Hugging Face tokenizer (TEXT or a JSONL file)",

@@ -84,7 +84,7 @@ bool RequestStream::wait(std::vector<TokenEvent>& events, std::chrono::milliseco
     events.push_back(std::move(events_.front()));
     events_.pop_front();
   }
-  return !(done_ && events.empty());
+  return !done_;  // done: everything it will ever send was just taken
 }
 
 void RequestStream::push(TokenEvent event) {

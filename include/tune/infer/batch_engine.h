@@ -58,7 +58,8 @@ struct TokenEvent {
 class RequestStream {
  public:
   // Waits until there are events or the request is done (or `timeout` passes); moves the events
-  // out into `events`. Returns false once the request is done and every event was taken.
+  // out (appended) into `events`. Returns false when the request is done: the events taken by
+  // this call were its last.
   bool wait(std::vector<TokenEvent>& events, std::chrono::milliseconds timeout);
   // Stops the request (its client went away); the scheduler frees its slot at the next step.
   void cancel() { cancelled_ = true; }
