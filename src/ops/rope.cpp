@@ -1,5 +1,6 @@
 // Rotary position embedding, in place on (B, T, H, D), and its transpose for backward.
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cuda/embedding_kernels.h"
 #include "ops/op_checks.h"
 #include "tune/ops/ops.h"
 
@@ -22,17 +23,31 @@ void rope(const char* op, Tensor& x, const char* x_name, const Tensor& cos, cons
   detail::check_shape(op, ca, {cos.size(0), d / 2}, xa);
   detail::check_same_shape(op, sa, ca);
   detail::check_shape(op, pa, {b, t}, xa);
-  if (detail::check_device(op, {xa, ca, sa, pa}) == Device::cuda) detail::no_cuda_kernel(op);
-  const DType dt = detail::check_float(op, {xa, ca, sa});
   detail::check_index(op, pa);
   const int64_t table = cos.size(0);
-  const int64_t bad = detail::first_out_of_range(positions, table);
-  if (bad >= 0) {
-    detail::fail(
-        op, str("position ", static_cast<int64_t>(positions.item(bad)), " at (b, t) = (", bad / t,
-                ", ", bad % t, ") is outside the cos/sin tables, which have ", table,
-                " rows (shape ", shape_str(cos.shape()), "); build them for more positions"));
+  auto report = [&](int64_t bad, const Tensor& host_positions) {
+    detail::fail(op,
+                 str("position ", static_cast<int64_t>(host_positions.item(bad)), " at (b, t) = (",
+                     bad / t, ", ", bad % t, ") is outside the cos/sin tables, which have ", table,
+                     " rows (shape ", shape_str(cos.shape()), "); build them for more positions"));
+  };
+  if (detail::check_device(op, {xa, ca, sa, pa}) == Device::cuda) {
+    // Positions stay on the device: the kernel checks them (backend/cuda/embedding_kernels.h).
+    const DType dt = detail::check_cuda_float(op, {xa, ca, sa});
+    const int64_t bad = cuda::rope(
+        dt, positions.dtype(), x.raw(), cos.raw(), sin.raw(), positions.raw(), b, t, h, d, table,
+        direction == cpu::RopeDirection::forward ? cuda::RopeDirection::forward
+                                                 : cuda::RopeDirection::backward);
+    if (bad >= 0) {
+      Tensor host = Tensor::empty(positions.shape(), positions.dtype());
+      host.copy_from(positions);
+      report(bad, host);
+    }
+    return;
   }
+  const DType dt = detail::check_float(op, {xa, ca, sa});
+  const int64_t bad = detail::first_out_of_range(positions, table);
+  if (bad >= 0) report(bad, positions);
   detail::dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);
     detail::dispatch_index(positions.dtype(), [&](auto itag) {

@@ -1,0 +1,114 @@
+// Device helpers shared by the kernels of embedding.cu, rope.cu, kv_cache.cu and attention*.cu:
+// f32 conversion of the storage dtypes, 16-byte packs, and the device word through which
+// embedding.cu and rope.cu report the first out-of-range index (embedding_kernels.h says why;
+// one word per host thread and device, allocated on first use).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <type_traits>
+
+#include <climits>
+#include <cstdint>
+
+#include "backend/cuda/cuda_check.h"
+#include "tune/core/dtype.h"
+
+namespace tune::cuda {
+
+template <typename T>
+__device__ __forceinline__ float to_f(T v) {
+  if constexpr (std::is_same_v<T, float>) {
+    return v;
+  } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    return __bfloat162float(v);
+  } else {
+    return __half2float(v);
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ T from_f(float v) {
+  if constexpr (std::is_same_v<T, float>) {
+    return v;
+  } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    return __float2bfloat16(v);
+  } else {
+    return __float2half(v);
+  }
+}
+
+__device__ __forceinline__ int64_t max64(int64_t a, int64_t b) {
+  return a > b ? a : b;
+}
+__device__ __forceinline__ int64_t min64(int64_t a, int64_t b) {
+  return a < b ? a : b;
+}
+
+// V elements loaded or stored as one access (16 bytes for 8 bf16 or 4 f32).
+template <typename T, int V>
+struct alignas(sizeof(T) * V) Pack {
+  T v[V];
+};
+
+// Calls f(T{}) with T = float, __nv_bfloat16 or __half for dtype f32, bf16 or f16.
+template <typename F>
+void dispatch_storage(DType t, F&& f) {
+  if (t == DType::f32) {
+    f(float{});
+  } else if (t == DType::bf16) {
+    f(__nv_bfloat16{});
+  } else {
+    f(__half{});
+  }
+}
+
+class IndexCheck {
+ public:
+  // Arms the word on the calling thread's stream; inside graph capture, leaves it unarmed.
+  IndexCheck() {
+    cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+    TUNE_CUDA_CHECK(cudaStreamIsCapturing(cudaStreamPerThread, &st));
+    if (st != cudaStreamCaptureStatusNone) return;
+    flag_ = word();
+    TUNE_CUDA_CHECK(cudaMemsetAsync(flag_, 0xff, sizeof(unsigned long long), cudaStreamPerThread));
+  }
+  // The word kernels atomicMin their bad index into, or null (capture: no check).
+  unsigned long long* flag() const { return flag_; }
+  // After the kernel: -1, or the smallest bad index. Waits for the stream.
+  int64_t first_bad() const {
+    if (!flag_) return -1;
+    unsigned long long v = 0;
+    TUNE_CUDA_CHECK(
+        cudaMemcpyAsync(&v, flag_, sizeof v, cudaMemcpyDeviceToHost, cudaStreamPerThread));
+    TUNE_CUDA_CHECK(cudaStreamSynchronize(cudaStreamPerThread));
+    return v == ULLONG_MAX ? -1 : static_cast<int64_t>(v);
+  }
+
+ private:
+  static unsigned long long* word() {
+    struct Words {
+      unsigned long long* p[16] = {};
+      ~Words() {
+        for (auto* w : p) {
+          if (w) cudaFree(w);
+        }
+      }
+    };
+    thread_local Words words;
+    int dev = 0;
+    TUNE_CUDA_CHECK(cudaGetDevice(&dev));
+    unsigned long long*& w = words.p[dev & 15];
+    if (!w) TUNE_CUDA_CHECK(cudaMalloc(&w, sizeof(unsigned long long)));
+    return w;
+  }
+  unsigned long long* flag_ = nullptr;
+};
+
+__device__ __forceinline__ void report_bad_index(unsigned long long* flag, int64_t i) {
+  if (flag) atomicMin(flag, static_cast<unsigned long long>(i));
+}
+
+}  // namespace tune::cuda

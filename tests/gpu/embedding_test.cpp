@@ -1,0 +1,146 @@
+// ops::embedding_forward / embedding_backward on the GPU against the CPU op in f64 on the same
+// rounded inputs: f32/bf16/f16 tables, i32 and i64 ids with many repeats (the backward's
+// per-id ownership), awkward row counts and widths, outputs inside sentinel-filled buffers (pads
+// of 37 elements misalign rows for 16-byte access, 64 keep them aligned). Forward is an exact
+// copy; backward within 1e-6 (f32) or the storage dtype's rounding of one addition. Bad ids throw
+// naming the id; backward is bitwise reproducible.
+#include <gtest/gtest.h>
+
+#include "test_util.h"
+#include "tune/ops/ops.h"
+
+namespace tune {
+namespace {
+
+constexpr double kSentinel = 7.0;
+
+Tensor to_device(const Tensor& host, DType dtype) {
+  Tensor d = Tensor::empty(host.shape(), dtype, Device::cuda);
+  d.copy_from(host.to(dtype));
+  return d;
+}
+
+struct Placed {
+  Tensor buffer, view;
+  int64_t pad = 0, numel = 0;
+};
+
+Placed place(const Shape& shape, DType dtype, int64_t pad, const Tensor& init = Tensor()) {
+  Placed p;
+  p.pad = pad;
+  p.numel = numel_of(shape);
+  Tensor host = test::full({p.numel + 2 * pad}, DType::f32, kSentinel).to(dtype);
+  if (init.defined()) host.narrow(pad, p.numel).copy_from(init.view({p.numel}).to(dtype));
+  p.buffer = to_device(host, dtype);
+  p.view = p.buffer.narrow(pad, p.numel).view(shape);
+  return p;
+}
+
+Tensor fetch(const Placed& p, const Shape& shape, const char* name) {
+  Tensor back = Tensor::empty(p.buffer.shape(), p.buffer.dtype());
+  back.copy_from(p.buffer);
+  for (int64_t i = 0; i < p.pad; ++i) {
+    EXPECT_EQ(back.item(i), kSentinel) << name << ": sentinel before overwritten at " << i;
+    EXPECT_EQ(back.item(p.pad + p.numel + i), kSentinel)
+        << name << ": sentinel after overwritten at " << i;
+  }
+  return back.narrow(p.pad, p.numel).to(DType::f64).view(shape);
+}
+
+Tensor rounded(const Shape& shape, DType dtype, uint64_t seed) {
+  return test::randn(shape, DType::f32, seed).to(dtype).to(DType::f64);
+}
+
+Tensor ids_of(DType id_type, int64_t n, int64_t vocab, uint64_t seed) {
+  // Few distinct ids (vocab / 3 + 1 of them) so that rows repeat.
+  Tensor ids = test::randint({n}, vocab / 3 + 1, seed);
+  for (int64_t i = 0; i < n; ++i) ids.data<int64_t>()[i] *= 3;
+  if (id_type == DType::i64) return ids;
+  Tensor i32 = Tensor::empty({n}, DType::i32);
+  for (int64_t i = 0; i < n; ++i) i32.data<int32_t>()[i] = static_cast<int32_t>(ids.item(i));
+  return i32;
+}
+
+Tensor ids_to_device(const Tensor& ids) {
+  Tensor d = Tensor::empty(ids.shape(), ids.dtype(), Device::cuda);
+  d.copy_from(ids);
+  return d;
+}
+
+void check(DType dtype, DType id_type, int64_t n, int64_t c, int64_t pad) {
+  SCOPED_TRACE(
+      str(dtype_name(dtype), " ids ", dtype_name(id_type), " n=", n, " c=", c, " pad=", pad));
+  const int64_t vocab = 97;
+  const uint64_t seed = static_cast<uint64_t>(n * 7919 + c * 31 + pad);
+  const Tensor table = rounded({vocab, c}, dtype, seed);
+  const Tensor ids = ids_of(id_type, n, vocab, seed + 1);
+  const Tensor ids_dev = ids_to_device(ids);
+
+  Tensor out_ref = Tensor::empty({n, c}, DType::f64);
+  ops::embedding_forward(out_ref, ids, table);
+  Placed table_dev = place({vocab, c}, dtype, pad, table);
+  Placed out = place({n, c}, dtype, pad);
+  ops::embedding_forward(out.view, ids_dev, table_dev.view);
+  EXPECT_EQ(test::max_abs_diff(fetch(out, {n, c}, "out"), out_ref), 0.0);
+
+  const Tensor dout = rounded({n, c}, dtype, seed + 2);
+  const Tensor dtable0 = rounded({vocab, c}, dtype, seed + 3);
+  Tensor dtable_ref = dtable0.clone();
+  ops::embedding_backward(dtable_ref, dout, ids);
+  Placed dtable = place({vocab, c}, dtype, pad, dtable0);
+  Placed dout_dev = place({n, c}, dtype, pad, dout);
+  ops::embedding_backward(dtable.view, dout_dev.view, ids_dev);
+  const double tol = dtype == DType::f32 ? 1e-6 : (dtype == DType::bf16 ? 8e-3 : 1e-3);
+  EXPECT_LE(test::rel_error(fetch(dtable, {vocab, c}, "dtable"), dtable_ref), tol);
+}
+
+TEST(CudaEmbedding, MatchesCpuAtAwkwardSizes) {
+  for (DType dtype : {DType::f32, DType::bf16, DType::f16}) {
+    for (DType id_type : {DType::i64, DType::i32}) {
+      for (int64_t n : {1, 7, 33, 257, 4097}) {
+        for (int64_t c : {64, 80, 128, 256}) {
+          check(dtype, id_type, n, c, 37);
+          check(dtype, id_type, n, c, 64);
+        }
+      }
+      check(dtype, id_type, 1031, 4096, 64);
+      check(dtype, id_type, 33, 4104, 37);
+    }
+  }
+}
+
+TEST(CudaEmbedding, BadIdThrowsNamingItAndBackwardIsReproducible) {
+  const int64_t vocab = 50, c = 64, n = 300;
+  const Tensor table = to_device(rounded({vocab, c}, DType::bf16, 1), DType::bf16);
+  Tensor ids = test::randint({n}, vocab, 2);
+  ids.data<int64_t>()[123] = 50;
+  ids.data<int64_t>()[200] = -4;
+  const Tensor ids_dev = ids_to_device(ids);
+  Tensor out = Tensor::empty({n, c}, DType::bf16, Device::cuda);
+  try {
+    ops::embedding_forward(out, ids_dev, table);
+    FAIL() << "no error for id 50";
+  } catch (const Error& e) {
+    EXPECT_TRUE(test::contains(e.what(),
+                               "[embedding_forward] id 50 at position 123 of ids is "
+                               "outside [0, 50)"))
+        << e.what();
+  }
+  Tensor dtable = to_device(rounded({vocab, c}, DType::bf16, 3), DType::bf16);
+  EXPECT_THROW(ops::embedding_backward(dtable, out, ids_dev), Error);
+
+  // Many repeats of few ids: two runs give the same bits.
+  const Tensor rep = ids_to_device(test::randint({4097}, 5, 4));
+  const Tensor dout = to_device(rounded({4097, c}, DType::f32, 5), DType::f32);
+  Tensor d1 = Tensor::zeros({vocab, c}, DType::f32, Device::cuda);
+  Tensor d2 = Tensor::zeros({vocab, c}, DType::f32, Device::cuda);
+  ops::embedding_backward(d1, dout, rep);
+  ops::embedding_backward(d2, dout, rep);
+  Tensor h1 = Tensor::empty({vocab, c}, DType::f32), h2 = h1.clone();
+  h1.copy_from(d1);
+  h2.copy_from(d2);
+  EXPECT_EQ(test::max_abs_diff(h1.to(DType::f64), h2.to(DType::f64)), 0.0);
+}
+
+}  // namespace
+}  // namespace tune
