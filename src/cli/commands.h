@@ -26,6 +26,7 @@ int generate_command(const Args& args);
 int chat_command(const Args& args);
 int train_command(const Args& args);
 int serve_command(const Args& args);
+int export_command(const Args& args);
 
 // Shared by the tokenizer commands (defined in tokenize_command.cpp): --tokenizer's value checked
 // (exists, has tokenizer.json) and loaded; and fwrite that throws when the bytes do not all go out.

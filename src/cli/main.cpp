@@ -29,6 +29,8 @@ constexpr Command kCommands[] = {
      tune::cli::detokenize_command},
     {"env", "print how this tune was built and what it can see (BLAS, threads, CUDA)",
      tune::cli::env_command},
+    {"export", "write a model (+ LoRA adapter) as a merged HF folder, a PEFT adapter or GGUF",
+     tune::cli::export_command},
     {"generate", "continue a prompt (or a JSONL of prompts) with a model, streamed or as JSON",
      tune::cli::generate_command},
     {"serve", "an OpenAI-compatible HTTP server (chat/completions, streaming, LoRA adapters)",
