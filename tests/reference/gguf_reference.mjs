@@ -5,7 +5,8 @@
 //   node gguf_reference.mjs JOB.json
 //
 // JOB: {"models": [{"path": "m.gguf", "vocab_only": false}], "threads": 2, "context": 256,
-//       "generate": {"prompts": ["..."], "tokens": 40},    greedy continuation, never stopping
+//       "generate": {"prompts": ["..."], "tokens": 40, "stop": [ids]},   greedy continuation,
+//                                                        stopping only at a `stop` id (not kept)
 //       "tokenize": {"texts": ["..."]},                     ids with and without BOS/EOS
 //       "perplexity": {"texts": ["..."]}}                   each text from position 0
 // Output: {"results": [{"path", "n_vocab", "add_bos", "add_eos", "generate": [{"ids", "text"}],
@@ -26,7 +27,7 @@ function logSoftmaxAt(logits, token) {
   return logits.get(token) - max - Math.log(sum);
 }
 
-async function generate(model, sequence, prompt, n) {
+async function generate(model, sequence, prompt, n, stop) {
   await sequence.clearHistory();
   const tokens = model.tokenize(prompt, true);
   if (model.tokens.shouldPrependBosToken) tokens.unshift(model.tokens.bos);
@@ -34,6 +35,7 @@ async function generate(model, sequence, prompt, n) {
   // evaluate() samples greedily at temperature 0 and never stops on its own: end-of-generation
   // tokens are kept, as tune generate does when EOS is not its stop token.
   for await (const t of sequence.evaluate(tokens, {temperature: 0, yieldEogToken: true})) {
+    if (stop.includes(t)) break;
     ids.push(t);
     if (ids.length >= n) break;
   }
@@ -79,7 +81,7 @@ for (const spec of job.models) {
     const sequence = context.getSequence();
     if (job.generate) {
       r.generate = [];
-      for (const p of job.generate.prompts) r.generate.push(await generate(model, sequence, p, job.generate.tokens));
+      for (const p of job.generate.prompts) r.generate.push(await generate(model, sequence, p, job.generate.tokens, job.generate.stop ?? []));
     }
     if (job.perplexity) r.perplexity = await perplexity(model, sequence, job.perplexity.texts);
     await context.dispose();
