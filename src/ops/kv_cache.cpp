@@ -1,8 +1,11 @@
 // The paged KV cache: writing new keys and values into their slots, and one-query-per-sequence
 // attention over the pages (ops.h says what the layout is).
 #include <algorithm>
+#include <cstdint>
 
 #include "backend/cpu/kv_cache_kernels.h"
+#include "backend/cuda/attention_kernels.h"
+#include "backend/cuda/kv_cache_kernels.h"
 #include "ops/op_checks.h"
 #include "tune/ops/ops.h"
 
@@ -79,6 +82,25 @@ void check_decode_values(const char* op, const DecodeArgs& a, const Tensor& bloc
   }
 }
 
+cuda::PagedShape paged_shape(const cpu::DecodeShape& s) {
+  return {s.seqs, s.q_heads, s.kv_heads, s.head_dim, s.page_size, s.max_pages};
+}
+
+// The CUDA kernel reads 16-byte packs: head dims a multiple of 8 up to 256, 16-byte aligned starts.
+void check_cuda_layout(const char* op, int64_t head_dim, std::initializer_list<Arg> args) {
+  if (head_dim % 8 != 0 || head_dim > 256 || head_dim == 0) {
+    detail::fail(op, str("head dim ", head_dim,
+                         " is not supported on CUDA: it must be a multiple of 8 up to 256"));
+  }
+  for (const Arg& a : args) {
+    if (reinterpret_cast<uintptr_t>(a.tensor.raw()) % 16 != 0) {
+      detail::fail(op, str(a.name, " (", a.tensor.describe(),
+                           ") does not start on a 16-byte boundary; on CUDA pass a tensor "
+                           "allocated on its own or a view at a multiple of 16 bytes"));
+    }
+  }
+}
+
 }  // namespace
 
 void kv_cache_write(Tensor& k_pages, Tensor& v_pages, const Tensor& k, const Tensor& v,
@@ -106,7 +128,11 @@ void kv_cache_write(Tensor& k_pages, Tensor& v_pages, const Tensor& k, const Ten
   }
   const int64_t n = k.size(0), slots_total = k_pages.size(0) * k_pages.size(1);
   const int64_t row_bytes = k.size(1) * k.size(2) * static_cast<int64_t>(dtype_size(k.dtype()));
-  if (dev == Device::cuda) detail::no_cuda_kernel(op);
+  if (dev == Device::cuda) {
+    cuda::kv_cache_write(k_pages.raw(), v_pages.raw(), k.raw(), v.raw(), slots.raw(), slots.dtype(),
+                         n, row_bytes, slots_total);
+    return;
+  }
   detail::dispatch_index(slots.dtype(), [&](auto tag) {
     using I = decltype(tag);
     const I* sl = slots.data<I>();
@@ -136,7 +162,25 @@ void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_pages, const
   if (window < 0) detail::fail(op, str("window = ", window, " must be >= 0 (0: no window)"));
   const Device dev = detail::check_device(op, {oa, qa, kpa, vpa, ba, la});
   for (const Arg* in : {&qa, &kpa, &vpa}) detail::check_no_overlap(op, oa, *in);
-  if (dev == Device::cuda) detail::no_cuda_kernel(op);
+  if (dev == Device::cuda) {
+    const DType dt = detail::check_cuda_float(op, {oa, qa, kpa, vpa});
+    check_cuda_layout(op, a.shape.head_dim, {oa, qa, kpa, vpa});
+    const cuda::PagedShape ps = paged_shape(a.shape);
+    float* ws = nullptr;
+    if (workspace.defined()) {
+      const int64_t need = cuda::attention_decode_workspace_size(ps, window);
+      if (workspace.device() != Device::cuda || workspace.dtype() != DType::f32 ||
+          workspace.numel() < need) {
+        detail::fail(op, str("workspace is ", workspace.describe(), "; expected at least ", need,
+                             " f32 elements on CUDA (attention_decode_workspace_size)"));
+      }
+      ws = workspace.data<float>();
+    }
+    cuda::attention_decode(dt, out.raw(), q.raw(), k_pages.raw(), v_pages.raw(),
+                           block_table.data<int32_t>(), seq_lens.data<int32_t>(), ps,
+                           static_cast<float>(scale), window, ws);
+    return;
+  }
   const DType dt = detail::check_float(op, {oa, qa, kpa, vpa});
   check_decode_values(op, a, block_table, seq_lens);
   detail::dispatch_float(dt, [&](auto tag) {
@@ -151,9 +195,10 @@ int64_t attention_decode_workspace_size(const Tensor& q, const Tensor& k_pages,
                                         const Tensor& block_table, int64_t window) {
   constexpr const char* op = "attention_decode_workspace_size";
   const Arg qa{"q", q}, kpa{"k_pages", k_pages}, ba{"block_table", block_table};
-  check_decode_shapes(op, qa, kpa, ba);
+  const DecodeArgs a = check_decode_shapes(op, qa, kpa, ba);
+  if (window < 0) detail::fail(op, str("window = ", window, " must be >= 0 (0: no window)"));
   if (detail::check_device(op, {qa, kpa, ba}) == Device::cpu) return 0;
-  detail::no_cuda_kernel(op);
+  return cuda::attention_decode_workspace_size(paged_shape(a.shape), window);
 }
 
 }  // namespace tune::ops
