@@ -1,6 +1,9 @@
 // Causal self-attention with GQA/MQA, a sliding window, packed documents and a KV-cache offset,
 // forward and backward.
+#include <cstdint>
+
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cuda/attention_kernels.h"
 #include "ops/op_checks.h"
 #include "tune/ops/ops.h"
 
@@ -52,6 +55,23 @@ void check_key_start(const char* op, const Arg& ks, const Arg& q, const cpu::Att
   }
 }
 
+// The CUDA attention kernels read 16-byte packs: head dims a multiple of 8 up to 256, and
+// tensors starting on 16-byte boundaries (views at odd offsets are refused, not misread).
+void check_cuda_attention_layout(const char* op, int64_t head_dim,
+                                 std::initializer_list<Arg> args) {
+  if (head_dim % 8 != 0 || head_dim > 256 || head_dim == 0) {
+    detail::fail(op, str("head dim ", head_dim,
+                         " is not supported on CUDA: it must be a multiple of 8 up to 256"));
+  }
+  for (const Arg& a : args) {
+    if (reinterpret_cast<uintptr_t>(a.tensor.raw()) % 16 != 0) {
+      detail::fail(op, str(a.name, " (", a.tensor.describe(),
+                           ") does not start on a 16-byte boundary; on CUDA pass a tensor "
+                           "allocated on its own or a view at a multiple of 16 bytes"));
+    }
+  }
+}
+
 }  // namespace
 
 void attention_forward(Tensor& out, Tensor& probs, const Tensor& q, const Tensor& k,
@@ -70,7 +90,29 @@ void attention_forward(Tensor& out, Tensor& probs, const Tensor& q, const Tensor
     detail::fail(op, str("q is ", q.describe(), " but key_start is ", key_start.describe(),
                          "; move them to one device"));
   }
-  if (dev == Device::cuda) detail::no_cuda_kernel(op);
+  if (dev == Device::cuda) {
+    if (save) {
+      detail::fail(op,
+                   "saving probs is not supported on CUDA: pass an undefined probs (inference); "
+                   "training on CUDA needs the flash-attention backward, which recomputes "
+                   "them instead");
+    }
+    const DType dt = detail::check_cuda_float(op, {oa, qa, ka, va});
+    check_cuda_attention_layout(op, s.head_dim, {oa, qa, ka, va});
+    if (key_start.defined()) {
+      // The values stay on the device (not checked: ops.h's range is the caller's contract).
+      detail::check_shape(op, sa, {s.batch, s.q_seq}, qa);
+      if (key_start.dtype() != DType::i64) {
+        detail::fail(op, str("key_start is ", key_start.describe(), "; expected i64"));
+      }
+    }
+    for (const Arg& in : {qa, ka, va}) detail::check_no_overlap(op, oa, in);
+    const cuda::DenseShape ds{s.batch, s.q_seq, s.kv_seq, s.q_heads, s.kv_heads, s.head_dim};
+    cuda::attention_forward(dt, out.raw(), q.raw(), k.raw(), v.raw(),
+                            key_start.defined() ? key_start.data<int64_t>() : nullptr, ds,
+                            static_cast<float>(scale), window);
+    return;
+  }
   if (key_start.defined()) check_key_start(op, sa, qa, s);
   const DType dt = save ? detail::check_float(op, {oa, pa, qa, ka, va})
                         : detail::check_float(op, {oa, qa, ka, va});

@@ -1,0 +1,350 @@
+// ops::attention_forward on the GPU (no saved probabilities: inference and prefill); measured in
+// dev/kernels/attention.cu. Design notes:
+// - bf16/f16 with more than a few queries: flash-attention 2. A block owns BM = 64 query rows of
+//   one (batch, query head) — warp w rows [16 w, 16 w + 16) — and walks the key tiles of BN keys
+//   that any of its rows can see (causal bottom-right, window and key_start bound the range).
+//   S = Q K^T and O += P V run on the tensor cores (mma.sync m16n8k16, f32 accumulators), with
+//   fragments loaded by ldmatrix from shared memory rows padded by 16 bytes (no bank conflicts).
+//   Softmax is online in f32 and log2 units; the S accumulators become P's A fragments in
+//   registers. K and V tiles arrive by cp.async; the next K tile loads while this tile's softmax
+//   and P V run.
+// - The head dim is padded to a compiled size DP (64, 80, 96, 128 or 256) with zeros in shared
+//   memory, so any multiple of 8 up to 256 works; rows past Tq and keys past the range are
+//   zero-filled and masked.
+// - GQA/MQA: query head h reads kv head h / (Hq / Hkv) directly; nothing is repeated.
+// - f32, and few queries (decoding against a contiguous cache), go to attention_decode.cu's
+//   split-key kernel instead.
+#include <algorithm>
+#include <cstdint>
+
+#include "backend/cuda/attention_kernels.h"
+#include "backend/cuda/embedding_common.cuh"
+
+namespace tune::cuda {
+
+namespace {
+
+constexpr int kBM = 64, kWarpsTc = 4;
+constexpr float kLog2eTc = 1.4426950408889634f;
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16 bytes global -> shared; zero-filled when !valid (src not read).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+               "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::);
+}
+__device__ __forceinline__ void cp_async_wait_all() {
+  asm volatile("cp.async.wait_group 0;\n" ::);
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+
+template <typename T>
+__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                         uint32_t b1) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&v);
+  } else {
+    const __half2 v = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&v);
+  }
+}
+
+struct FlashArgs {
+  const int64_t* key_start;  // [B, Tq] or null
+  int64_t q_seq, kv_seq;
+  int q_heads, kv_heads, d;
+  float scale_log2;
+  int64_t window;
+};
+
+// First visible key of query row i (absolute position a = Tk - Tq + i).
+__device__ __forceinline__ int64_t first_key(const FlashArgs& p, int64_t b, int64_t i) {
+  const int64_t a = p.kv_seq - p.q_seq + i;
+  int64_t lo = p.window > 0 ? max64(0, a - p.window + 1) : 0;
+  if (p.key_start) lo = max64(lo, p.key_start[b * p.q_seq + i]);
+  return lo;
+}
+
+// Loads rows [r0, r0 + rows) of a [*, row_stride] head (rows past `limit` zero) into sm
+// [rows][DP + 8]; columns past d zero.
+template <typename T, int DP>
+__device__ __forceinline__ void load_tile(T* sm, const T* g, int64_t row_stride, int64_t r0,
+                                          int rows, int64_t limit, int d) {
+  constexpr int kChunks = DP / 8, kLd = DP + 8;
+  for (int c = threadIdx.x; c < rows * kChunks; c += kWarpsTc * 32) {
+    const int r = c / kChunks, col = (c % kChunks) * 8;
+    const int64_t row = r0 + r;
+    const bool valid = row < limit && row >= 0 && col < d;
+    cp_async16(sm + r * kLd + col, valid ? g + row * row_stride + col : g, valid);
+  }
+}
+
+template <typename T, int DP, int BN>
+__global__ void __launch_bounds__(kWarpsTc * 32)
+    flash_forward(T* out, const T* q, const T* k, const T* v, FlashArgs p) {
+  constexpr int kLd = DP + 8;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* sQ = reinterpret_cast<T*>(smem_raw);  // [BM][kLd]
+  T* sK = sQ + kBM * kLd;                  // [BN][kLd]
+  T* sV = sK + BN * kLd;                   // [BN][kLd]
+  __shared__ int64_t tile_lo;
+
+  const int64_t b = blockIdx.z;
+  const int h = blockIdx.y, g = h / (p.q_heads / p.kv_heads);
+  const int64_t i0 = static_cast<int64_t>(blockIdx.x) * kBM;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int gid = lane / 4, tig = lane % 4;
+  const int64_t offset = p.kv_seq - p.q_seq;
+  const int64_t last_row = min64(p.q_seq, i0 + kBM) - 1;
+
+  const int64_t q_stride = static_cast<int64_t>(p.q_heads) * p.d;
+  const int64_t kv_stride = static_cast<int64_t>(p.kv_heads) * p.d;
+  const T* qh = q + b * p.q_seq * q_stride + static_cast<int64_t>(h) * p.d;
+  const T* kh = k + b * p.kv_seq * kv_stride + static_cast<int64_t>(g) * p.d;
+  const T* vh = v + b * p.kv_seq * kv_stride + static_cast<int64_t>(g) * p.d;
+
+  if (threadIdx.x == 0) {
+    int64_t lo = first_key(p, b, i0);
+    for (int64_t i = i0 + 1; i <= last_row && p.key_start; ++i) lo = min64(lo, first_key(p, b, i));
+    tile_lo = lo;
+  }
+  load_tile<T, DP>(sQ, qh, q_stride, i0, kBM, p.q_seq, p.d);
+  __syncthreads();
+  const int64_t j_begin = tile_lo, j_end = offset + last_row + 1;  // keys [j_begin, j_end)
+  load_tile<T, DP>(sK, kh, kv_stride, j_begin, BN, j_end, p.d);
+  load_tile<T, DP>(sV, vh, kv_stride, j_begin, BN, j_end, p.d);
+  cp_async_commit();
+
+  // This thread's two rows of the warp's 16: gid and gid + 8.
+  const int64_t row_a = i0 + warp * 16 + gid, row_b = row_a + 8;
+  const int64_t abs_a = offset + row_a, abs_b = offset + row_b;
+  const int64_t lo_a = row_a < p.q_seq ? first_key(p, b, row_a) : 0;
+  const int64_t lo_b = row_b < p.q_seq ? first_key(p, b, row_b) : 0;
+
+  float o[DP / 8][4];
+#pragma unroll
+  for (int n = 0; n < DP / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.f, l_b = 0.f;
+
+  for (int64_t j0 = j_begin; j0 < j_end; j0 += BN) {
+    cp_async_wait_all();
+    __syncthreads();
+    // S = Q K^T for the warp's 16 rows and BN keys.
+    float s[BN / 8][4];
+#pragma unroll
+    for (int n = 0; n < BN / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < DP; kk += 16) {
+      uint32_t a[4];
+      ldmatrix_x4(a, sQ + (warp * 16 + lane % 16) * kLd + kk + (lane / 16) * 8);
+#pragma unroll
+      for (int n = 0; n < BN / 8; n += 2) {
+        uint32_t bf[4];
+        ldmatrix_x4(bf,
+                    sK + (n * 8 + lane % 8 + (lane / 16) * 8) * kLd + kk + ((lane / 8) % 2) * 8);
+        mma16816<T>(s[n], a, bf[0], bf[1]);
+        mma16816<T>(s[n + 1], a, bf[2], bf[3]);
+      }
+    }
+    __syncthreads();  // every warp is done with sK
+    const bool more = j0 + BN < j_end;
+    if (more) load_tile<T, DP>(sK, kh, kv_stride, j0 + BN, BN, j_end, p.d);
+    cp_async_commit();
+
+    // Mask, scale, online softmax (rows a and b; the 4 threads of a quad share a row). Tiles
+    // that every row of the warp sees whole (most of them) skip the per-element mask.
+    float mx_a = -INFINITY, mx_b = -INFINITY;
+    const bool whole =
+        __all_sync(0xffffffffu, j0 >= max64(lo_a, lo_b) && j0 + BN - 1 <= min64(abs_a, abs_b) &&
+                                    j0 + BN <= j_end);
+    if (whole) {
+#pragma unroll
+      for (int n = 0; n < BN / 8; ++n) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          s[n][e] *= p.scale_log2;
+          s[n][2 + e] *= p.scale_log2;
+          mx_a = fmaxf(mx_a, s[n][e]);
+          mx_b = fmaxf(mx_b, s[n][2 + e]);
+        }
+      }
+    } else {
+#pragma unroll
+      for (int n = 0; n < BN / 8; ++n) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int64_t j = j0 + n * 8 + 2 * tig + e;
+          const bool vis_a = j <= abs_a && j >= lo_a && j < j_end;
+          const bool vis_b = j <= abs_b && j >= lo_b && j < j_end;
+          s[n][e] = vis_a ? s[n][e] * p.scale_log2 : -INFINITY;
+          s[n][2 + e] = vis_b ? s[n][2 + e] * p.scale_log2 : -INFINITY;
+          mx_a = fmaxf(mx_a, s[n][e]);
+          mx_b = fmaxf(mx_b, s[n][2 + e]);
+        }
+      }
+    }
+#pragma unroll
+    for (int o2 = 1; o2 < 4; o2 *= 2) {
+      mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, o2));
+      mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, o2));
+    }
+    const float mn_a = fmaxf(m_a, mx_a), mn_b = fmaxf(m_b, mx_b);
+    const float ref_a = mn_a == -INFINITY ? 0.f : mn_a, ref_b = mn_b == -INFINITY ? 0.f : mn_b;
+    const float corr_a = exp2f(m_a - ref_a), corr_b = exp2f(m_b - ref_b);
+    m_a = mn_a;
+    m_b = mn_b;
+    float sum_a = 0.f, sum_b = 0.f;
+#pragma unroll
+    for (int n = 0; n < BN / 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        s[n][e] = exp2f(s[n][e] - ref_a);
+        s[n][2 + e] = exp2f(s[n][2 + e] - ref_b);
+        sum_a += s[n][e];
+        sum_b += s[n][2 + e];
+      }
+    }
+    l_a = l_a * corr_a + sum_a;
+    l_b = l_b * corr_b + sum_b;
+#pragma unroll
+    for (int n = 0; n < DP / 8; ++n) {
+      o[n][0] *= corr_a;
+      o[n][1] *= corr_a;
+      o[n][2] *= corr_b;
+      o[n][3] *= corr_b;
+    }
+    // O += P V: P's A fragments straight from the S accumulators.
+#pragma unroll
+    for (int kt = 0; kt < BN / 16; ++kt) {
+      uint32_t a[4];
+      a[0] = pack2<T>(s[2 * kt][0], s[2 * kt][1]);
+      a[1] = pack2<T>(s[2 * kt][2], s[2 * kt][3]);
+      a[2] = pack2<T>(s[2 * kt + 1][0], s[2 * kt + 1][1]);
+      a[3] = pack2<T>(s[2 * kt + 1][2], s[2 * kt + 1][3]);
+#pragma unroll
+      for (int n = 0; n < DP / 8; n += 2) {
+        uint32_t bf[4];
+        ldmatrix_x4_trans(
+            bf, sV + (kt * 16 + lane % 8 + ((lane / 8) % 2) * 8) * kLd + n * 8 + (lane / 16) * 8);
+        mma16816<T>(o[n], a, bf[0], bf[1]);
+        mma16816<T>(o[n + 1], a, bf[2], bf[3]);
+      }
+    }
+    __syncthreads();  // every warp is done with sV
+    if (more) load_tile<T, DP>(sV, vh, kv_stride, j0 + BN, BN, j_end, p.d);
+    cp_async_commit();
+  }
+
+#pragma unroll
+  for (int o2 = 1; o2 < 4; o2 *= 2) {
+    l_a += __shfl_xor_sync(0xffffffffu, l_a, o2);
+    l_b += __shfl_xor_sync(0xffffffffu, l_b, o2);
+  }
+  const float inv_a = l_a > 0.f ? 1.f / l_a : 0.f, inv_b = l_b > 0.f ? 1.f / l_b : 0.f;
+  T* oa = out + (b * p.q_seq + row_a) * q_stride + static_cast<int64_t>(h) * p.d;
+  T* ob = oa + 8 * q_stride;
+#pragma unroll
+  for (int n = 0; n < DP / 8; ++n) {
+    const int col = n * 8 + 2 * tig;
+    if (col >= p.d) continue;
+    if (row_a < p.q_seq) {
+      *reinterpret_cast<uint32_t*>(oa + col) = pack2<T>(o[n][0] * inv_a, o[n][1] * inv_a);
+    }
+    if (row_b < p.q_seq) {
+      *reinterpret_cast<uint32_t*>(ob + col) = pack2<T>(o[n][2] * inv_b, o[n][3] * inv_b);
+    }
+  }
+}
+
+template <typename T, int DP, int BN>
+void launch_flash(void* out, const void* q, const void* k, const void* v, const DenseShape& s,
+                  const FlashArgs& p) {
+  const size_t smem = static_cast<size_t>((kBM + 2 * BN) * (DP + 8)) * sizeof(T);
+  auto kernel = flash_forward<T, DP, BN>;
+  TUNE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(smem)));
+  const dim3 grid(static_cast<unsigned>((s.q_seq + kBM - 1) / kBM),
+                  static_cast<unsigned>(s.q_heads), static_cast<unsigned>(s.batch));
+  kernel<<<grid, kWarpsTc * 32, smem, cudaStreamPerThread>>>(
+      static_cast<T*>(out), static_cast<const T*>(q), static_cast<const T*>(k),
+      static_cast<const T*>(v), p);
+  TUNE_CUDA_CHECK(cudaGetLastError());
+}
+
+template <typename T>
+void flash_by_dim(void* out, const void* q, const void* k, const void* v, const DenseShape& s,
+                  const FlashArgs& p) {
+  const int64_t d = s.head_dim;
+  if (d <= 64) {
+    launch_flash<T, 64, 64>(out, q, k, v, s, p);
+  } else if (d <= 80) {
+    launch_flash<T, 80, 64>(out, q, k, v, s, p);
+  } else if (d <= 96) {
+    launch_flash<T, 96, 64>(out, q, k, v, s, p);
+  } else if (d <= 128) {
+    launch_flash<T, 128, 64>(out, q, k, v, s, p);
+  } else {
+    launch_flash<T, 256, 32>(out, q, k, v, s, p);
+  }
+}
+
+}  // namespace
+
+void attention_forward(DType dtype, void* out, const void* q, const void* k, const void* v,
+                       const int64_t* key_start, const DenseShape& s, float scale, int64_t window) {
+  if (s.batch == 0 || s.q_seq == 0) return;
+  // Few queries per (batch, head): a 64-row tile would be mostly empty; split the keys instead.
+  if (dtype == DType::f32 || s.q_seq <= 4) {
+    attention_forward_split(dtype, out, q, k, v, key_start, s, scale, window);
+    return;
+  }
+  const FlashArgs p{key_start,
+                    s.q_seq,
+                    s.kv_seq,
+                    static_cast<int>(s.q_heads),
+                    static_cast<int>(s.kv_heads),
+                    static_cast<int>(s.head_dim),
+                    scale * kLog2eTc,
+                    window};
+  if (dtype == DType::bf16) {
+    flash_by_dim<__nv_bfloat16>(out, q, k, v, s, p);
+  } else {
+    flash_by_dim<__half>(out, q, k, v, s, p);
+  }
+}
+
+}  // namespace tune::cuda
