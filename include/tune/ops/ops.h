@@ -82,6 +82,9 @@ void rope_backward(Tensor& dx, const Tensor& cos, const Tensor& sin, const Tenso
 // probs [B, Hq, Tq, Tk] is saved for backward (row i holds softmax over keys j, zero where
 // masked); pass an undefined probs when no backward follows (inference) and nothing is saved.
 // scale multiplies q.k (usually D^-0.5).
+// On CUDA (f32, bf16, f16; head dims a multiple of 8 up to 256; 16-byte aligned tensors) probs
+// must be undefined (inference: flash attention, nothing saved), and key_start stays on the
+// device unchecked (its range above is the caller's contract).
 void attention_forward(Tensor& out, Tensor& probs, const Tensor& q, const Tensor& k,
                        const Tensor& v, double scale, int64_t window,
                        const Tensor& key_start = Tensor());
@@ -114,7 +117,9 @@ void kv_cache_write(Tensor& k_pages, Tensor& v_pages, const Tensor& k, const Ten
 // are split across blocks (flash-decoding); the partial results need
 // attention_decode_workspace_size(...) f32 elements of scratch: pass `workspace` (f32, at least
 // that many elements, on the device) to reuse one buffer, or leave it undefined and the call
-// allocates one (not capturable). Ignored on the CPU.
+// takes one from CUDA's stream-ordered pool (cudaMallocAsync; a graph capture records it as a
+// memory node). Ignored on the CPU. CUDA needs head dims a multiple of 8 up to 256 and 16-byte
+// aligned tensors.
 void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_pages, const Tensor& v_pages,
                       const Tensor& block_table, const Tensor& seq_lens, double scale,
                       int64_t window, const Tensor& workspace = Tensor());
