@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
 #include <limits>
 #include <optional>
 
@@ -26,12 +25,7 @@ void row_to_floats(const Tensor& device_logits, std::vector<float>& out) {
   const Tensor logits = device_logits.to(Device::cpu);
   const int64_t vocab = logits.size(logits.dim() - 1);
   out.resize(static_cast<size_t>(vocab));
-  if (logits.dtype() == DType::f32) {
-    std::copy_n(logits.data<float>(), vocab, out.begin());
-  } else {
-    for (int64_t i = 0; i < vocab; ++i)
-      out[static_cast<size_t>(i)] = static_cast<float>(logits.item(i));
-  }
+  convert(logits.raw(), logits.dtype(), out.data(), DType::f32, vocab);
 }
 
 }  // namespace
@@ -48,9 +42,6 @@ double Generation::decode_tokens_per_second() const {
 Generator::Generator(nn::CausalLM& lm, const tok::Tokenizer* tokenizer)
     : lm_(&lm), tokenizer_(tokenizer), ctx_(lm.device()) {
   ctx_.mode = nn::Mode::eval;
-  // TUNE_CUDA_GRAPHS=0 runs every decode step's kernels one by one (for profiling).
-  const char* graphs = std::getenv("TUNE_CUDA_GRAPHS");
-  use_graphs_ = !(graphs && std::string(graphs) == "0");
 }
 
 void Generator::reset() {
@@ -81,28 +72,8 @@ Tensor Generator::decode_on_device(int64_t token) {
     step_inputs_ = nn::DecodeInputs(lm_->device(), 1, 1, cache_.capacity());
   step_inputs_.set(token, cache_.length());
   ctx_.arena.reset();
-  const std::pair<const void*, const void*> key{cache_.keys(0).raw(), ctx_.arena.base()};
-  if (use_graphs_ && graph_.captured() && key == graph_key_) {
-    graph_.launch();
-    return graph_logits_;
-  }
-  if (!use_graphs_ || key != warm_key_) {
-    // The first step with this memory: run it, and let the arena settle on its size.
-    warm_key_ = key;
-    return lm_->decode_step(ctx_, step_inputs_, cache_);
-  }
-  graph_.begin_capture();
-  try {
-    graph_logits_ = lm_->decode_step(ctx_, step_inputs_, cache_);
-    graph_.end_capture();
-  } catch (...) {
-    graph_.abort_capture();
-    use_graphs_ = false;
-    throw;
-  }
-  graph_key_ = key;
-  graph_.launch();
-  return graph_logits_;
+  return step_.run({cache_.keys(0).raw(), ctx_.arena.base()},
+                   [&] { return lm_->decode_step(ctx_, step_inputs_, cache_); });
 }
 
 Generation Generator::generate(std::span<const int64_t> prompt, const GenerateOptions& options,

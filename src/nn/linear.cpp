@@ -38,6 +38,25 @@ void Linear::add_lora(const LoraConfig& config, uint64_t dropout_stream) {
   dropout_stream_ = dropout_stream;
 }
 
+Tensor Linear::stacked_weight(std::initializer_list<const Linear*> linears) {
+  const Linear* first = *linears.begin();
+  const ParamStore& params = *first->params_;
+  const ParamInfo& head = params.info(first->weight_);
+  int64_t rows = 0, next = head.offset;
+  for (const Linear* l : linears) {
+    if (l->params_ != &params || l->layout_ != Layout::out_in || l->bias_ >= 0 || l->lora_a_ >= 0 ||
+        l->in_ != first->in_)
+      return Tensor();
+    const ParamInfo& p = params.info(l->weight_);
+    if (p.role != head.role || p.offset != next || p.shape != Shape{l->out_, l->in_})
+      return Tensor();
+    next += l->out_ * l->in_;
+    rows += l->out_;
+  }
+  const Tensor& buffer = head.role == Role::trainable ? params.trainable() : params.frozen();
+  return buffer.narrow(head.offset, rows * first->in_).view({rows, first->in_});
+}
+
 namespace {
 // One dropout stream per (step, layer): the mask is regenerated, not stored, in backward.
 uint64_t stream_of(const Context& ctx, uint64_t layer_stream) {

@@ -73,6 +73,18 @@ KvCache KvCache::grown(int64_t capacity) const {
   return out;
 }
 
+KvCache KvCache::slice(int64_t start, int64_t capacity) const {
+  TUNE_ASSERT(start >= 0 && capacity > 0 && start + capacity <= capacity_, "KvCache::slice(", start,
+              ", ", capacity, ") of a cache of ", capacity_, " positions");
+  KvCache out;
+  out.capacity_ = capacity;
+  for (size_t l = 0; l < k_.size(); ++l) {
+    out.k_.push_back(k_[l].narrow(start, capacity));
+    out.v_.push_back(v_[l].narrow(start, capacity));
+  }
+  return out;
+}
+
 // ---- Attention ----
 
 Attention::Attention(ParamStore& params, const TransformerConfig& c, const TensorNames& names,
@@ -215,16 +227,34 @@ Tensor Attention::decode_step(Context& ctx, const Tensor& x, const DecodeInputs&
                               const RotaryEmbedding& rope, Tensor& k_pool, Tensor& v_pool) {
   const int64_t N = x.size(0), D = head_dim_, S = in.page_size, P = k_pool.size(0) / S;
   Tensor q, k, v;  // (N, Hq*D), (N, Hkv*D), (N, Hkv*D)
-  project(ctx, x, q, k, v);
-  if (q_norm_) {
-    q = q_norm_->forward(ctx, q.view({N * heads_, D}));
-    k = k_norm_->forward(ctx, k.view({N * kv_heads_, D}));
-  }
-  // Each row is a sequence of one token: [N, 1, H, D] against positions [N, 1].
-  Tensor q4 = q.view({N, 1, heads_, D}), k4 = k.view({N, 1, kv_heads_, D});
-  if (use_rope_) {
-    rope.forward(q4, in.positions);
-    rope.forward(k4, in.positions);
+  // One sequence (batch-1 decoding, bound by reading weights and by the number of kernels):
+  // with q, k, v stacked in the parameter buffer, q|k|v is one product and q|k one rotation.
+  const Tensor qkv_weight =
+      N == 1 && !fused_ && !q_norm_ ? Linear::stacked_weight({&q_, &k_, &v_}) : Tensor();
+  if (qkv_weight.defined()) {
+    const int64_t qw = heads_ * D, kw = kv_heads_ * D;
+    Tensor qkv = ctx.arena.alloc({1, qw + 2 * kw}, x.dtype());
+    ops::matmul(qkv, x, ops::Transpose::no, qkv_weight, ops::Transpose::yes);
+    const Tensor flat = qkv.view({qw + 2 * kw});
+    q = flat.narrow(0, qw).view({1, qw});
+    k = flat.narrow(qw, kw).view({1, kw});
+    v = flat.narrow(qw + kw, kw).view({1, kw});
+    if (use_rope_) {
+      Tensor qk = flat.narrow(0, qw + kw).view({1, 1, heads_ + kv_heads_, D});
+      rope.forward(qk, in.positions);
+    }
+  } else {
+    project(ctx, x, q, k, v);
+    if (q_norm_) {
+      q = q_norm_->forward(ctx, q.view({N * heads_, D}));
+      k = k_norm_->forward(ctx, k.view({N * kv_heads_, D}));
+    }
+    // Each row is a sequence of one token: [N, 1, H, D] against positions [N, 1].
+    Tensor q4 = q.view({N, 1, heads_, D}), k4 = k.view({N, 1, kv_heads_, D});
+    if (use_rope_) {
+      rope.forward(q4, in.positions);
+      rope.forward(k4, in.positions);
+    }
   }
   Tensor k_pages = k_pool.view({P, S, kv_heads_, D}), v_pages = v_pool.view({P, S, kv_heads_, D});
   ops::kv_cache_write(k_pages, v_pages, k.view({N, kv_heads_, D}), v.view({N, kv_heads_, D}),
@@ -265,6 +295,20 @@ Tensor Mlp::forward(Context& ctx, const Tensor& x) {
   up_out_ = up_.forward(ctx, x);      // (N, F)
   Tensor h = ctx.arena.alloc(gate_out_.shape(), x.dtype());
   ops::swiglu_forward(h, gate_out_, up_out_);
+  return down_.forward(ctx, h);
+}
+
+Tensor Mlp::forward_decode(Context& ctx, const Tensor& x) {
+  const Tensor gate_up = kind_ == MlpKind::swiglu && x.size(0) == 1
+                             ? Linear::stacked_weight({&gate_, &up_})
+                             : Tensor();
+  if (!gate_up.defined()) return forward(ctx, x);
+  const int64_t F = gate_up.size(0) / 2;
+  Tensor both = ctx.arena.alloc({1, 2 * F}, x.dtype());  // gate | up
+  ops::matmul(both, x, ops::Transpose::no, gate_up, ops::Transpose::yes);
+  const Tensor flat = both.view({2 * F});
+  Tensor h = ctx.arena.alloc({1, F}, x.dtype());
+  ops::swiglu_forward(h, flat.narrow(0, F).view({1, F}), flat.narrow(F, F).view({1, F}));
   return down_.forward(ctx, h);
 }
 
@@ -334,7 +378,12 @@ Tensor DecoderBlock::forward_cached(Context& ctx, const Tensor& x, const Tensor&
 Tensor DecoderBlock::decode_step(Context& ctx, const Tensor& x, const DecodeInputs& in,
                                  const RotaryEmbedding& rope, Tensor& k_pool, Tensor& v_pool) {
   Tensor a = attn_.decode_step(ctx, attn_norm_.forward(ctx, x), in, rope, k_pool, v_pool);
-  return residual_mlp(ctx, x, a);
+  Tensor h = ctx.arena.alloc(x.shape(), x.dtype());
+  ops::add(h, x, a);
+  Tensor m = mlp_.forward_decode(ctx, mlp_norm_.forward(ctx, h));
+  Tensor y = ctx.arena.alloc(x.shape(), x.dtype());
+  ops::add(y, h, m);
+  return y;
 }
 
 std::vector<Linear*> DecoderBlock::linears() {

@@ -71,6 +71,25 @@ TEST(CudaMatmul, MatchesCpuAtAwkwardSizes) {
   }
 }
 
+// Decoding's products (a few rows times a Linear's weight, W [n, k] transposed) take the
+// warp-per-column kernel in gemv.cu: its vector path (k a multiple of the 16-byte pack, with an
+// unrolled body and a remainder) and its scalar path (k = 4097, 7, 1).
+TEST(CudaMatmul, SkinnyProductsMatchCpu) {
+  const int64_t ns[] = {1, 7, 1031, 4096};
+  const int64_t ks[] = {1, 7, 8, 33, 1024, 4097, 14336};
+  for (DType dtype : {DType::f32, DType::bf16, DType::f16}) {
+    const double tol = dtype == DType::f32 ? 1e-5 : 2e-2;
+    for (int64_t m = 1; m <= 5; ++m) {
+      for (int64_t n : ns) {
+        for (int64_t k : ks) {
+          check(dtype, m, n, k, Transpose::no, Transpose::yes, 1.0, 0.0, tol);
+          check(dtype, m, n, k, Transpose::no, Transpose::yes, 0.5, 1.0, tol);
+        }
+      }
+    }
+  }
+}
+
 TEST(CudaMatmul, RejectsMixedDtypesAndDevices) {
   Tensor a = Tensor::zeros({4, 4}, DType::f32, Device::cuda);
   Tensor b = Tensor::zeros({4, 4}, DType::bf16, Device::cuda);

@@ -11,7 +11,7 @@
 #include <string_view>
 #include <vector>
 
-#include "tune/core/device.h"
+#include "tune/infer/replayed_step.h"
 #include "tune/infer/sampler.h"
 #include "tune/nn/context.h"
 #include "tune/nn/transformer.h"
@@ -69,8 +69,7 @@ class Generator {
  private:
   // Feeds tokens to the model after what is cached; returns the logits of the last one.
   Tensor feed(std::span<const int64_t> tokens);
-  // On CUDA, one token through CausalLM::decode_step: run as it comes the first time after the
-  // cache or the arena moved, captured in a CUDA graph the second time, replayed from then on.
+  // On CUDA, one token through CausalLM::decode_step, replayed from a CUDA graph.
   Tensor decode_on_device(int64_t token);
 
   nn::CausalLM* lm_;
@@ -80,11 +79,7 @@ class Generator {
   std::vector<int64_t> cached_;
   // CUDA decode steps.
   nn::DecodeInputs step_inputs_;  // sized for the cache's capacity on first use
-  CudaGraph graph_;
-  Tensor graph_logits_;
-  // The cache and arena memory a graph was captured with (a graph replays fixed addresses).
-  std::pair<const void*, const void*> graph_key_{}, warm_key_{};
-  bool use_graphs_ = true;
+  ReplayedStep step_;
 };
 
 }  // namespace tune::infer

@@ -4,6 +4,7 @@
 // and the dropped-out x when dropout is on.
 #pragma once
 
+#include <initializer_list>
 #include <string>
 
 #include "tune/nn/context.h"
@@ -33,6 +34,12 @@ class Linear {
 
   Tensor forward(Context& ctx, const Tensor& x);
   void backward(Context& ctx, const Tensor& dy, Tensor& dx, Accumulate accumulate);
+
+  // The weights of `linears` stacked, [sum of their out, in], as one view of the parameter buffer
+  // when they lie there one right after another (declared in a row, same role and input size,
+  // [out, in] layout, no bias, no adapter); undefined otherwise. Decoding multiplies by q|k|v or
+  // gate|up in one product this way.
+  static Tensor stacked_weight(std::initializer_list<const Linear*> linears);
 
   const std::string& module() const { return module_; }
   bool has_lora() const { return lora_a_ >= 0; }

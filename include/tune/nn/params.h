@@ -45,9 +45,11 @@ class ParamStore {
   DType dtype() const { return dtype_; }
   Device device() const { return device_; }
   Tensor& trainable() { return trainable_; }
+  const Tensor& trainable() const { return trainable_; }
   Tensor& grads() { return grads_; }
   const Tensor& grads() const { return grads_; }
   Tensor& frozen() { return frozen_; }
+  const Tensor& frozen() const { return frozen_; }
   // Weight-decay groups do not affect the layout, so they may change after allocation
   // (torch's default AdamW decays everything; trainers usually exempt norms and biases).
   void set_decay(int i, Decay decay) { infos_[static_cast<size_t>(i)].decay = decay; }

@@ -84,7 +84,8 @@ struct BuildOptions {
 class KvCache {
  public:
   KvCache() = default;
-  KvCache(const TransformerConfig& config, int64_t capacity, DType dtype);
+  KvCache(const TransformerConfig& config, int64_t capacity, DType dtype,
+          Device device = Device::cpu);
   int64_t length() const { return length_; }
   int64_t capacity() const { return capacity_; }
   // Forget everything after the first n positions (n <= length): a new prompt that shares a
@@ -93,6 +94,9 @@ class KvCache {
   void clear() { truncate(0); }
   // A cache with room for `capacity` positions holding this one's contents.
   KvCache grown(int64_t capacity) const;
+  // An empty cache over positions [start, start + capacity) of this one's memory (shared, not
+  // copied): a pool's slot for one sequence.
+  KvCache slice(int64_t start, int64_t capacity) const;
   Tensor& keys(size_t layer) { return k_[layer]; }
   Tensor& values(size_t layer) { return v_[layer]; }
   size_t num_layers() const { return k_.size(); }
@@ -105,6 +109,31 @@ class KvCache {
 
 // Which positions CausalLM::forward_cached returns logits for.
 enum class Logits : uint8_t { last, all };
+
+// The inputs of CausalLM::decode_step, on the model's device: fixed buffers refilled before each
+// step, so that the step's kernels and their arguments never change and the step can be captured
+// once in a CUDA graph and replayed. N sequences, one new token each; the KV cache the step
+// writes and reads is a pool of pages of `page_size` positions (the paged-attention ops), each
+// sequence's pages listed in its row of `pages`.
+struct DecodeInputs {
+  Tensor ids;        // [N] i64: the new tokens
+  Tensor positions;  // [N, 1] i64: their positions
+  Tensor slots;      // [N] i32: where their keys and values go in the pool (-1: a padding row)
+  Tensor lengths;    // [N] i32: keys each sequence sees once the new ones are written
+  Tensor pages;      // [N, max_pages] i32: the block table
+  int64_t page_size = 0;
+
+  DecodeInputs() = default;
+  DecodeInputs(Device device, int64_t rows, int64_t max_pages, int64_t page_size);
+  int64_t rows() const { return ids.numel(); }
+  // One sequence whose cache is a single page (page_size = its capacity): the token at
+  // `position`. Queues the copies (the host side is staged, so this returns at once).
+  void set(int64_t token, int64_t position);
+  // Every row at once, from host vectors of N entries (pages: N * max_pages, row-major).
+  void set(const std::vector<int64_t>& tokens, const std::vector<int64_t>& token_positions,
+           const std::vector<int32_t>& slot_ids, const std::vector<int32_t>& seq_lengths,
+           const std::vector<int32_t>& block_table);
+};
 
 // ---- Batched forward for serving (src/nn/batched_decode.cpp) ----
 class AdapterBank;
@@ -144,6 +173,10 @@ class Attention {
   Tensor forward_cached(Context& ctx, const Tensor& x, const Tensor& positions,
                         const RotaryEmbedding& rope, Tensor& k_cache, Tensor& v_cache,
                         int64_t past);
+  // One decode step of N sequences, x [N, C], with the paged-attention ops (see
+  // CausalLM::decode_step).
+  Tensor decode_step(Context& ctx, const Tensor& x, const DecodeInputs& in,
+                     const RotaryEmbedding& rope, Tensor& k_pool, Tensor& v_pool);
   std::vector<Linear*> linears() {
     if (fused_) return {&qkv_, &o_};
     return {&q_, &k_, &v_, &o_};
@@ -168,6 +201,9 @@ class Mlp {
       const BuildOptions& options);
   Tensor forward(Context& ctx, const Tensor& x);
   void backward(Context& ctx, const Tensor& dy, Tensor& dx);
+  // Inference (saves nothing): for one row with gate and up stacked in the parameter buffer,
+  // gate|up in one product.
+  Tensor forward_decode(Context& ctx, const Tensor& x);
   std::vector<Linear*> linears() {
     if (kind_ == MlpKind::gelu_tanh) return {&up_, &down_};
     return {&gate_, &up_, &down_};
@@ -192,6 +228,8 @@ class DecoderBlock {
   Tensor forward_cached(Context& ctx, const Tensor& x, const Tensor& positions,
                         const RotaryEmbedding& rope, Tensor& k_cache, Tensor& v_cache,
                         int64_t past);
+  Tensor decode_step(Context& ctx, const Tensor& x, const DecodeInputs& in,
+                     const RotaryEmbedding& rope, Tensor& k_pool, Tensor& v_pool);
   std::vector<Linear*> linears();
 
  private:
@@ -208,6 +246,7 @@ class CausalLM {
   CausalLM(ParamStore& params, const TransformerConfig& config, const TensorNames& names,
            const BuildOptions& options);
   const TransformerConfig& config() const { return config_; }
+  Device device() const { return params_->device(); }
 
   // ids [B, T] (i64), positions [B, T] (i64) -> logits [B*T, V]. Builds the rotary tables for the
   // parameter dtype on first use.
@@ -233,7 +272,17 @@ class CausalLM {
   // no room for T more positions or they pass the model's max_positions.
   Tensor forward_cached(Context& ctx, const Tensor& ids, KvCache& cache,
                         Logits which = Logits::last);
-  // A KV cache for this model with room for `capacity` positions, in the parameter dtype.
+  // Generation's decode step in a form a CUDA graph can capture: for one sequence, what
+  // forward_cached(ctx, {token}, cache) computes after in.set(token, cache.length()); for N, the
+  // same for each row, the sequences' caches being pages of `pool` (its capacity a multiple of
+  // in.page_size). Every per-step value is read from the device buffers of `in`
+  // (kv_cache_write and attention_decode instead of a copy into the cache and
+  // attention_forward); nothing is copied from the host and nothing waited for. Returns logits
+  // [N, V] (in ctx's arena). Advances no cache (a replayed graph runs no host code: the caller
+  // keeps the lengths), and the caller checks that every sequence has room.
+  Tensor decode_step(Context& ctx, const DecodeInputs& in, KvCache& pool);
+  // A KV cache for this model with room for `capacity` positions, in the parameter dtype, on
+  // the parameters' device.
   KvCache make_cache(int64_t capacity) const;
 
   // Serving (src/nn/batched_decode.cpp): S sequences advanced in one forward, each by its own

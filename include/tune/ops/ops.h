@@ -128,6 +128,11 @@ void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_pages, const
 int64_t attention_decode_workspace_size(const Tensor& q, const Tensor& k_pages,
                                         const Tensor& block_table, int64_t window);
 
+// ---- greedy choice: out [N] (i64) = the first column of each row's largest value of x [N, V]
+// (torch.argmax); NaNs are never chosen (a row of NaNs gives 0). On CUDA nothing waits for the
+// host, so a decode step can choose its tokens without copying the logits. ----
+void argmax_rows(Tensor& out, const Tensor& x);
+
 // ---- SwiGLU: h = silu(gate) * up, all [N, F] ----
 void swiglu_forward(Tensor& h, const Tensor& gate, const Tensor& up);
 void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor& gate,

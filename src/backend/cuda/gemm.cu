@@ -6,6 +6,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_kernels.h"
+#include "backend/cuda/gemv_kernels.h"
 
 namespace tune::cuda {
 
@@ -83,6 +84,12 @@ void gemm(DType dtype, Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, floa
           const void* a, int64_t lda, const void* b, int64_t ldb, float beta, void* c,
           int64_t ldc) {
   if (m == 0 || n == 0) return;
+  // A few rows times a Linear's weight (b = W [n, k], transposed): decoding's products, bound by
+  // reading W, go to the warp-per-column kernel.
+  if (m <= kGemvMaxRows && ta == Trans::no && tb == Trans::yes && k > 0) {
+    gemv(dtype, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
   const cudaDataType_t type = data_type(dtype);
   Descriptors d;
   TUNE_CUBLAS_CHECK(cublasLtMatmulDescCreate(&d.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
