@@ -226,12 +226,19 @@ void BatchEngine::run() {
       stats_.waiting = static_cast<int64_t>(waiting_.size());
     }
     // Cancelled sequences leave before the step: their slot and cache are freed.
-    std::erase_if(active, [](const std::unique_ptr<Sequence>& s) {
+    int64_t cancelled = 0;
+    std::erase_if(active, [&](const std::unique_ptr<Sequence>& s) {
       if (!s->stream->cancelled()) return false;
+      ++cancelled;
       s->stream->close(FinishReason::stop, static_cast<int64_t>(s->generated.size()),
                        s->text ? s->text->text() : "", "cancelled");
       return true;
     });
+    if (cancelled > 0) {
+      std::lock_guard lock(mutex_);
+      stats_.cancelled += cancelled;
+      stats_.active = static_cast<int64_t>(active.size());
+    }
     if (active.empty()) continue;
     try {
       step(active);

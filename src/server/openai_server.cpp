@@ -7,6 +7,7 @@
 #include "tune/server/openai_server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <chrono>
@@ -65,6 +66,7 @@ struct OpenAIServer::Impl {
   httplib::Server http;
   int64_t started = unix_time();
   std::atomic<bool> stopping{false};
+  std::atomic<int> listen_fd{-1};
 
   Impl(infer::LoadedModel& m, const nn::AdapterBank& b, infer::BatchEngine& e, ServerOptions o)
       : model(&m), bank(&b), engine(&e), options(std::move(o)) {
@@ -118,6 +120,13 @@ void OpenAIServer::Impl::routes() {
   http.new_task_queue = [n = options.http_threads] {
     return new httplib::ThreadPool(static_cast<size_t>(n));
   };
+  // The listening socket, captured for a graceful stop: httplib's stop() also cuts off the
+  // streams in flight, while shutting the listening socket down makes accept() fail, after which
+  // httplib stops accepting and waits for its workers (the requests in flight) to finish.
+  http.set_socket_options([this](socket_t sock) {
+    httplib::default_socket_options(sock);
+    listen_fd = sock;
+  });
   http.set_payload_max_length(options.max_body_bytes);
   http.set_keep_alive_timeout(2);  // idle keep-alive connections hold a worker; keep it short
   http.set_read_timeout(30);
@@ -130,7 +139,9 @@ void OpenAIServer::Impl::routes() {
                           {"active", s.active},
                           {"waiting", s.waiting},
                           {"steps", s.steps},
-                          {"generated_tokens", s.generated_tokens}}),
+                          {"generated_tokens", s.generated_tokens},
+                          {"cancelled", s.cancelled},
+                          {"largest_batch", s.largest_batch}}),
                     "application/json");
   });
   http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
@@ -523,7 +534,11 @@ void OpenAIServer::listen() {
 
 void OpenAIServer::stop() {
   impl_->stopping = true;
-  impl_->http.stop();
+  const int fd = impl_->listen_fd.exchange(-1);
+  if (fd >= 0)
+    ::shutdown(fd, SHUT_RDWR);
+  else
+    impl_->http.stop();
 }
 
 }  // namespace tune::server

@@ -94,6 +94,7 @@ struct BatchEngineOptions {
 
 struct BatchEngineStats {
   int64_t steps = 0, generated_tokens = 0, active = 0, waiting = 0, largest_batch = 0;
+  int64_t cancelled = 0;  // requests whose client went away before they finished
 };
 
 class BatchEngine {
