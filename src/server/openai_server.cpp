@@ -352,54 +352,88 @@ void OpenAIServer::Impl::completions(const httplib::Request& req, httplib::Respo
   };
 
   if (!q.stream) {
-    json choices = json::array();
-    int64_t completion_tokens = 0;
-    for (size_t i = 0; i < state->streams.size(); ++i) {
-      infer::RequestStream& s = *state->streams[i];
-      std::vector<infer::TokenEvent> events;
-      while (s.wait(events, std::chrono::milliseconds(1000))) {
-      }
-      if (!s.error().empty()) {
-        state->cancel();
-        t_log.error = s.error();
-        send_error(res, ApiError(500, "generation failed: " + s.error(), "server_error"));
-        return;
-      }
-      completion_tokens += s.completion_tokens();
-      json choice = {{"index", i}, {"finish_reason", infer::finish_reason_name(s.finish())}};
-      json logprobs = nullptr;
-      if (q.top_logprobs >= 0) {
-        if (chat) {
-          logprobs = {{"content", json::array()}, {"refusal", nullptr}};
-          for (const auto& e : events)
-            if (e.id >= 0) logprobs["content"].push_back(chat_logprob(e));
-        } else {
-          int64_t offset = 0;
-          logprobs = completion_logprobs(events, offset);
-        }
-      }
-      if (chat) {
-        choice["message"] = {{"role", "assistant"}, {"content", s.text()}, {"refusal", nullptr}};
-      } else {
-        choice["text"] = s.text();
-      }
-      choice["logprobs"] = logprobs;
-      choices.push_back(choice);
-      t_log.finish = infer::finish_reason_name(s.finish());
-    }
-    t_log.completion_tokens = completion_tokens;
-    const auto prompt_tokens = static_cast<int64_t>(q.prompt.size());
-    json body = {{"id", state->id},
-                 {"object", object},
-                 {"created", state->created},
-                 {"model", q.model},
-                 {"system_fingerprint", nullptr},
-                 {"choices", choices},
-                 {"usage",
-                  {{"prompt_tokens", prompt_tokens},
-                   {"completion_tokens", completion_tokens},
-                   {"total_tokens", prompt_tokens + completion_tokens}}}};
-    res.set_content(dump(body), "application/json");
+    // The whole answer, sent once every choice is done. Until then the provider waits, and every
+    // tenth of a second of waiting writes a space (JSON allows leading whitespace): a write that
+    // fails means the client went away, and the releaser frees its batch slots. (The status is sent
+    // with the first bytes, so a generation that fails later reports its error in a 200.)
+    auto events =
+        std::make_shared<std::vector<std::vector<infer::TokenEvent>>>(state->streams.size());
+    auto last_write =
+        std::make_shared<std::chrono::steady_clock::time_point>(std::chrono::steady_clock::now());
+    res.set_chunked_content_provider(
+        "application/json",
+        [this, state, events, last_write, chat, object, completion_logprobs](
+            size_t, httplib::DataSink& sink) -> bool {
+          const ParsedRequest& q = state->request;
+          for (size_t i = 0; i < state->streams.size(); ++i) {
+            if (state->finished[i]) continue;
+            if (!state->streams[i]->wait((*events)[i], std::chrono::milliseconds(50))) {
+              state->finished[i] = true;
+            } else {
+              break;  // this choice is still running
+            }
+          }
+          if (std::find(state->finished.begin(), state->finished.end(), false) !=
+              state->finished.end()) {
+            const auto now = std::chrono::steady_clock::now();
+            if (now - *last_write > std::chrono::milliseconds(100)) {
+              *last_write = now;
+              if (!sink.write(" ", 1)) return false;
+            }
+            return true;
+          }
+          json choices = json::array();
+          int64_t completion_tokens = 0;
+          std::string error;
+          for (size_t i = 0; i < state->streams.size(); ++i) {
+            const infer::RequestStream& s = *state->streams[i];
+            if (!s.error().empty()) error = s.error();
+            completion_tokens += s.completion_tokens();
+            json choice = {{"index", i}, {"finish_reason", infer::finish_reason_name(s.finish())}};
+            json logprobs = nullptr;
+            if (q.top_logprobs >= 0) {
+              if (chat) {
+                logprobs = {{"content", json::array()}, {"refusal", nullptr}};
+                for (const auto& e : (*events)[i])
+                  if (e.id >= 0) logprobs["content"].push_back(chat_logprob(e));
+              } else {
+                int64_t offset = 0;
+                logprobs = completion_logprobs((*events)[i], offset);
+              }
+            }
+            if (chat)
+              choice["message"] = {
+                  {"role", "assistant"}, {"content", s.text()}, {"refusal", nullptr}};
+            else
+              choice["text"] = s.text();
+            choice["logprobs"] = logprobs;
+            choices.push_back(choice);
+            t_log.finish = infer::finish_reason_name(s.finish());
+          }
+          t_log.completion_tokens = completion_tokens;
+          const auto prompt_tokens = static_cast<int64_t>(q.prompt.size());
+          json body = {{"id", state->id},
+                       {"object", object},
+                       {"created", state->created},
+                       {"model", q.model},
+                       {"system_fingerprint", nullptr},
+                       {"choices", choices},
+                       {"usage",
+                        {{"prompt_tokens", prompt_tokens},
+                         {"completion_tokens", completion_tokens},
+                         {"total_tokens", prompt_tokens + completion_tokens}}}};
+          if (!error.empty()) {
+            t_log.error = error;
+            body = ApiError(500, "generation failed: " + error, "server_error").body();
+          }
+          const std::string text = dump(body);
+          if (!sink.write(text.data(), text.size())) return false;
+          sink.done();
+          return true;
+        },
+        [state](bool success) {
+          if (!success) state->cancel();
+        });
     return;
   }
 
@@ -518,14 +552,18 @@ OpenAIServer::~OpenAIServer() = default;
 
 int OpenAIServer::bind() {
   const ServerOptions& o = impl_->options;
+  int port = o.port;
   if (o.port == 0) {
-    const int port = impl_->http.bind_to_any_port(o.host);
+    port = impl_->http.bind_to_any_port(o.host);
     TUNE_CHECK(port > 0, "tune serve: could not listen on ", o.host, " (any port)");
-    return port;
+  } else {
+    TUNE_CHECK(impl_->http.bind_to_port(o.host, o.port), "tune serve: could not listen on ", o.host,
+               ":", o.port, " (in use? pass --port N, or 0 for any free port)");
   }
-  TUNE_CHECK(impl_->http.bind_to_port(o.host, o.port), "tune serve: could not listen on ", o.host,
-             ":", o.port, " (in use? pass --port N, or 0 for any free port)");
-  return o.port;
+  // httplib listens with a backlog of 5: a burst of clients would wait for SYN retries (1 s).
+  // listen() again on the bound socket raises it.
+  if (impl_->listen_fd >= 0) ::listen(impl_->listen_fd, 1024);
+  return port;
 }
 
 void OpenAIServer::listen() {

@@ -37,7 +37,7 @@ function equal(a, b, what) {
 // ---- the server ----
 function startServer(extra = []) {
   return new Promise((resolve, reject) => {
-    const proc = spawn(TUNE, ["serve", "--model", MODEL, "--adapter", `ad=${MODEL}/adapter`, "--port", "0", ...extra], {
+    const proc = spawn(TUNE, ["serve", "--model", MODEL, "--adapter", `ad=${MODEL}/adapter`, "--port", "0", "--max-n", "64", ...extra], {
       stdio: ["ignore", "ignore", "pipe"],
     });
     process.on("exit", () => proc.kill("SIGKILL"));
@@ -284,13 +284,22 @@ await Promise.all(
     rawSocket(`POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${longRequest.length}\r\n\r\n${longRequest}`, { closeAfterData: true }),
   ),
 );
-let h = (await raw("GET", "/health")).json;
-for (let i = 0; i < 50 && h.active > 0; i++) {
-  await new Promise((r) => setTimeout(r, 100));
-  h = (await raw("GET", "/health")).json;
+async function idleHealth() {
+  let health = (await raw("GET", "/health")).json;
+  for (let i = 0; i < 50 && health.active + health.waiting > 0; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    health = (await raw("GET", "/health")).json;
+  }
+  return health;
 }
+const cancelledStreams = (await idleHealth()).cancelled;
+// A whole (non-streamed) answer whose client hangs up: 64 choices of 220 tokens, closed after 150 ms.
+const wholeRequest = JSON.stringify({ model: BASE, prompt: "Hello", max_tokens: 220, temperature: 1.0, n: 64 });
+await rawSocket(`POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${wholeRequest.length}\r\n\r\n${wholeRequest}`, { wait: 150 });
+const h = await idleHealth();
 check(h.status === "ok" && h.active === 0, "the server is up and idle after malformed requests and disconnects");
-check(h.cancelled - cancelledBefore >= 4, `clients that hung up mid-stream freed their slots (${h.cancelled - cancelledBefore} of 8 cancelled)`);
+check(cancelledStreams - cancelledBefore >= 4, `clients that hung up mid-stream freed their slots (${cancelledStreams - cancelledBefore} of 8 cancelled)`);
+check(h.cancelled - cancelledStreams >= 32, `a client that hung up on a whole answer freed its slots (${h.cancelled - cancelledStreams} of 64 choices cancelled)`);
 const afterAbuse = await client.chat.completions.create({ model: BASE, messages: hi, max_tokens: 8, temperature: 0 });
 equal(afterAbuse.choices[0].message.content, chat.choices[0].message.content, "answers are unchanged after the abuse");
 
