@@ -225,19 +225,20 @@ void BatchEngine::run() {
       }
       stats_.waiting = static_cast<int64_t>(waiting_.size());
     }
-    // Cancelled sequences leave before the step: their slot and cache are freed.
-    int64_t cancelled = 0;
-    std::erase_if(active, [&](const std::unique_ptr<Sequence>& s) {
-      if (!s->stream->cancelled()) return false;
-      ++cancelled;
-      s->stream->close(FinishReason::stop, static_cast<int64_t>(s->generated.size()),
-                       s->text ? s->text->text() : "", "cancelled");
-      return true;
-    });
-    if (cancelled > 0) {
-      std::lock_guard lock(mutex_);
-      stats_.cancelled += cancelled;
-      stats_.active = static_cast<int64_t>(active.size());
+    // Cancelled sequences leave before the step: their slot and cache are freed. The count is
+    // updated before their streams close, so a caller that saw the close sees the count.
+    std::vector<std::unique_ptr<Sequence>> gone, kept;
+    for (auto& s : active) (s->stream->cancelled() ? gone : kept).push_back(std::move(s));
+    active = std::move(kept);
+    if (!gone.empty()) {
+      {
+        std::lock_guard lock(mutex_);
+        stats_.cancelled += static_cast<int64_t>(gone.size());
+        stats_.active = static_cast<int64_t>(active.size());
+      }
+      for (auto& s : gone)
+        s->stream->close(FinishReason::stop, static_cast<int64_t>(s->generated.size()),
+                         s->text ? s->text->text() : "", "cancelled");
     }
     if (active.empty()) continue;
     try {
