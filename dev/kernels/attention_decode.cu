@@ -5,7 +5,18 @@
 // variants are the engine's launch with different split counts:
 //   1: one block per (sequence, kv head, head chunk), no split;
 //   2: the engine's choice (grid about 4x the SMs, >= 256 keys per split) + merge kernel;
-//   3: twice the engine's choice.
+//   3: twice the engine's choice;
+// then, at the engine's split count, the kernel's template knobs: heads per block (HPB) and keys
+// each lane group loads per trip (KPT):
+//   4: KPT 1;  5: KPT 2;  6: KPT 4;  7: HPB / 2 with KPT 4;  8: HPB / 2 with KPT 2.
+// History (H100, GB/s of K/V read; configs as in main()):
+//   per-key rescale, 2 keys per trip, HPB <= 8:   1x32k 1177, 4x8k 777, 64x1k 1339, 32x4k 1162,
+//                                                 MHA 2745, MQA D256 292
+//   one rescale per trip, KPT 4 (HPB 8: KPT 2):   871, 944, 1237, 1469, 2219, 311
+//   KPT 2 (v5):                                   1336, 903, 1533, 1348, 2380, 306
+//   KPT 1 (v4):                                   1182, 775, 1333, 1159, 2720, 239
+//   HPB 4 instead of 8, KPT 2 (MQA v8):           374
+// The engine now takes HPB <= 4 with KPT 2, and KPT 1 when HPB is 1 (MHA).
 // Every variant is checked against a CPU reference in double; then timed (median of 50, events),
 // reporting the K/V bytes read per call over the time (the floor: reading the cache once).
 #include <algorithm>
@@ -30,6 +41,55 @@ using namespace tune::cuda;
 struct Config {
   int64_t n, hq, hkv, d, page, len, window;
 };
+
+// The engine's launch with explicit heads per block and keys per trip (bf16, LANES by d).
+template <int H, int KPT>
+void launch_knobs(void* out, const void* q, const void* k, const void* v, const PagedKeys& keys,
+                  int64_t units, int64_t q_heads, int64_t kv_heads, int64_t d, float scale,
+                  int splits, float* ws) {
+  float* part_o = ws;
+  float* part_lse = splits > 1 ? ws + units * q_heads * splits * d : nullptr;
+  const dim3 grid(units, q_heads / H, splits);
+  const size_t smem = static_cast<size_t>(kWarps * H * (d + 2)) * sizeof(float);
+  const float sl = scale * kLog2e;
+  using T = __nv_bfloat16;
+  auto go = [&](auto kernel) {
+    kernel<<<grid, kWarps * 32, smem, cudaStreamPerThread>>>(
+        static_cast<T*>(out), part_o, part_lse, static_cast<const T*>(q), static_cast<const T*>(k),
+        static_cast<const T*>(v), keys, (int)q_heads, (int)kv_heads, (int)d, sl, splits);
+  };
+  if (d <= 64) {
+    go(attention_split_keys<T, 8, H, KPT, PagedKeys>);
+  } else if (d <= 128) {
+    go(attention_split_keys<T, 16, H, KPT, PagedKeys>);
+  } else {
+    go(attention_split_keys<T, 32, H, KPT, PagedKeys>);
+  }
+  if (splits > 1) {
+    merge_splits<T><<<units * q_heads, 128, 0, cudaStreamPerThread>>>(static_cast<T*>(out), part_o,
+                                                                      part_lse, (int)d, splits);
+  }
+}
+
+template <int KPT>
+void launch_hpb(int hpb, void* out, const void* q, const void* k, const void* v,
+                const PagedKeys& keys, int64_t units, int64_t q_heads, int64_t kv_heads, int64_t d,
+                float scale, int splits, float* ws) {
+  switch (hpb) {
+    case 8:
+      launch_knobs<8, KPT>(out, q, k, v, keys, units, q_heads, kv_heads, d, scale, splits, ws);
+      break;
+    case 4:
+      launch_knobs<4, KPT>(out, q, k, v, keys, units, q_heads, kv_heads, d, scale, splits, ws);
+      break;
+    case 2:
+      launch_knobs<2, KPT>(out, q, k, v, keys, units, q_heads, kv_heads, d, scale, splits, ws);
+      break;
+    default:
+      launch_knobs<1, KPT>(out, q, k, v, keys, units, q_heads, kv_heads, d, scale, splits, ws);
+      break;
+  }
+}
 
 int main() {
   const Config configs[] = {
@@ -104,16 +164,38 @@ int main() {
 
     const PagedKeys keys{dtab, dlen, c.page, max_pages, c.hkv, c.window};
     const int chosen = choose_splits(c.n, c.hq, c.hkv, max_pages * c.page);
-    const int split_counts[3] = {1, chosen, std::min(64, chosen * 2)};
+    const int split_counts[8] = {1,      chosen, std::min(64, chosen * 2), chosen, chosen, chosen,
+                                 chosen, chosen};
+    const int hpb = heads_per_block(c.hq / c.hkv), half_hpb = std::max(1, hpb / 2);
     const double bytes = 2.0 * c.n * c.len * c.hkv * c.d * 2;
     char name[64];
     std::snprintf(name, sizeof name, "N=%ld Hq=%ld Hkv=%ld D=%ld len=%ld", (long)c.n, (long)c.hq,
                   (long)c.hkv, (long)c.d, (long)c.len);
-    for (int v = 0; v < 3; ++v) {
+    for (int v = 0; v < 8; ++v) {
       const int splits = split_counts[v];
       auto call = [&] {
-        launch_split(tune::DType::bf16, dout, dq, dk, dv, keys, c.n, c.hq, c.hkv, c.d, scale,
-                     splits, ws);
+        switch (v) {
+          case 3:
+            launch_hpb<1>(hpb, dout, dq, dk, dv, keys, c.n, c.hq, c.hkv, c.d, scale, splits, ws);
+            break;
+          case 4:
+            launch_hpb<2>(hpb, dout, dq, dk, dv, keys, c.n, c.hq, c.hkv, c.d, scale, splits, ws);
+            break;
+          case 5:
+            launch_hpb<4>(hpb, dout, dq, dk, dv, keys, c.n, c.hq, c.hkv, c.d, scale, splits, ws);
+            break;
+          case 6:
+            launch_hpb<4>(half_hpb, dout, dq, dk, dv, keys, c.n, c.hq, c.hkv, c.d, scale, splits,
+                          ws);
+            break;
+          case 7:
+            launch_hpb<2>(half_hpb, dout, dq, dk, dv, keys, c.n, c.hq, c.hkv, c.d, scale, splits,
+                          ws);
+            break;
+          default:
+            launch_split(tune::DType::bf16, dout, dq, dk, dv, keys, c.n, c.hq, c.hkv, c.d, scale,
+                         splits, ws);
+        }
       };
       CK(cudaMemset(dout, 0xff, hq.size() * 2));
       call();

@@ -2,9 +2,9 @@
 // dev/kernels/attention_decode.cu. Serves ops::attention_decode (paged keys) and
 // ops::attention_forward when queries are few or f32 (dense keys). Design notes:
 // - A query "unit" is one sequence (paged) or one (batch, query row) (dense). Grid: x = unit,
-//   y = (kv head, chunk of HPB of its query heads), z = split of the unit's visible keys. Each
-//   block reads each key and value row once for all HPB query heads of its kv head (GQA without
-//   repeating K/V; MQA's 32 heads become 4 chunks that re-read K/V mostly from L2).
+//   y = (kv head, chunk of HPB <= 4 of its query heads), z = split of the unit's visible keys.
+//   Each block reads each key and value row once for all HPB query heads of its kv head (GQA
+//   without repeating K/V; MQA's 32 heads become 8 chunks that re-read K/V mostly from L2).
 // - Inside a block (4 warps), a group of LANES lanes owns one key at a time: lane `sub` holds
 //   elements [8 sub, 8 sub + 8) of the head dim (16-byte loads for bf16), the dot product is a
 //   shuffle reduction inside the group, and each group keeps its own online softmax (running
@@ -27,9 +27,11 @@ namespace tune::cuda {
 namespace {
 
 constexpr int kWarps = 4;
-// Keys each lane group loads per trip: 4 (2 with 8 heads per block, to stay within registers).
+// Keys each lane group loads per trip, and query heads per block (at most 4): the fastest
+// settings in dev/kernels/attention_decode.cu on the H100 (one key per trip for plain multi-head
+// attention, two with GQA; 8 heads per block or 4 keys per trip ran slower).
 template <int HPB>
-constexpr int kKeysPerTrip = HPB >= 8 ? 2 : 4;
+constexpr int kKeysPerTrip = HPB == 1 ? 1 : 2;
 constexpr float kLog2e = 1.4426950408889634f;
 
 // Where the keys of a unit are and which of them it sees.
@@ -266,7 +268,7 @@ int sm_count() {
 }
 
 int heads_per_block(int64_t group) {
-  for (int h : {8, 4, 2}) {
+  for (int h : {4, 2}) {
     if (group % h == 0) return h;
   }
   return 1;
@@ -313,9 +315,6 @@ void launch_split(DType dtype, void* out, const void* q, const void* k, const vo
     };
     auto by_hpb = [&](auto lanes_c) {
       switch (hpb) {
-        case 8:
-          run(lanes_c, std::integral_constant<int, 8>{});
-          break;
         case 4:
           run(lanes_c, std::integral_constant<int, 4>{});
           break;
