@@ -123,6 +123,9 @@ equal(streamed.finish[0], chat.choices[0].finish_reason, "streamed chat finish_r
 equal(streamed.usage, chat.usage, "stream_options.include_usage: the usage chunk");
 check(streamed.wellFormed && streamed.chunks >= 3, `streamed chat is well-formed (${streamed.chunks} chunks)`);
 
+const mct = await client.chat.completions.create({ model: BASE, messages: hi, max_completion_tokens: 3, temperature: 0 });
+equal([mct.usage.completion_tokens, mct.choices[0].finish_reason], [3, "length"], "max_completion_tokens limits the answer");
+
 // ---- completions ----
 const comp = await client.completions.create({ model: BASE, prompt: "Hello", max_tokens: 6, temperature: 0 });
 const genComp = generate(["--prompt", "Hello", "--max-new-tokens", "6"]);
@@ -322,6 +325,18 @@ check(
 );
 equal(await exited(server), 0, "tune serve exits 0 after SIGTERM");
 check(/SIGTERM/.test(server.log()), "the server says it stops on SIGTERM");
+
+check(/ POST \/v1\/chat\/completions 200 model=\S+ n=1 stream prompt_tokens=\d+ completion_tokens=\d+ finish=\w+/.test(server.log()), "a log line per request, with model and token counts");
+
+// ---- --log-json and SIGINT ----
+const server2 = await startServer(["--log-json"]);
+const client2 = new OpenAI({ apiKey: "none", baseURL: `http://127.0.0.1:${server2.port}/v1`, maxRetries: 0 });
+await client2.completions.create({ model: BASE, prompt: "Hello", max_tokens: 2, temperature: 0 });
+await fetch(`http://127.0.0.1:${server2.port}/v1/nothing`);
+server2.kill("SIGINT");
+equal(await exited(server2), 0, "tune serve exits 0 after SIGINT");
+const jsonLines = server2.log().split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
+check(jsonLines.some((j) => j.path === "/v1/completions" && j.status === 200 && j.model === BASE && j.completion_tokens === 2) && jsonLines.some((j) => j.path === "/v1/nothing" && j.status === 404), "--log-json: one JSON object per request");
 
 console.log(`${failures === 0 ? "PASS" : "FAIL"}: server_openai (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
 process.exit(failures === 0 ? 0 : 1);
