@@ -41,9 +41,11 @@ void write_columns(Tensor& out, int64_t start, const Tensor& x);
 double sum_squares(const Tensor& x);
 
 // ---- embedding ----
-// out [N, C] = table [V, C] rows at ids [N]. An id outside [0, V) throws, naming the id.
+// out [N, C] = table [V, C] rows at ids [N]. An id outside [0, V) throws, naming the id (on
+// CUDA after the kernel, which reads the check back: one small copy and a sync; inside CUDA graph
+// capture nothing is read back and the row is written as zeros).
 void embedding_forward(Tensor& out, const Tensor& ids, const Tensor& table);
-// dtable [V, C] += scatter of dout [N, C] at ids.
+// dtable [V, C] += scatter of dout [N, C] at ids. Deterministic on both devices (no atomics).
 void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& ids);
 
 // ---- RMSNorm over the last dimension (Llama: y = x * rsqrt(mean(x^2) + eps) * w) ----
@@ -66,7 +68,8 @@ void layer_norm_backward(Tensor& dx, Tensor& dw, Tensor& db, const Tensor& dy, c
 // ---- rotary position embedding, Hugging Face's rotate_half convention ----
 // x [B, T, H, D] rotated in place: for i < D/2, with c = cos[pos, i], s = sin[pos, i]:
 //   x1' = x1 * c - x2 * s,  x2' = x2 * c + x1 * s   where x1 = x[..., i], x2 = x[..., i + D/2].
-// cos, sin [P, D/2] (P >= max position + 1); positions [B, T] (i64).
+// cos, sin [P, D/2] (P >= max position + 1); positions [B, T] (i64 or i32; on CUDA checked on
+// the device as embedding's ids are).
 void rope_forward(Tensor& x, const Tensor& cos, const Tensor& sin, const Tensor& positions);
 // The transpose of the rotation, in place on dx [B, T, H, D].
 void rope_backward(Tensor& dx, const Tensor& cos, const Tensor& sin, const Tensor& positions);
