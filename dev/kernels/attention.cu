@@ -3,7 +3,15 @@
 //        -I include -I src dev/kernels/attention.cu -o attention_lab
 // The engine kernels (src/backend/cuda/attention.cu and attention_decode.cu) are compiled in:
 //   1: the split-key SIMT kernel run over every query (what f32 uses; no tensor cores);
-//   2: the flash-attention kernel on the tensor cores (mma.sync m16n8k16, f32 accumulators).
+//   2: the flash-attention kernel on the tensor cores (mma.sync m16n8k16, f32 accumulators) as
+//      the engine runs it (STAGES = kFlashStages: two K/V buffers, the next tile loading while
+//      this one is computed);
+//   3: the same with one K/V buffer (the next K tile loads during softmax and P V, V after).
+// History (H100, bf16, TFLOP/s at T 4096 Hq 32 Hkv 8 D 128): one buffer, mask on every tile 164;
+// mask only on edge tiles 193. Two buffers (predicted +10-20% from hiding the V load) measured
+// 189 vs 193 (D 128), 210 vs 219 (T 8192), 181 vs 180 (D 64), 163 vs 160 (D 256), 22.6 vs 19.8
+// (T 512): within run-to-run noise, because the second buffer costs occupancy (87 KB of shared
+// memory: 2 blocks per SM instead of 3 at D 128). Next: wgmma/TMA (FA3-style), not more buffers.
 // Checked against a CPU reference in double on a slice of heads at the small size, and against
 // each other at every size; timed (median of 20, events) in TFLOP/s of the causal half
 // (4 B Hq Tq Tk D / 2 flops).
@@ -26,6 +34,21 @@ using namespace tune::cuda;
       std::exit(1);                                                                  \
     }                                                                                \
   } while (0)
+
+// Variant 3: the flash kernel with one K/V buffer.
+void flash_one_stage(void* out, const void* q, const void* k, const void* v, const DenseShape& s,
+                     float scale) {
+  const FlashArgs p{nullptr,         s.q_seq,         s.kv_seq,         (int)s.q_heads,
+                    (int)s.kv_heads, (int)s.head_dim, scale * kLog2eTc, 0};
+  using T = __nv_bfloat16;
+  if (s.head_dim <= 64) {
+    launch_flash<T, 64, 64, 1>(out, q, k, v, s, p);
+  } else if (s.head_dim <= 128) {
+    launch_flash<T, 128, 64, 1>(out, q, k, v, s, p);
+  } else {
+    launch_flash<T, 256, 32, 1>(out, q, k, v, s, p);
+  }
+}
 
 int main() {
   const DenseShape configs[] = {
@@ -87,13 +110,15 @@ int main() {
       return std::sqrt(num / den);
     };
     std::vector<__nv_bfloat16> g1(nq), g2(nq);
-    for (int v = 1; v <= 2; ++v) {
+    for (int v = 1; v <= 3; ++v) {
       __nv_bfloat16* o = v == 1 ? o1 : o2;
       auto call = [&] {
         if (v == 1) {
           attention_forward_split(tune::DType::bf16, o, dq, dk, dv, nullptr, s, scale, 0);
-        } else {
+        } else if (v == 2) {
           attention_forward(tune::DType::bf16, o, dq, dk, dv, nullptr, s, scale, 0);
+        } else {
+          flash_one_stage(o, dq, dk, dv, s, scale);
         }
       };
       CK(cudaMemset(o, 0xff, nq * 2));
@@ -104,7 +129,7 @@ int main() {
       double rel = 0;
       if (cpu_ref) {
         rel = cpu_err(got);
-      } else if (v == 2) {  // against variant 1 on the GPU
+      } else if (v >= 2) {  // against variant 1 on the GPU
         double num = 0, den = 0;
         for (int64_t i = 0; i < nq; ++i) {
           const double a = __bfloat162float(g1[i]), b = __bfloat162float(g2[i]);

@@ -6,8 +6,8 @@
 //   S = Q K^T and O += P V run on the tensor cores (mma.sync m16n8k16, f32 accumulators), with
 //   fragments loaded by ldmatrix from shared memory rows padded by 16 bytes (no bank conflicts).
 //   Softmax is online in f32 and log2 units; the S accumulators become P's A fragments in
-//   registers. K and V tiles arrive by cp.async; the next K tile loads while this tile's softmax
-//   and P V run.
+//   registers. K and V tiles arrive by cp.async into two buffers each: the next tile loads while
+//   this one is computed.
 // - The head dim is padded to a compiled size DP (64, 80, 96, 128 or 256) with zeros in shared
 //   memory, so any multiple of 8 up to 256 works; rows past Tq and keys past the range are
 //   zero-filled and masked.
@@ -25,6 +25,9 @@ namespace tune::cuda {
 namespace {
 
 constexpr int kBM = 64, kWarpsTc = 4;
+// K/V buffers per block (flash_forward's STAGES); 1 and 2 measured the same in
+// dev/kernels/attention.cu (the second buffer costs a block per SM at D 128).
+constexpr int kFlashStages = 2;
 constexpr float kLog2eTc = 1.4426950408889634f;
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
@@ -41,6 +44,10 @@ __device__ __forceinline__ void cp_async_commit() {
 }
 __device__ __forceinline__ void cp_async_wait_all() {
   asm volatile("cp.async.wait_group 0;\n" ::);
+}
+// All but the most recent commit group have landed.
+__device__ __forceinline__ void cp_async_wait_all_but_one() {
+  asm volatile("cp.async.wait_group 1;\n" ::);
 }
 
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
@@ -113,14 +120,16 @@ __device__ __forceinline__ void load_tile(T* sm, const T* g, int64_t row_stride,
   }
 }
 
-template <typename T, int DP, int BN>
+// STAGES 1: one K and one V buffer, the next K tile loading during softmax and P V. STAGES 2: two
+// of each, the whole next tile loading while this one is computed.
+template <typename T, int DP, int BN, int STAGES>
 __global__ void __launch_bounds__(kWarpsTc * 32)
     flash_forward(T* out, const T* q, const T* k, const T* v, FlashArgs p) {
   constexpr int kLd = DP + 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* sQ = reinterpret_cast<T*>(smem_raw);  // [BM][kLd]
-  T* sK = sQ + kBM * kLd;                  // [BN][kLd]
-  T* sV = sK + BN * kLd;                   // [BN][kLd]
+  T* sK0 = sQ + kBM * kLd;                 // [STAGES][BN][kLd]
+  T* sV0 = sK0 + STAGES * BN * kLd;        // [STAGES][BN][kLd]
   __shared__ int64_t tile_lo;
 
   const int64_t b = blockIdx.z;
@@ -145,8 +154,8 @@ __global__ void __launch_bounds__(kWarpsTc * 32)
   load_tile<T, DP>(sQ, qh, q_stride, i0, kBM, p.q_seq, p.d);
   __syncthreads();
   const int64_t j_begin = tile_lo, j_end = offset + last_row + 1;  // keys [j_begin, j_end)
-  load_tile<T, DP>(sK, kh, kv_stride, j_begin, BN, j_end, p.d);
-  load_tile<T, DP>(sV, vh, kv_stride, j_begin, BN, j_end, p.d);
+  load_tile<T, DP>(sK0, kh, kv_stride, j_begin, BN, j_end, p.d);
+  load_tile<T, DP>(sV0, vh, kv_stride, j_begin, BN, j_end, p.d);
   cp_async_commit();
 
   // This thread's two rows of the warp's 16: gid and gid + 8.
@@ -160,8 +169,22 @@ __global__ void __launch_bounds__(kWarpsTc * 32)
   for (int n = 0; n < DP / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
   float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.f, l_b = 0.f;
 
-  for (int64_t j0 = j_begin; j0 < j_end; j0 += BN) {
-    cp_async_wait_all();
+  int stage = 0;
+  for (int64_t j0 = j_begin; j0 < j_end; j0 += BN, stage ^= (STAGES - 1)) {
+    T* sK = sK0 + stage * BN * kLd;
+    T* sV = sV0 + stage * BN * kLd;
+    const bool more = j0 + BN < j_end;
+    if constexpr (STAGES == 2) {
+      // The buffers of the next tile were last read in the previous trip, which ended in a barrier.
+      if (more) {
+        load_tile<T, DP>(sK0 + (stage ^ 1) * BN * kLd, kh, kv_stride, j0 + BN, BN, j_end, p.d);
+        load_tile<T, DP>(sV0 + (stage ^ 1) * BN * kLd, vh, kv_stride, j0 + BN, BN, j_end, p.d);
+      }
+      cp_async_commit();
+      cp_async_wait_all_but_one();
+    } else {
+      cp_async_wait_all();
+    }
     __syncthreads();
     // S = Q K^T for the warp's 16 rows and BN keys.
     float s[BN / 8][4];
@@ -180,10 +203,11 @@ __global__ void __launch_bounds__(kWarpsTc * 32)
         mma16816<T>(s[n + 1], a, bf[2], bf[3]);
       }
     }
-    __syncthreads();  // every warp is done with sK
-    const bool more = j0 + BN < j_end;
-    if (more) load_tile<T, DP>(sK, kh, kv_stride, j0 + BN, BN, j_end, p.d);
-    cp_async_commit();
+    if constexpr (STAGES == 1) {
+      __syncthreads();  // every warp is done with sK
+      if (more) load_tile<T, DP>(sK, kh, kv_stride, j0 + BN, BN, j_end, p.d);
+      cp_async_commit();
+    }
 
     // Mask, scale, online softmax (rows a and b; the 4 threads of a quad share a row). Tiles
     // that every row of the warp sees whole (most of them) skip the per-element mask.
@@ -264,9 +288,11 @@ __global__ void __launch_bounds__(kWarpsTc * 32)
         mma16816<T>(o[n + 1], a, bf[2], bf[3]);
       }
     }
-    __syncthreads();  // every warp is done with sV
-    if (more) load_tile<T, DP>(sV, vh, kv_stride, j0 + BN, BN, j_end, p.d);
-    cp_async_commit();
+    __syncthreads();  // every warp is done with sV (and, STAGES 2, with sK)
+    if constexpr (STAGES == 1) {
+      if (more) load_tile<T, DP>(sV, vh, kv_stride, j0 + BN, BN, j_end, p.d);
+      cp_async_commit();
+    }
   }
 
 #pragma unroll
@@ -290,11 +316,11 @@ __global__ void __launch_bounds__(kWarpsTc * 32)
   }
 }
 
-template <typename T, int DP, int BN>
+template <typename T, int DP, int BN, int STAGES = kFlashStages>
 void launch_flash(void* out, const void* q, const void* k, const void* v, const DenseShape& s,
                   const FlashArgs& p) {
-  const size_t smem = static_cast<size_t>((kBM + 2 * BN) * (DP + 8)) * sizeof(T);
-  auto kernel = flash_forward<T, DP, BN>;
+  const size_t smem = static_cast<size_t>((kBM + 2 * STAGES * BN) * (DP + 8)) * sizeof(T);
+  auto kernel = flash_forward<T, DP, BN, STAGES>;
   TUNE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        static_cast<int>(smem)));
   const dim3 grid(static_cast<unsigned>((s.q_seq + kBM - 1) / kBM),
