@@ -258,6 +258,85 @@ def compare_generation(label, prompt_list, ours, theirs):
     print("%s: %d/%d greedy continuations of %d tokens equal tune generate's" % (label, same, len(prompt_list), GEN_TOKENS))
 
 
+GGML_TYPES = {0: "F32", 1: "F16", 6: "Q5_0", 8: "Q8_0", 12: "Q4_K", 14: "Q6_K", 30: "BF16"}
+
+
+def gguf_tensor_types(path):
+    """{tensor name: ggml type name} from a GGUF file's header (metadata skipped by type)."""
+    with open(path, "rb") as f:
+        data = f.read(64 << 20)
+    pos = 0
+
+    def take(fmt):
+        nonlocal pos
+        v = struct.unpack_from("<" + fmt, data, pos)
+        pos += struct.calcsize("<" + fmt)
+        return v[0]
+
+    def string():
+        nonlocal pos
+        n = take("Q")
+        pos += n
+        return data[pos - n:pos].decode()
+
+    sizes = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "B", 10: "Q", 11: "q", 12: "d"}
+
+    def skip(t):
+        if t == 8:
+            string()
+        elif t == 9:
+            et, n = take("I"), take("Q")
+            for _ in range(n):
+                skip(et)
+        else:
+            take(sizes[t])
+
+    if data[:4] != b"GGUF" or struct.unpack_from("<I", data, 4)[0] != 3:
+        fail("%s is not a GGUF v3 file" % path)
+    pos = 8
+    n_tensors, n_kv = take("Q"), take("Q")
+    for _ in range(n_kv):
+        string()
+        skip(take("I"))
+    types = {}
+    for _ in range(n_tensors):
+        name = string()
+        n_dims = take("I")
+        pos += 8 * n_dims
+        types[name] = GGML_TYPES.get(take("I"), "?")
+        take("Q")
+    return types
+
+
+def check_types(path, expected):
+    types = gguf_tensor_types(path)
+    if types != expected:
+        diff = {k: (types.get(k), expected.get(k)) for k in set(types) | set(expected) if types.get(k) != expected.get(k)}
+        fail("%s: tensor types (written, expected) differ: %s" % (path, diff))
+
+
+def expected_types(quant, n_layers, ffn_rows_ok=True):
+    """llama.cpp's choice for the trained model (2 layers, rows of 256 and 768, untied output)."""
+    def two_d(name, layer=-1):
+        if quant != "q4_k_m":
+            return {"f32": "F32", "f16": "F16", "bf16": "BF16", "q8_0": "Q8_0"}[quant]
+        if name == "output.weight":
+            return "Q6_K"
+        more_bits = layer >= 0 and (layer < n_layers // 8 or layer >= 7 * n_layers // 8 or
+                                    (layer - n_layers // 8) % 3 == 2)
+        if name.split(".")[-2] in ("attn_v", "ffn_down") and more_bits:
+            return "Q6_K"
+        return "Q4_K"
+    t = {"token_embd.weight": two_d("token_embd.weight"), "output.weight": two_d("output.weight"),
+         "output_norm.weight": "F32"}
+    for l in range(n_layers):
+        for n in ("attn_norm", "ffn_norm"):
+            t["blk.%d.%s.weight" % (l, n)] = "F32"
+        for n in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"):
+            t["blk.%d.%s.weight" % (l, n)] = two_d("blk.%d.%s.weight" % (l, n), l)
+    return t
+
+
 def held_out_texts(work):
     """Held-out task texts, each ending in EOS as the packed training texts do."""
     return [t + "<|im_end|>" for t in task_texts(os.path.join(work, "data", "task_eval.jsonl"))]
@@ -268,6 +347,9 @@ def case_types(tune, work):
     ps = prompts(work)
     ours = tune_generate(tune, work, nostop_model(work, "trained_nostop", base), ps)
     files = {q: export(tune, work, base, q, "model-%s.gguf" % q) for q in ("f32", "f16", "bf16", "q8_0", "q4_k_m")}
+    for q, f in files.items():
+        check_types(f, expected_types(q, 2))
+    print("tensor types as llama.cpp chooses them (Q4_K_M: Q6_K for output, blk.1 attn_v/ffn_down)")
     sizes = {q: os.path.getsize(f) for q, f in files.items()}
     print("sizes: " + ", ".join("%s %d" % kv for kv in sizes.items()))
     if not sizes["q4_k_m"] < sizes["q8_0"] < sizes["f16"] < sizes["f32"]:
@@ -470,6 +552,16 @@ def case_archs(tune, work):
         ours = read_jsonl(run([tune, "generate", "--model", d, "--input", prompts_file,
                                "--max-new-tokens", "32"]), is_text=True)
         gguf = export(tune, work, d, "f32", name + ".gguf")
+        if name == "llama_gqa":
+            # Rows of 64 values: Q4_K falls back to Q5_0 and Q6_K to Q8_0, as llama.cpp's quantize
+            # does; llama.cpp must load the result.
+            q = export(tune, work, d, "q4_k_m", name + "-q4_k_m.gguf")
+            types = gguf_tensor_types(q)
+            if types["output.weight" if "output.weight" in types else "token_embd.weight"] != "Q8_0" or \
+                    types["blk.0.attn_q.weight"] != "Q5_0":
+                fail("%s: fallback types not chosen: %s" % (q, types))
+            node_reference({"models": [{"path": q}], "generate": {"prompts": ["Hi"], "tokens": 4}}, work, "fallback")
+            print("%s q4_k_m: rows of 64 fall back (Q5_0, Q8_0) and llama.cpp loads it" % name)
         res = node_reference({"models": [{"path": gguf}], "generate": {
             "prompts": ARCH_PROMPTS, "tokens": 32, "stop": [261]}}, work, name)[0]["generate"]
         same = 0
