@@ -360,6 +360,13 @@ def case_types(tune, work):
     for q in files:
         print("%s: llama.cpp loads it; perplexity %.4f over %d tokens" % (
             q, results[q]["perplexity"]["ppl"], results[q]["perplexity"]["tokens"]))
+    with open(os.path.join(base, "tokenizer_config.json")) as f:
+        template = json.load(f)["chat_template"]
+    for q, r in results.items():
+        if r["chat_template"] != template or r["bos"] != 1020 or r["eos"] != 1022 or r["add_bos"] or r["add_eos"]:
+            fail("%s: llama.cpp reads chat template %r, bos %s, eos %s, add_bos %s, add_eos %s" % (
+                q, (r["chat_template"] or "")[:60], r["bos"], r["eos"], r["add_bos"], r["add_eos"]))
+    print("llama.cpp reads the chat template, BOS 1020 and EOS 1022 (config.json / tokenizer_config.json)")
     for q in ("f32", "f16", "q8_0"):
         compare_generation(q, ps, ours, results[q]["generate"])
     for q in ("bf16", "q4_k_m"):
@@ -562,8 +569,9 @@ def case_archs(tune, work):
                 fail("%s: fallback types not chosen: %s" % (q, types))
             node_reference({"models": [{"path": q}], "generate": {"prompts": ["Hi"], "tokens": 4}}, work, "fallback")
             print("%s q4_k_m: rows of 64 fall back (Q5_0, Q8_0) and llama.cpp loads it" % name)
-        res = node_reference({"models": [{"path": gguf}], "generate": {
-            "prompts": ARCH_PROMPTS, "tokens": 32, "stop": [261]}}, work, name)[0]["generate"]
+        r = node_reference({"models": [{"path": gguf}], "generate": {
+            "prompts": ARCH_PROMPTS, "tokens": 32, "stop": [261]}}, work, name)[0]
+        res, arch = r["generate"], r["architecture"]
         same = 0
         for p, a, b in zip(ARCH_PROMPTS, ours, res):
             if a["completion"] == b["text"]:
@@ -571,8 +579,8 @@ def case_archs(tune, work):
             else:
                 failures.append("%s: llama.cpp continues %r with %r, tune generate with %r" % (
                     name, p, b["text"], a["completion"]))
-        print("%s: %d/%d greedy continuations equal (%s tokens), e.g. %r" % (
-            name, same, len(ARCH_PROMPTS), [len(b["ids"]) for b in res], res[1]["text"][:24]))
+        print("%s (llama.cpp arch %s): %d/%d greedy continuations equal (%s tokens), e.g. %r" % (
+            name, arch, same, len(ARCH_PROMPTS), [len(b["ids"]) for b in res], res[1]["text"][:24]))
     if failures:
         fail("\n".join(failures))
     print("PASS")

@@ -9,7 +9,8 @@
 //                                                        stopping only at a `stop` id (not kept)
 //       "tokenize": {"texts": ["..."]},                     ids with and without BOS/EOS
 //       "perplexity": {"texts": ["..."]}}                   each text from position 0
-// Output: {"results": [{"path", "n_vocab", "add_bos", "add_eos", "generate": [{"ids", "text"}],
+// Output: {"results": [{"path", "add_bos", "add_eos", "bos", "eos", "chat_template",
+//          "architecture", "generate": [{"ids", "text"}],
 //          "tokenize": [{"special": [...], "plain": [...]}], "perplexity": {"ppl", "tokens"}}]}
 import {readFileSync} from "node:fs";
 import {getLlama, LlamaLogLevel} from "node-llama-cpp";
@@ -68,7 +69,9 @@ const results = [];
 for (const spec of job.models) {
   const model = await llama.loadModel({modelPath: spec.path, vocabOnly: !!spec.vocab_only});
   const r = {path: spec.path, add_bos: model.tokens.shouldPrependBosToken, add_eos: model.tokens.shouldAppendEosToken,
-             bos: model.tokens.bos, eos: model.tokens.eos};
+             bos: model.tokens.bos, eos: model.tokens.eos,
+             chat_template: model.fileInfo.metadata?.tokenizer?.chat_template ?? null,
+             architecture: model.fileInfo.metadata?.general?.architecture ?? null};
   if (job.tokenize) {
     r.tokenize = job.tokenize.texts.map((text) => {
       const plain = model.tokenize(text, true);
