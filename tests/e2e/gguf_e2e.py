@@ -261,8 +261,9 @@ def compare_generation(label, prompt_list, ours, theirs):
 GGML_TYPES = {0: "F32", 1: "F16", 6: "Q5_0", 8: "Q8_0", 12: "Q4_K", 14: "Q6_K", 30: "BF16"}
 
 
-def gguf_tensor_types(path):
-    """{tensor name: ggml type name} from a GGUF file's header (metadata skipped by type)."""
+def gguf_tensor_types(path, with_offsets=False):
+    """{tensor name: ggml type name} from a GGUF file's header (metadata skipped by type); with
+    offsets, {name: (type, absolute file offset)} (alignment 32)."""
     with open(path, "rb") as f:
         data = f.read(64 << 20)
     pos = 0
@@ -303,9 +304,31 @@ def gguf_tensor_types(path):
         name = string()
         n_dims = take("I")
         pos += 8 * n_dims
-        types[name] = GGML_TYPES.get(take("I"), "?")
-        take("Q")
-    return types
+        types[name] = (GGML_TYPES.get(take("I"), "?"), take("Q"))
+    data_start = (pos + 31) // 32 * 32
+    if with_offsets:
+        return {k: (t, data_start + o) for k, (t, o) in types.items()}
+    return {k: t for k, (t, o) in types.items()}
+
+
+def llama3_rope_factors(config):
+    """convert_hf_to_gguf.py's rope_freqs for rope_type llama3, in Python floats."""
+    rp = config.get("rope_parameters") or config.get("rope_scaling")
+    base = rp.get("rope_theta", config.get("rope_theta", 10000.0))
+    dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    factor, low, high = rp.get("factor", 8.0), rp.get("low_freq_factor", 1.0), rp.get("high_freq_factor", 4.0)
+    old = rp.get("original_max_position_embeddings", 8192)
+    out = []
+    for i in range(0, dim, 2):
+        wavelen = 2 * math.pi / (1.0 / base ** (i / dim))
+        if wavelen < old / high:
+            out.append(1.0)
+        elif wavelen > old / low:
+            out.append(factor)
+        else:
+            smooth = (old / wavelen - low) / (high - low)
+            out.append(1 / ((1 - smooth) / factor + smooth))
+    return out
 
 
 def check_types(path, expected):
@@ -559,6 +582,17 @@ def case_archs(tune, work):
         ours = read_jsonl(run([tune, "generate", "--model", d, "--input", prompts_file,
                                "--max-new-tokens", "32"]), is_text=True)
         gguf = export(tune, work, d, "f32", name + ".gguf")
+        if name == "llama3_rope_tied":
+            # The rope_freqs tensor, against the converter's formula computed here.
+            t, off = gguf_tensor_types(gguf, with_offsets=True)["rope_freqs.weight"]
+            with open(os.path.join(d, "config.json")) as f:
+                want = llama3_rope_factors(json.load(f))
+            with open(gguf, "rb") as f:
+                f.seek(off)
+                got = struct.unpack("<%df" % len(want), f.read(4 * len(want)))
+            if t != "F32" or any(abs(a - b) > 1e-5 * b for a, b in zip(got, want)):
+                fail("rope_freqs.weight is %s %s, the converter's formula gives %s" % (t, got, want))
+            print("%s: rope_freqs.weight = %s" % (name, ", ".join("%.4g" % v for v in got)))
         if name == "llama_gqa":
             # Rows of 64 values: Q4_K falls back to Q5_0 and Q6_K to Q8_0, as llama.cpp's quantize
             # does; llama.cpp must load the result.
