@@ -307,9 +307,11 @@ const afterAbuse = await client.chat.completions.create({ model: BASE, messages:
 equal(afterAbuse.choices[0].message.content, chat.choices[0].message.content, "answers are unchanged after the abuse");
 
 // ---- graceful SIGTERM: in-flight requests finish, new connections are refused, exit 0 ----
-const inflight = Array.from({ length: 4 }, (_, i) => streamChat({ model: BASE, messages: [{ role: "user", content: `long ${i}` }], max_tokens: 100, temperature: 1.0, seed: i, n: 8 }));
+const inflight = Array.from({ length: 4 }, (_, i) => streamChat({ model: BASE, messages: [{ role: "user", content: `long ${i}` }], max_tokens: 200, temperature: 1.0, seed: i, n: 16 }));
 await new Promise((r) => setTimeout(r, 300));
+const atSigterm = (await raw("GET", "/health")).json;
 server.kill("SIGTERM");
+check(atSigterm.active + atSigterm.waiting > 0, `requests were in flight at SIGTERM (${atSigterm.active} sequences)`);
 await new Promise((r) => setTimeout(r, 300));
 let refused = false;
 try {
@@ -320,7 +322,7 @@ try {
 const finished = await Promise.allSettled(inflight);
 check(refused, "after SIGTERM new connections are refused");
 check(
-  finished.every((f) => f.status === "fulfilled" && Object.keys(f.value.finish).length === 8 && Object.values(f.value.finish).every((x) => x === "length" || x === "stop")),
+  finished.every((f) => f.status === "fulfilled" && Object.keys(f.value.finish).length === 16 && Object.values(f.value.finish).every((x) => x === "length" || x === "stop")),
   "after SIGTERM the requests in flight finish",
 );
 equal(await exited(server), 0, "tune serve exits 0 after SIGTERM");
