@@ -21,7 +21,9 @@ constexpr int64_t kQKK = 256;  // k-quant super-block
 
 constexpr int64_t kQ8Bytes = 2 + 32;
 constexpr int64_t kQ5Bytes = 2 + 4 + 16;
+constexpr int64_t kQ5_1Bytes = 2 + 2 + 4 + 16;
 constexpr int64_t kQ4KBytes = 2 + 2 + 12 + 128;
+constexpr int64_t kQ5KBytes = 2 + 2 + 12 + 32 + 128;
 constexpr int64_t kQ6KBytes = 128 + 64 + 16 + 2;
 
 int nearest_int(float x) {
@@ -91,6 +93,41 @@ void dequantize_q5_0_block(const uint8_t* in, float* y) {
     int q1 = (qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4);
     y[j] = d * (q0 - 16);
     y[j + 16] = d * (q1 - 16);
+  }
+}
+
+// ---- Q5_1: asymmetric 5-bit, x = d * q + m, d = (max - min) / 31, m = min ----
+void quantize_q5_1_block(const float* x, uint8_t* out) {
+  float lo = x[0], hi = x[0];
+  for (int i = 1; i < kQK; ++i) {
+    lo = std::min(lo, x[i]);
+    hi = std::max(hi, x[i]);
+  }
+  put_f16(out, (hi - lo) / 31.0f);
+  put_f16(out + 2, lo);
+  float ds = get_f16(out), m = get_f16(out + 2);
+  float id = ds != 0 ? 1.0f / ds : 0.0f;
+  uint32_t qh = 0;
+  uint8_t* qs = out + 8;
+  for (int j = 0; j < kQK / 2; ++j) {
+    int q0 = std::clamp(nearest_int((x[j] - m) * id), 0, 31);
+    int q1 = std::clamp(nearest_int((x[j + 16] - m) * id), 0, 31);
+    qs[j] = static_cast<uint8_t>((q0 & 0xF) | ((q1 & 0xF) << 4));
+    qh |= static_cast<uint32_t>(q0 >> 4) << j;
+    qh |= static_cast<uint32_t>(q1 >> 4) << (j + 16);
+  }
+  std::memcpy(out + 4, &qh, 4);
+}
+void dequantize_q5_1_block(const uint8_t* in, float* y) {
+  float d = get_f16(in), m = get_f16(in + 2);
+  uint32_t qh;
+  std::memcpy(&qh, in + 4, 4);
+  const uint8_t* qs = in + 8;
+  for (int j = 0; j < kQK / 2; ++j) {
+    int q0 = (qs[j] & 0xF) | (((qh >> j) & 1) << 4);
+    int q1 = (qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4);
+    y[j] = d * q0 + m;
+    y[j + 16] = d * q1 + m;
   }
 }
 
@@ -213,8 +250,9 @@ void get_scale_min_k4(int j, const uint8_t* q, uint8_t* sc, uint8_t* m) {
   }
 }
 
-void quantize_q4_k_block(const float* x, uint8_t* out) {
-  uint8_t L[kQKK];
+// Q4_K (nmax 15) and Q5_K (nmax 31) share the scales/mins and their packing; they differ in how
+// the quants are stored (Q5_K adds a fifth bit in qh).
+void quantize_k_scales_mins(const float* x, uint8_t* out, int nmax, uint8_t* L) {
   float scales[8], mins[8], w[32];
   for (int j = 0; j < 8; ++j) {
     const float* xs = x + 32 * j;
@@ -223,7 +261,7 @@ void quantize_q4_k_block(const float* x, uint8_t* out) {
     for (int l = 0; l < 32; ++l) sum_x2 += xs[l] * xs[l];
     float av_x = std::sqrt(sum_x2 / 32);
     for (int l = 0; l < 32; ++l) w[l] = av_x + std::fabs(xs[l]);
-    scales[j] = fit_scale_min(xs, w, 32, 15, &mins[j], L + 32 * j);
+    scales[j] = fit_scale_min(xs, w, 32, nmax, &mins[j], L + 32 * j);
   }
   float max_scale = 0, max_min = 0;
   for (int j = 0; j < 8; ++j) {
@@ -261,13 +299,46 @@ void quantize_q4_k_block(const float* x, uint8_t* out) {
     float dm = dmin * m;
     for (int l = 0; l < 32; ++l) {
       L[32 * j + l] =
-          static_cast<uint8_t>(std::clamp(nearest_int((x[32 * j + l] + dm) / ds), 0, 15));
+          static_cast<uint8_t>(std::clamp(nearest_int((x[32 * j + l] + dm) / ds), 0, nmax));
     }
   }
+}
+
+void quantize_q4_k_block(const float* x, uint8_t* out) {
+  uint8_t L[kQKK];
+  quantize_k_scales_mins(x, out, 15, L);
   uint8_t* qs = out + 16;
   for (int j = 0; j < kQKK; j += 64) {
     for (int l = 0; l < 32; ++l) qs[l] = static_cast<uint8_t>(L[j + l] | (L[j + l + 32] << 4));
     qs += 32;
+  }
+}
+
+// Q5_K: d, dmin, scales[12] as Q4_K, then qh[32] (bit 2k / 2k+1 of qh[l]: the fifth bit of value
+// l / l + 32 of the k-th 64-value group), then the low nibbles qs[128] as Q4_K.
+void quantize_q5_k_block(const float* x, uint8_t* out) {
+  uint8_t L[kQKK];
+  quantize_k_scales_mins(x, out, 31, L);
+  uint8_t* qh = out + 16;
+  uint8_t* ql = out + 48;
+  std::memset(qh, 0, 32);
+  uint8_t m1 = 1, m2 = 2;
+  for (int n = 0; n < kQKK; n += 64) {
+    for (int j = 0; j < 32; ++j) {
+      int l1 = L[n + j], l2 = L[n + j + 32];
+      if (l1 > 15) {
+        l1 -= 16;
+        qh[j] |= m1;
+      }
+      if (l2 > 15) {
+        l2 -= 16;
+        qh[j] |= m2;
+      }
+      ql[j] = static_cast<uint8_t>(l1 | (l2 << 4));
+    }
+    m1 = static_cast<uint8_t>(m1 << 2);
+    m2 = static_cast<uint8_t>(m2 << 2);
+    ql += 32;
   }
 }
 
@@ -286,6 +357,28 @@ void dequantize_q4_k_block(const uint8_t* in, float* y) {
     for (int l = 0; l < 32; ++l) *y++ = d2 * (q[l] >> 4) - m2;
     q += 32;
     is += 2;
+  }
+}
+
+void dequantize_q5_k_block(const uint8_t* in, float* y) {
+  float d = get_f16(in), dmin = get_f16(in + 2);
+  const uint8_t* sc = in + 4;
+  const uint8_t* qh = in + 16;
+  const uint8_t* ql = in + 48;
+  int is = 0;
+  uint8_t u1 = 1, u2 = 2;
+  for (int j = 0; j < kQKK; j += 64) {
+    uint8_t s, m;
+    get_scale_min_k4(is, sc, &s, &m);
+    float d1 = d * s, m1 = dmin * m;
+    get_scale_min_k4(is + 1, sc, &s, &m);
+    float d2 = d * s, m2 = dmin * m;
+    for (int l = 0; l < 32; ++l) *y++ = d1 * ((ql[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - m1;
+    for (int l = 0; l < 32; ++l) *y++ = d2 * ((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
+    ql += 32;
+    is += 2;
+    u1 = static_cast<uint8_t>(u1 << 2);
+    u2 = static_cast<uint8_t>(u2 << 2);
   }
 }
 
@@ -369,6 +462,10 @@ QuantizeBlock quantizer(GgmlType t) {
       return quantize_q8_0_block;
     case GgmlType::q5_0:
       return quantize_q5_0_block;
+    case GgmlType::q5_1:
+      return quantize_q5_1_block;
+    case GgmlType::q5_k:
+      return quantize_q5_k_block;
     case GgmlType::q4_k:
       return quantize_q4_k_block;
     case GgmlType::q6_k:
@@ -383,6 +480,10 @@ DequantizeBlock dequantizer(GgmlType t) {
       return dequantize_q8_0_block;
     case GgmlType::q5_0:
       return dequantize_q5_0_block;
+    case GgmlType::q5_1:
+      return dequantize_q5_1_block;
+    case GgmlType::q5_k:
+      return dequantize_q5_k_block;
     case GgmlType::q4_k:
       return dequantize_q4_k_block;
     case GgmlType::q6_k:
@@ -406,6 +507,10 @@ const char* ggml_type_name(GgmlType t) {
       return "Q8_0";
     case GgmlType::q5_0:
       return "Q5_0";
+    case GgmlType::q5_1:
+      return "Q5_1";
+    case GgmlType::q5_k:
+      return "Q5_K";
     case GgmlType::q4_k:
       return "Q4_K";
     case GgmlType::q6_k:
@@ -422,8 +527,10 @@ int64_t ggml_block_size(GgmlType t) {
       return 1;
     case GgmlType::q8_0:
     case GgmlType::q5_0:
+    case GgmlType::q5_1:
       return kQK;
     case GgmlType::q4_k:
+    case GgmlType::q5_k:
     case GgmlType::q6_k:
       return kQKK;
   }
@@ -441,6 +548,10 @@ int64_t ggml_block_bytes(GgmlType t) {
       return kQ8Bytes;
     case GgmlType::q5_0:
       return kQ5Bytes;
+    case GgmlType::q5_1:
+      return kQ5_1Bytes;
+    case GgmlType::q5_k:
+      return kQ5KBytes;
     case GgmlType::q4_k:
       return kQ4KBytes;
     case GgmlType::q6_k:
@@ -458,6 +569,7 @@ GgmlType gguf_fallback_type(GgmlType wanted, int64_t row_length) {
   if (row_length % ggml_block_size(wanted) == 0) return wanted;
   GgmlType t = wanted;
   if (wanted == GgmlType::q4_k) t = GgmlType::q5_0;
+  if (wanted == GgmlType::q5_k) t = GgmlType::q5_1;
   if (wanted == GgmlType::q6_k) t = GgmlType::q8_0;
   if (row_length % ggml_block_size(t) != 0) t = GgmlType::f16;
   return t;

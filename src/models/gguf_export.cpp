@@ -16,9 +16,9 @@
 // - Types: F32/F16/BF16/Q8_0 as the converter's --outtype (1-D tensors, norms and position
 //   embeddings stay F32; a Q8_0 tensor whose rows do not divide into 32 falls back to F16).
 //   Q4_K_M as llama.cpp's quantize mixes it: Q4_K, with Q6_K for output.weight (token_embd when
-//   there is no output), and for attn_v / ffn_down on the layers use_more_bits picks; GPT-2's
-//   fused attn_qkv (Q5_K in llama.cpp) gets Q6_K, since tune.cpp has no Q5_K encoder; rows that
-//   do not divide into 256 fall back to Q5_0 / Q8_0 / F16 like quantize.
+//   there is no output), and for attn_v / ffn_down on the layers use_more_bits picks, Q5_K for
+//   GPT-2's fused attn_qkv; rows that do not divide into 256 fall back to Q5_0 / Q5_1 / Q8_0 /
+//   F16 like quantize.
 // - Tokenizer: "gpt2" (byte-level BPE: tokens, token types, merges, pre) or "llama"
 //   (SentencePiece-style BPE with byte fallback, or Unigram: tokens, scores, token types).
 //   tokenizer.ggml.pre: the converter hashes the ids of a fixed text against a table of known
@@ -235,7 +235,7 @@ GgmlType choose_type(const OutTensor& t, const Encoding& e, int64_t n_layers, bo
   } else if (name.ends_with("attn_v.weight") || name.ends_with("ffn_down.weight")) {
     if (use_more_bits(t.layer, n_layers)) type = GgmlType::q6_k;
   } else if (name.ends_with("attn_qkv.weight")) {
-    type = GgmlType::q6_k;  // llama.cpp: Q5_K
+    type = GgmlType::q5_k;
   }
   return io::gguf_fallback_type(type, row);
 }

@@ -258,7 +258,7 @@ def compare_generation(label, prompt_list, ours, theirs):
     print("%s: %d/%d greedy continuations of %d tokens equal tune generate's" % (label, same, len(prompt_list), GEN_TOKENS))
 
 
-GGML_TYPES = {0: "F32", 1: "F16", 6: "Q5_0", 8: "Q8_0", 12: "Q4_K", 14: "Q6_K", 30: "BF16"}
+GGML_TYPES = {0: "F32", 1: "F16", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 30: "BF16"}
 
 
 def gguf_tensor_types(path, with_offsets=False):
@@ -603,6 +603,15 @@ def case_archs(tune, work):
                 fail("%s: fallback types not chosen: %s" % (q, types))
             node_reference({"models": [{"path": q}], "generate": {"prompts": ["Hi"], "tokens": 4}}, work, "fallback")
             print("%s q4_k_m: rows of 64 fall back (Q5_0, Q8_0) and llama.cpp loads it" % name)
+        if name == "gpt2_tiny":
+            # GPT-2's fused attn_qkv is Q5_K in Q4_K_M; rows of 64 make it Q5_1.
+            q = export(tune, work, d, "q4_k_m", name + "-q4_k_m.gguf")
+            types = gguf_tensor_types(q)
+            if types["blk.0.attn_qkv.weight"] != "Q5_1" or types["position_embd.weight"] != "F32":
+                fail("%s: attn_qkv %s, position_embd %s; expected Q5_1, F32" % (
+                    q, types["blk.0.attn_qkv.weight"], types["position_embd.weight"]))
+            node_reference({"models": [{"path": q}], "generate": {"prompts": ["Hi"], "tokens": 4}}, work, "fallback")
+            print("%s q4_k_m: attn_qkv Q5_K -> Q5_1 for rows of 64, and llama.cpp loads it" % name)
         r = node_reference({"models": [{"path": gguf}], "generate": {
             "prompts": ARCH_PROMPTS, "tokens": 32, "stop": [261]}}, work, name)[0]
         res, arch = r["generate"], r["architecture"]

@@ -3,6 +3,7 @@
 // for rows that do not divide into blocks, and the writer's file read back byte for byte.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -114,6 +115,33 @@ TEST(GgufQuant, Q4_KRoundTrip) {
   EXPECT_EQ(round_trip(GgmlType::q4_k, zero, 256), zero);
 }
 
+// Q5_1: 5 bits between the block's min and max: within half a step (max - min) / 31.
+TEST(GgufQuant, Q5_1RoundTrip) {
+  auto x = gaussian(32 * 64, 8);
+  auto y = round_trip(GgmlType::q5_1, x, 64);
+  for (size_t b = 0; b < x.size(); b += 32) {
+    float lo = *std::min_element(x.begin() + b, x.begin() + b + 32);
+    float hi = *std::max_element(x.begin() + b, x.begin() + b + 32);
+    for (size_t i = b; i < b + 32; ++i)
+      ASSERT_LE(std::fabs(x[i] - y[i]), 0.51 * (hi - lo) / 31 + 1e-3) << i;
+  }
+  EXPECT_EQ(ggml_row_bytes(GgmlType::q5_1, 32), 24);
+}
+
+// Q5_K: Q4_K's scales with 5-bit quants: about half Q4_K's error.
+TEST(GgufQuant, Q5_KRoundTrip) {
+  auto x = gaussian(256 * 32, 9, 0.02);
+  auto y5 = round_trip(GgmlType::q5_k, x, 1024);
+  auto y4 = round_trip(GgmlType::q4_k, x, 1024);
+  double e5 = rms_rel_error(x, y5), e4 = rms_rel_error(x, y4);
+  EXPECT_LE(e5, 0.055);
+  EXPECT_LE(e5, 0.6 * e4);
+  EXPECT_GE(e5, 0.01);
+  EXPECT_EQ(ggml_row_bytes(GgmlType::q5_k, 256), 176);
+  std::vector<float> zero(256, 0.0f);
+  EXPECT_EQ(round_trip(GgmlType::q5_k, zero, 256), zero);
+}
+
 // Q6_K: 6 bits with an 8-bit scale per 16 values.
 TEST(GgufQuant, Q6_KRoundTrip) {
   auto x = gaussian(256 * 32, 5, 0.02);
@@ -158,6 +186,42 @@ TEST(GgufQuant, Q4_KDecodesTheFormat) {
   }
 }
 
+// Q5_K: Q4_K's header and scales, qh[32] (bit 2g / 2g+1 of qh[l]: fifth bit of value l / l+32
+// of 64-value group g), then the low nibbles as Q4_K lays them out.
+TEST(GgufQuant, Q5_KDecodesTheFormat) {
+  std::vector<uint8_t> block(176, 0);
+  uint16_t d = f32_to_f16(0.5f), dmin = f32_to_f16(0.25f);
+  std::memcpy(block.data(), &d, 2);
+  std::memcpy(block.data() + 2, &dmin, 2);
+  uint8_t* sc = block.data() + 4;
+  for (int j = 0; j < 8; ++j) {  // scales 1..8, mins 10..17, packed as in Q4_K
+    int s = j + 1, m = j + 10;
+    if (j < 4) {
+      sc[j] = static_cast<uint8_t>(s);
+      sc[j + 4] = static_cast<uint8_t>(m);
+    } else {
+      sc[j + 4] = static_cast<uint8_t>((s & 0xF) | ((m & 0xF) << 4));
+      sc[j - 4] |= static_cast<uint8_t>((s >> 4) << 6);
+      sc[j] |= static_cast<uint8_t>((m >> 4) << 6);
+    }
+  }
+  uint8_t* qh = block.data() + 16;
+  uint8_t* ql = block.data() + 48;
+  auto quant = [](int i) { return (i * 7) % 32; };  // value i's 5-bit quant
+  for (int g = 0; g < 4; ++g)
+    for (int l = 0; l < 32; ++l) {
+      int a = quant(64 * g + l), b = quant(64 * g + 32 + l);
+      ql[32 * g + l] = static_cast<uint8_t>((a & 0xF) | ((b & 0xF) << 4));
+      qh[l] |= static_cast<uint8_t>(((a >> 4) << (2 * g)) | ((b >> 4) << (2 * g + 1)));
+    }
+  auto y = ggml_decode(GgmlType::q5_k, block.data(), 1, 256);
+  for (int i = 0; i < 256; ++i) {
+    int sub = i / 32;
+    float want = 0.5f * (sub + 1) * quant(i) - 0.25f * (sub + 10);
+    ASSERT_EQ(y[static_cast<size_t>(i)], want) << i;
+  }
+}
+
 TEST(GgufQuant, Q6_KDecodesTheFormat) {
   std::vector<uint8_t> block(210, 0);
   uint8_t* ql = block.data();
@@ -191,6 +255,7 @@ TEST(GgufQuant, FallbackForShortRows) {
   EXPECT_EQ(gguf_fallback_type(GgmlType::q4_k, 512), GgmlType::q4_k);
   EXPECT_EQ(gguf_fallback_type(GgmlType::q4_k, 96), GgmlType::q5_0);
   EXPECT_EQ(gguf_fallback_type(GgmlType::q6_k, 96), GgmlType::q8_0);
+  EXPECT_EQ(gguf_fallback_type(GgmlType::q5_k, 96), GgmlType::q5_1);
   EXPECT_EQ(gguf_fallback_type(GgmlType::q4_k, 100), GgmlType::f16);
   EXPECT_EQ(gguf_fallback_type(GgmlType::q8_0, 100), GgmlType::f16);
   auto x = gaussian(96 * 4, 6);

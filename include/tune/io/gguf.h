@@ -10,8 +10,10 @@
 //   F32, F16, BF16      plain elements
 //   Q8_0   32 values:   f16 d, i8 q[32]                    x = d * q
 //   Q5_0   32 values:   f16 d, u8 qh[4], u8 qs[16]         x = d * (q - 16), q 5 bits
+//   Q5_1   32 values:   f16 d, f16 m, u8 qh[4], u8 qs[16]  x = d * q + m, q 5 bits
 //   Q4_K  256 values:   f16 d, f16 dmin, u8 scales[12], u8 qs[128]
 //                       8 sub-blocks of 32 with 6-bit scale sc and min m:  x = d*sc*q - dmin*m
+//   Q5_K  256 values:   f16 d, f16 dmin, u8 scales[12], u8 qh[32], u8 qs[128]  (Q4_K + a 5th bit)
 //   Q6_K  256 values:   u8 ql[128], u8 qh[64], i8 scales[16], f16 d
 //                       16 sub-blocks of 16 with an 8-bit scale:         x = d*sc*(q - 32)
 // A row (the innermost dimension) must be a multiple of its type's block size; callers choose a
@@ -33,8 +35,10 @@ enum class GgmlType : uint32_t {
   f32 = 0,
   f16 = 1,
   q5_0 = 6,
+  q5_1 = 7,
   q8_0 = 8,
   q4_k = 12,
+  q5_k = 13,
   q6_k = 14,
   bf16 = 30
 };
@@ -53,7 +57,7 @@ std::vector<uint8_t> ggml_encode(GgmlType t, const float* x, int64_t rows, int64
 std::vector<float> ggml_decode(GgmlType t, const uint8_t* data, int64_t rows, int64_t n);
 
 // llama.cpp's quantize: a k-quant whose rows do not divide into 256 falls back to a 32-block type
-// (Q4_K -> Q5_0, Q6_K -> Q8_0), and to F16 when even 32 does not divide the row.
+// (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0), and to F16 when even 32 does not divide the row.
 GgmlType gguf_fallback_type(GgmlType wanted, int64_t row_length);
 
 // GGUF metadata value types.
