@@ -162,6 +162,14 @@ equal(s1.usage.completion_tokens, 36, "usage counts the tokens of all choices");
 const sStream = await streamChat(sampled);
 equal([0, 1, 2].map((i) => sStream.texts[i]), s1.choices.map((c) => c.message.content), "streamed n = 3 with a seed equals the whole answer");
 
+// A whole answer that takes a while arrives after keep-alive spaces, which JSON parsing skips.
+const slow = await client.completions.create({ model: BASE, prompt: "Hello", max_tokens: 200, temperature: 1.0, n: 16, seed: 5 });
+check(slow.choices.length === 16 && slow.usage.completion_tokens > 16 * 100, `a long whole answer parses (${slow.usage.completion_tokens} tokens)`);
+const slowRaw = await fetch(`${url}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: BASE, prompt: "Hello", max_tokens: 200, temperature: 1.0, n: 16, seed: 5 }) });
+const slowText = await slowRaw.text();
+equal(JSON.parse(slowText).choices.map((c) => c.text), slow.choices.map((c) => c.text), "the same seed gives the same long answer");
+console.log(`  (the long whole answer began with ${slowText.length - slowText.trimStart().length} keep-alive spaces)`);
+
 // ---- logprobs ----
 const lp = await client.chat.completions.create({ model: BASE, messages: hi, max_tokens: 5, temperature: 0, logprobs: true, top_logprobs: 3 });
 const content = lp.choices[0].logprobs?.content ?? [];
