@@ -37,7 +37,7 @@ function equal(a, b, what) {
 // ---- the server ----
 function startServer(extra = []) {
   return new Promise((resolve, reject) => {
-    const proc = spawn(TUNE, ["serve", "--model", MODEL, "--adapter", `ad=${MODEL}/adapter`, "--port", "0", "--max-n", "64", ...extra], {
+    const proc = spawn(TUNE, ["serve", "--model", MODEL, "--adapter", `ad=${MODEL}/adapter`, "--adapter", `ad2=${MODEL}/adapter`, "--port", "0", "--max-n", "64", ...extra], {
       stdio: ["ignore", "ignore", "pipe"],
     });
     process.on("exit", () => proc.kill("SIGKILL"));
@@ -106,7 +106,7 @@ const hi = [{ role: "user", content: "Hi" }];
 
 // ---- models ----
 const models = await client.models.list();
-equal(models.data.map((m) => m.id), [BASE, "ad"], "GET /v1/models lists the base model and the adapter");
+equal(models.data.map((m) => m.id), [BASE, "ad", "ad2"], "GET /v1/models lists the base model and the adapters");
 
 // ---- chat, whole and streamed ----
 const chat = await client.chat.completions.create({ model: BASE, messages: hi, max_tokens: 8, temperature: 0 });
@@ -240,7 +240,7 @@ check(health.status === 200 && health.json.status === "ok", "GET /health");
 
 // ---- load: 64 concurrent streaming clients, each equal to the same request served alone ----
 const loadRequests = Array.from({ length: 64 }, (_, i) => ({
-  model: i % 3 === 1 ? "ad" : BASE,
+  model: [BASE, "ad", "ad2"][i % 3],
   messages: [{ role: "user", content: `Question ${i}: ${"abcdefgh".slice(0, 1 + (i % 8))}?` }],
   max_tokens: 16 + (i % 5) * 4,
   temperature: 0,

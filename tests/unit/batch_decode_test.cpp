@@ -13,6 +13,7 @@
 #include "tune/models/model.h"
 #include "tune/models/peft.h"
 #include "tune/nn/adapter_bank.h"
+#include "tune/ops/ops.h"
 
 namespace tune {
 namespace {
@@ -142,6 +143,58 @@ TEST(BatchDecode, MatchesForwardCachedWithAndWithoutAdapter) {
       }
     }
   }
+}
+
+// Two adapters and the base model in one batch: adapter 2 is adapter 1 with B scaled by -1.5, so
+// its reference is the LoRA model with its lora_B weights scaled the same way.
+TEST(BatchDecode, TwoAdaptersAndTheBaseInOneBatch) {
+  const std::string name = "llama_gqa";
+  auto base = load(name, false);
+  nn::AdapterBank bank;
+  infer::load_adapter_into_bank(bank, "a1", kGolden + "/" + name + "/adapter", *base);
+  std::unordered_map<std::string, nn::LoraDelta> scaled;
+  for (nn::Linear* l : base->lm().linears()) {
+    const nn::LoraDelta* d = bank.delta(1, l->module());
+    if (!d) continue;
+    Tensor b = d->b.clone();
+    ops::scale_inplace(b, -1.5);
+    scaled[l->module()] = {d->a.clone(), b, d->scale};
+  }
+  ASSERT_FALSE(scaled.empty());
+  ASSERT_EQ(bank.add("a2", std::move(scaled)), 2);
+  EXPECT_EQ(bank.find("a2"), 2);
+
+  std::vector<std::unique_ptr<models::Model>> refs;
+  refs.push_back(load(name, false));
+  refs.push_back(load(name, true));
+  refs.push_back(load(name, true));
+  nn::ParamStore& p2 = refs[2]->params();
+  for (int i = 0; i < static_cast<int>(p2.infos().size()); ++i) {
+    if (!p2.info(i).name.ends_with(".lora_B.weight")) continue;
+    Tensor b = p2.param(i);
+    ops::scale_inplace(b, -1.5);
+  }
+  const int64_t vocab = base->lm().config().vocab_size;
+  const std::vector<std::vector<int64_t>> prompts = {prompt_of(7, vocab, 1), prompt_of(4, vocab, 2),
+                                                     prompt_of(9, vocab, 3)};
+  const auto got = run_batch(base->lm(), bank, prompts, {0, 1, 2}, 4, nn::RowMatmul::independent);
+  for (size_t s = 0; s < 3; ++s) {
+    nn::KvCache cache = refs[s]->lm().make_cache(20);
+    for (int64_t step = 0; step <= 4; ++step) {
+      nn::Context ctx;
+      const int64_t tok = (static_cast<int64_t>(s) * 7 + step) % vocab;
+      const Tensor ids =
+          step == 0 ? Tensor::from_i64({static_cast<int64_t>(prompts[s].size())}, prompts[s])
+                    : Tensor::from_i64({1}, {tok});
+      const Tensor logits = refs[s]->lm().forward_cached(ctx, ids, cache);
+      for (int64_t v = 0; v < vocab; ++v)
+        ASSERT_NEAR(got[s][static_cast<size_t>(step)][static_cast<size_t>(v)],
+                    logits.data<float>()[v], 2e-5)
+            << "sequence " << s << " (adapter " << s << ") step " << step << " logit " << v;
+    }
+  }
+  // The adapters really differ from each other and from the base model.
+  EXPECT_GT(std::abs(got[1][0][0] - got[2][0][0]) + std::abs(got[1][1][3] - got[2][1][3]), 0.0f);
 }
 
 TEST(BatchDecode, AdapterBankRejectsMismatchedAdapter) {
