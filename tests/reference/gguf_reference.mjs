@@ -8,7 +8,8 @@
 //       "generate": {"prompts": ["..."], "tokens": 40, "stop": [ids]},   greedy continuation,
 //                                                        stopping only at a `stop` id (not kept)
 //       "tokenize": {"texts": ["..."]},                     ids with and without BOS/EOS
-//       "perplexity": {"texts": ["..."]}}                   each text from position 0
+//       "perplexity": {"texts": ["..."]},                   each text from position 0
+//       "logits": {"text": "..."}}                          every logit after each token
 // Output: {"results": [{"path", "add_bos", "add_eos", "bos", "eos", "chat_template",
 //          "architecture", "generate": [{"ids", "text"}],
 //          "tokenize": [{"special": [...], "plain": [...]}], "perplexity": {"ppl", "tokens"}}]}
@@ -65,6 +66,18 @@ async function perplexity(model, sequence, texts) {
   return {ppl: Math.exp(nll / count), tokens: count};
 }
 
+// The full logit vectors after each token of one text (position 0 on), for comparing encodings.
+async function logitsOf(model, sequence, text) {
+  const tokens = model.tokenize(text, true);
+  await sequence.clearHistory();
+  const out = await sequence.controlledEvaluate(tokens.map((t) => [t, {generateNext: {logits: true}}]));
+  return out.map((o) => {
+    const row = [];
+    for (const [token, value] of o.next.logits) row[token] = value;
+    return row;
+  });
+}
+
 const results = [];
 for (const spec of job.models) {
   const model = await llama.loadModel({modelPath: spec.path, vocabOnly: !!spec.vocab_only});
@@ -81,13 +94,14 @@ for (const spec of job.models) {
       return {plain, special};
     });
   }
-  if (!spec.vocab_only && (job.generate || job.perplexity)) {
+  if (!spec.vocab_only && (job.generate || job.perplexity || job.logits)) {
     const context = await model.createContext({contextSize, threads, sequences: 1});
     const sequence = context.getSequence();
     if (job.generate) {
       r.generate = [];
       for (const p of job.generate.prompts) r.generate.push(await generate(model, sequence, p, job.generate.tokens, job.generate.stop ?? []));
     }
+    if (job.logits) r.logits = await logitsOf(model, sequence, job.logits.text);
     if (job.perplexity) r.perplexity = await perplexity(model, sequence, job.perplexity.texts);
     await context.dispose();
   }
