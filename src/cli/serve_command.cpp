@@ -30,6 +30,12 @@ std::vector<OptionSpec> serve_specs() {
       {"adapter", K::text, "",
        "NAME=DIR: serve the PEFT LoRA adapter in DIR as model NAME (repeat for several)"},
       {"tokenizer", K::text, "", "directory with tokenizer.json when the model's has none"},
+      {"device", K::choice, "cpu", "where the model runs", {"cpu", "cuda"}},
+      {"dtype",
+       K::choice,
+       "",
+       "weights and activations: f32 on the CPU; bf16 (default), f16 or f32 on CUDA",
+       {"f32", "bf16", "f16"}},
       {"served_model_name", K::text, "",
        "the base model's id in the API (default: the model directory's name)"},
       {"host", K::text, "127.0.0.1", "address to listen on (0.0.0.0: every interface)"},
@@ -106,7 +112,9 @@ int serve_command(const Args& raw_args) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);  // a client that went away is a failed write, not a dead server
 
-  infer::LoadedModel loaded = infer::load_for_generation(o.text("model"), "", o.text("tokenizer"));
+  const infer::Placement place = infer::placement(o);
+  infer::LoadedModel loaded = infer::load_for_generation(o.text("model"), "", o.text("tokenizer"),
+                                                         place.device, place.dtype);
   nn::AdapterBank bank;
   server::ServerOptions so;
   so.model_name = o.text("served_model_name");

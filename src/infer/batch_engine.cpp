@@ -55,7 +55,9 @@ int load_adapter_into_bank(nn::AdapterBank& bank, const std::string& name, const
     const auto it = linears.find(module);
     TUNE_CHECK(it != linears.end(), path, ": tensor \"", tensor_name, "\" adapts \"", module,
                "\", which this model does not have; was the adapter trained on this base model?");
-    Tensor t = file.tensor(tensor_name).to(model.params().dtype()).clone();
+    // In the model's dtype, on its device.
+    Tensor t =
+        file.tensor(tensor_name).to(model.params().dtype()).clone().to(model.params().device());
     (is_a ? pairs[module].a : pairs[module].b) = t;
   }
   TUNE_CHECK(!pairs.empty(), path, ": holds no LoRA tensors");
@@ -122,11 +124,11 @@ struct BatchEngine::Sequence {
 
 namespace {
 
-// Row r of logits [S, V] as floats.
+// Row r of logits [S, V] (on the CPU) as floats.
 void row_to_floats(const Tensor& logits, int64_t r, std::vector<float>& out) {
   const int64_t vocab = logits.size(1);
   out.resize(static_cast<size_t>(vocab));
-  const Tensor row = logits.to(Device::cpu).narrow(r, 1);
+  const Tensor row = logits.narrow(r, 1);
   if (row.dtype() == DType::f32) {
     std::copy_n(row.data<float>(), vocab, out.begin());
   } else {
@@ -279,9 +281,9 @@ void BatchEngine::step(std::vector<std::unique_ptr<Sequence>>& active) {
     st.adapter = s->request.adapter;
     steps.push_back(st);
   }
-  nn::Context ctx;
+  nn::Context ctx(lm.device());
   ctx.mode = nn::Mode::eval;
-  const Tensor logits = lm.forward_batch(ctx, steps, bank_, options_.rows);
+  const Tensor logits = lm.forward_batch(ctx, steps, bank_, options_.rows).to(Device::cpu);
 
   std::vector<float> row;
   std::vector<bool> done(active.size(), false);

@@ -207,7 +207,10 @@ Tensor BatchedDecode::run() {
   lm_.ensure_rope();
   ctx_.dtype = lm_.params_->dtype();
   ctx_.mode = Mode::eval;
-  device_ = lm_.params_->param(lm_.embed_.weight_index()).device();
+  device_ = lm_.device();
+  TUNE_CHECK(ctx_.device() == device_,
+             "CausalLM::forward_batch: the context's arena and the model are on different "
+             "devices; make the Context with the model's device (nn::Context(lm.device()))");
 
   const int64_t N = total_rows_;
   Tensor ids = Tensor::empty({N}, DType::i64), positions = Tensor::empty({1, N}, DType::i64);
