@@ -1,8 +1,8 @@
 // `tune serve`: the OpenAI-compatible server. Loads the base model once, each --adapter
 // NAME=DIR into an adapter bank, starts the batch engine and the HTTP server, and stops on
 // SIGTERM/SIGINT: no new connections, in-flight requests finish, exit 0.
-#include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -85,6 +85,17 @@ std::vector<std::string> take_adapters(Args& args) {
   return out;
 }
 
+// SIGTERM/SIGINT may arrive on any thread (the CUDA runtime starts threads of its own, before
+// a signal mask could be set), so the handler only writes the signal to a pipe that one thread
+// waits on (async-signal-safe).
+int g_signal_pipe[2] = {-1, -1};
+
+extern "C" void on_stop_signal(int sig) {
+  const char c = static_cast<char>(sig);
+  if (write(g_signal_pipe[1], &c, 1) < 0) {
+  }
+}
+
 }  // namespace
 
 int serve_command(const Args& raw_args) {
@@ -104,12 +115,13 @@ int serve_command(const Args& raw_args) {
   TUNE_CHECK(o.integer("port") >= 0 && o.integer("port") <= 65535,
              "--port must be in [0, 65535], got ", o.integer("port"));
 
-  // Signals go to one waiting thread: block them before any thread starts (threads inherit it).
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  TUNE_CHECK(pipe(g_signal_pipe) == 0, "tune serve: could not make a pipe for signals");
+  struct sigaction stop_action = {};
+  stop_action.sa_handler = on_stop_signal;
+  sigemptyset(&stop_action.sa_mask);
+  stop_action.sa_flags = SA_RESTART;
+  sigaction(SIGINT, &stop_action, nullptr);
+  sigaction(SIGTERM, &stop_action, nullptr);
   signal(SIGPIPE, SIG_IGN);  // a client that went away is a failed write, not a dead server
 
   const infer::Placement place = infer::placement(o);
@@ -146,8 +158,9 @@ int serve_command(const Args& raw_args) {
   const int port = server.bind();
 
   std::thread waiter([&] {
-    int sig = 0;
-    sigwait(&signals, &sig);
+    char sig = 0;
+    while (read(g_signal_pipe[0], &sig, 1) < 0) {
+    }
     std::fprintf(stderr, "tune serve: %s: no new connections; finishing requests in flight\n",
                  sig == SIGINT ? "SIGINT" : "SIGTERM");
     server.stop();
