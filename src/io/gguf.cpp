@@ -87,20 +87,37 @@ void GgufWriter::add_f32s(const std::string& key, const std::vector<float>& valu
   for (float v : values) put(meta_, v);
 }
 
-void GgufWriter::add_tensor(const std::string& name, const std::vector<int64_t>& shape,
-                            GgmlType type, std::vector<uint8_t> data) {
-  for (const auto& t : tensors_) TUNE_ASSERT(t.name != name, "GGUF tensor ", name, " added twice");
-  TUNE_ASSERT(!shape.empty(), "GGUF tensor ", name, " has no dimensions");
+namespace {
+
+int64_t tensor_bytes(const std::vector<int64_t>& shape, GgmlType type) {
   int64_t rows = 1;
   for (size_t i = 0; i + 1 < shape.size(); ++i) rows *= shape[i];
-  int64_t expected = rows * ggml_row_bytes(type, shape.back());
+  return rows * ggml_row_bytes(type, shape.back());
+}
+
+}  // namespace
+
+void GgufWriter::declare_tensor(const std::string& name, const std::vector<int64_t>& shape,
+                                GgmlType type) {
+  for (const auto& t : tensors_) TUNE_ASSERT(t.name != name, "GGUF tensor ", name, " added twice");
+  TUNE_ASSERT(!shape.empty(), "GGUF tensor ", name, " has no dimensions");
+  tensor_bytes(shape, type);  // asserts that rows divide into blocks
+  tensors_.push_back({name, shape, type, {}, true});
+}
+
+void GgufWriter::add_tensor(const std::string& name, const std::vector<int64_t>& shape,
+                            GgmlType type, std::vector<uint8_t> data) {
+  declare_tensor(name, shape, type);
+  int64_t expected = tensor_bytes(shape, type);
   TUNE_ASSERT(static_cast<int64_t>(data.size()) == expected, "GGUF tensor ", name, ": ",
               data.size(), " bytes given, ", ggml_type_name(type), " ", shape_str(shape), " needs ",
               expected);
-  tensors_.push_back({name, shape, type, std::move(data)});
+  tensors_.back().data = std::move(data);
+  tensors_.back().declared = false;
 }
 
-void GgufWriter::write(const std::string& path) const {
+void GgufWriter::write(const std::string& path,
+                       const std::function<std::vector<uint8_t>(size_t)>& produce) const {
   std::string head;
   head.append("GGUF");
   put<uint32_t>(head, kVersion);
@@ -114,15 +131,25 @@ void GgufWriter::write(const std::string& path) const {
     for (auto it = t.shape.rbegin(); it != t.shape.rend(); ++it) put<uint64_t>(head, *it);
     put<uint32_t>(head, static_cast<uint32_t>(t.type));
     put<uint64_t>(head, offset);
-    offset = align_up(offset + t.data.size());
+    offset = align_up(offset + static_cast<uint64_t>(tensor_bytes(t.shape, t.type)));
   }
   head.resize(align_up(head.size()), '\0');
   AtomicFile file(path);
   file.write(head);
   static const char kZeros[kAlignment] = {};
-  for (const auto& t : tensors_) {
-    file.write(t.data.data(), t.data.size());
-    file.write(kZeros, align_up(t.data.size()) - t.data.size());
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    const Tensor& t = tensors_[i];
+    const auto n = static_cast<size_t>(tensor_bytes(t.shape, t.type));
+    if (t.declared) {
+      TUNE_ASSERT(produce, "GGUF tensor ", t.name, " was declared but write() has no producer");
+      std::vector<uint8_t> bytes = produce(i);
+      TUNE_ASSERT(bytes.size() == n, "GGUF tensor ", t.name, ": ", bytes.size(),
+                  " bytes produced, the header says ", n);
+      file.write(bytes.data(), n);
+    } else {
+      file.write(t.data.data(), n);
+    }
+    file.write(kZeros, align_up(n) - n);
   }
   file.commit();
 }

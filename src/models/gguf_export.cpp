@@ -85,10 +85,12 @@ std::string gguf_arch(const ModelConfig& c) {
 
 // ---- weights ----
 
+// One GGUF tensor: its name, shape and layer now, its values when asked (read, merged and laid
+// out then), so the export holds one tensor at a time.
 struct OutTensor {
   std::string name;
   std::vector<int64_t> shape;  // row-major
-  std::vector<float> data;
+  std::function<std::vector<float>()> values;
   int layer = -1;
 };
 
@@ -146,19 +148,23 @@ void for_each_tensor(const MergedWeights& weights, const std::string& arch,
   const nn::TensorNames& n = c.names;
   const bool gpt2 = arch == "gpt2";
   auto load = [&](const std::string& gguf, const std::string& hf, int layer) {
-    Tensor t = weights.tensor(hf);  // merged with the adapter when it adapts hf
-    OutTensor o{gguf, t.shape(), t.to_f32_vector(), layer};
-    if (a.conv1d && o.shape.size() == 2 && hf.ends_with(".weight") && gguf.starts_with("blk.")) {
-      o.data = transpose(o.data, o.shape[0], o.shape[1]);  // Conv1D [in, out] -> [out, in]
-      std::swap(o.shape[0], o.shape[1]);
-    }
-    return o;
+    std::vector<int64_t> shape = weights.info(hf).shape;
+    // GPT-2's Conv1D weights are stored [in, out]; llama.cpp wants [out, in].
+    const bool transposed =
+        a.conv1d && shape.size() == 2 && gguf.starts_with("blk.") && hf.ends_with(".weight");
+    if (transposed) std::swap(shape[0], shape[1]);
+    auto values = [&weights, hf, transposed]() {
+      Tensor t = weights.tensor(hf);  // merged with the adapter when it adapts hf
+      std::vector<float> v = t.to_f32_vector();
+      return transposed ? transpose(v, t.size(0), t.size(1)) : v;
+    };
+    return OutTensor{gguf, shape, values, layer};
   };
   auto at = [](const std::string& pattern, int64_t l) { return nn::TensorNames::at(pattern, l); };
 
   if (a.rope.type == nn::RopeType::llama3 && !gpt2) {
     auto f = llama3_rope_factors(a.rope, a.head_dim);
-    emit({"rope_freqs.weight", {static_cast<int64_t>(f.size())}, f, -1});
+    emit({"rope_freqs.weight", {static_cast<int64_t>(f.size())}, [f] { return f; }, -1});
   }
   OutTensor embed = load("token_embd.weight", n.embed + ".weight", -1);
   if (gpt2) {  // the converter also writes wte as the (tied) output
@@ -184,7 +190,9 @@ void for_each_tensor(const MergedWeights& weights, const std::string& arch,
         OutTensor t = load(blk + gguf + kind, at(hf, l) + kind, li);
         if (heads > 0) {
           int64_t cols = t.shape.size() == 2 ? t.shape[1] : 1;
-          t.data = permute_rope_rows(t.data, heads, cols);
+          t.values = [read = t.values, heads, cols] {
+            return permute_rope_rows(read(), heads, cols);
+          };
         }
         emit(std::move(t));
       }
@@ -526,14 +534,19 @@ void export_gguf(const ExportOptions& options) {
   add_tokenizer(w, options.model_dir, config);
 
   const bool has_output = arch == "gpt2" || !config.arch.tie_embeddings;
-  for_each_tensor(weights, arch, [&](OutTensor&& t) {
-    GgmlType type = choose_type(t, enc, config.arch.num_layers, has_output);
-    int64_t rows = 1;
-    for (size_t i = 0; i + 1 < t.shape.size(); ++i) rows *= t.shape[i];
-    w.add_tensor(t.name, t.shape, type,
-                 io::ggml_encode(type, t.data.data(), rows, t.shape.back(), t.name));
+  std::vector<OutTensor> tensors;
+  for_each_tensor(weights, arch, [&](OutTensor&& t) { tensors.push_back(std::move(t)); });
+  std::vector<GgmlType> types;
+  for (const auto& t : tensors) {
+    types.push_back(choose_type(t, enc, config.arch.num_layers, has_output));
+    w.declare_tensor(t.name, t.shape, types.back());
+  }
+  w.write(options.out, [&](size_t i) {
+    const OutTensor& t = tensors[i];
+    std::vector<float> v = t.values();
+    const int64_t n = t.shape.back();
+    return io::ggml_encode(types[i], v.data(), static_cast<int64_t>(v.size()) / n, n, t.name);
   });
-  w.write(options.out);
 }
 
 }  // namespace tune::models

@@ -322,5 +322,33 @@ TEST(GgufWriter, WritesAndReadsBack) {
   EXPECT_EQ(nkv, 7u);
 }
 
+// Declared tensors get their bytes from write()'s producer, one at a time, in order; bytes that
+// disagree with the header already written are an error and leave no file.
+TEST(GgufWriter, StreamsDeclaredTensors) {
+  test::TempDir dir("gguf_stream");
+  std::string path = dir.path + "/s.gguf";
+  auto x = gaussian(4 * 256, 10);
+  GgufWriter w;
+  w.add_string("general.architecture", "llama");
+  w.declare_tensor("q.weight", {4, 256}, GgmlType::q4_k);
+  w.add_tensor("f.weight", {2}, GgmlType::f32, ggml_encode(GgmlType::f32, x.data(), 1, 2, "f"));
+  w.declare_tensor("h.weight", {4, 256}, GgmlType::f16);
+  std::vector<size_t> asked;
+  w.write(path, [&](size_t i) {
+    asked.push_back(i);
+    GgmlType t = i == 0 ? GgmlType::q4_k : GgmlType::f16;
+    return ggml_encode(t, x.data(), 4, 256, "t");
+  });
+  EXPECT_EQ(asked, (std::vector<size_t>{0, 2}));
+  GgufFile f = read_gguf(path);
+  EXPECT_EQ(f.tensor_f32("q.weight"), round_trip(GgmlType::q4_k, x, 256));
+  EXPECT_EQ(f.tensor_f32("h.weight"), round_trip(GgmlType::f16, x, 256));
+  EXPECT_EQ(f.tensor_f32("f.weight")[1], x[1]);
+
+  std::string bad = dir.path + "/bad.gguf";
+  EXPECT_THROW(w.write(bad, [&](size_t) { return std::vector<uint8_t>(7); }), Error);
+  EXPECT_FALSE(std::filesystem::exists(bad));
+}
+
 }  // namespace
 }  // namespace tune::io

@@ -21,6 +21,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <string_view>
@@ -96,9 +97,15 @@ class GgufWriter {
   // stores it innermost first. `data` must hold exactly the bytes the type and shape need.
   void add_tensor(const std::string& name, const std::vector<int64_t>& shape, GgmlType type,
                   std::vector<uint8_t> data);
+  // A tensor whose bytes write() asks for when it reaches it, so that a model is encoded one
+  // tensor at a time and never held whole.
+  void declare_tensor(const std::string& name, const std::vector<int64_t>& shape, GgmlType type);
   size_t tensor_count() const { return tensors_.size(); }
 
-  void write(const std::string& path) const;
+  // `produce(i)` returns the bytes of the i-th tensor (in the order added) for every tensor
+  // declared without data; the sizes are checked against the header already written.
+  void write(const std::string& path,
+             const std::function<std::vector<uint8_t>(size_t)>& produce = nullptr) const;
 
  private:
   struct Tensor {
@@ -106,6 +113,7 @@ class GgufWriter {
     std::vector<int64_t> shape;
     GgmlType type;
     std::vector<uint8_t> data;
+    bool declared = false;  // bytes come from write()'s producer
   };
   void begin_key(const std::string& key, GgufType type);
   std::string meta_;  // the encoded key/value pairs
