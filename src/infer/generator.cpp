@@ -10,6 +10,7 @@
 
 #include "tune/core/error.h"
 #include "tune/infer/text_stream.h"
+#include "tune/ops/ops.h"
 #include "tune/tokenizer/tokenizer.h"
 
 namespace tune::infer {
@@ -76,6 +77,12 @@ Tensor Generator::decode_on_device(int64_t token) {
                    [&] { return lm_->decode_step(ctx_, step_inputs_, cache_); });
 }
 
+int64_t Generator::device_argmax(const Tensor& logits) {
+  if (!chosen_.defined()) chosen_ = Tensor::empty({1}, DType::i64, logits.device());
+  ops::argmax_rows(chosen_, logits.view({1, logits.numel()}));
+  return static_cast<int64_t>(chosen_.to(Device::cpu).item(0));
+}
+
 Generation Generator::generate(std::span<const int64_t> prompt, const GenerateOptions& options,
                                const StreamCallback& on_text) {
   TUNE_CHECK(!prompt.empty(), "generate: the prompt has no tokens");
@@ -120,14 +127,24 @@ Generation Generator::generate(std::span<const int64_t> prompt, const GenerateOp
   if (tokenizer_) stream.emplace(*tokenizer_, options.stop);
   std::vector<int64_t> seen(prompt.begin(), prompt.end());  // for the repetition penalty
   std::vector<float> row;
+  // Greedy without a penalty needs only the argmax: on CUDA it is taken there, and 8 bytes come
+  // back instead of the whole row of logits.
+  const bool plain_greedy =
+      !options.sampling.do_sample && options.sampling.repetition_penalty == 1.0;
   for (int64_t step = 0;; ++step) {
-    row_to_floats(logits, row);
-    if (step < options.min_new_tokens) {
-      for (int64_t id : options.eos_token_ids)
-        if (id >= 0 && id < static_cast<int64_t>(row.size()))
-          row[static_cast<size_t>(id)] = -std::numeric_limits<float>::infinity();
+    const bool suppress_eos = step < options.min_new_tokens && !options.eos_token_ids.empty();
+    int64_t token = 0;
+    if (plain_greedy && !suppress_eos && logits.device() == Device::cuda) {
+      token = device_argmax(logits);
+    } else {
+      row_to_floats(logits, row);
+      if (suppress_eos) {
+        for (int64_t id : options.eos_token_ids)
+          if (id >= 0 && id < static_cast<int64_t>(row.size()))
+            row[static_cast<size_t>(id)] = -std::numeric_limits<float>::infinity();
+      }
+      token = choose_token(row, seen, options.sampling, static_cast<uint64_t>(step));
     }
-    const int64_t token = choose_token(row, seen, options.sampling, static_cast<uint64_t>(step));
     g.tokens.push_back(token);
     seen.push_back(token);
     if (std::find(options.eos_token_ids.begin(), options.eos_token_ids.end(), token) !=

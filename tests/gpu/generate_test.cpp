@@ -136,3 +136,26 @@ TEST(CudaGenerate, GreedyTokensEqualHuggingFaces) {
 
 }  // namespace
 }  // namespace tune
+
+namespace tune {
+namespace {
+
+// Plain greedy decoding takes its argmax on the device (ops::argmax_rows); the tokens must be
+// the CPU Generator's.
+TEST(CudaGenerate, DeviceGreedyEqualsCpuGreedy) {
+  for (const std::string& name : rope_cases()) {
+    SCOPED_TRACE(name);
+    auto cpu = load(name, Device::cpu, DType::f32, false);
+    auto gpu = load(name, Device::cuda, DType::f32, false);
+    const int64_t vocab = cpu->config().arch.vocab_size;
+    std::vector<int64_t> prompt;
+    for (int64_t i = 0; i < 11; ++i) prompt.push_back((i * 29 + 5) % vocab);
+    infer::GenerateOptions options;
+    options.max_new_tokens = 24;
+    infer::Generator on_cpu(cpu->lm(), nullptr), on_gpu(gpu->lm(), nullptr);
+    EXPECT_EQ(on_gpu.generate(prompt, options).tokens, on_cpu.generate(prompt, options).tokens);
+  }
+}
+
+}  // namespace
+}  // namespace tune

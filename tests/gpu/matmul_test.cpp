@@ -75,8 +75,8 @@ TEST(CudaMatmul, MatchesCpuAtAwkwardSizes) {
 // warp-per-column kernel in gemv.cu: its vector path (k a multiple of the 16-byte pack, with an
 // unrolled body and a remainder) and its scalar path (k = 4097, 7, 1).
 TEST(CudaMatmul, SkinnyProductsMatchCpu) {
-  const int64_t ns[] = {1, 7, 1031, 4096};
-  const int64_t ks[] = {1, 7, 8, 33, 1024, 4097, 14336};
+  const int64_t ns[] = {1, 7, 1031};
+  const int64_t ks[] = {1, 7, 8, 33, 1024, 4097};
   for (DType dtype : {DType::f32, DType::bf16, DType::f16}) {
     const double tol = dtype == DType::f32 ? 1e-5 : 2e-2;
     for (int64_t m = 1; m <= 5; ++m) {
@@ -84,6 +84,36 @@ TEST(CudaMatmul, SkinnyProductsMatchCpu) {
         for (int64_t k : ks) {
           check(dtype, m, n, k, Transpose::no, Transpose::yes, 1.0, 0.0, tol);
           check(dtype, m, n, k, Transpose::no, Transpose::yes, 0.5, 1.0, tol);
+        }
+      }
+    }
+    check(dtype, 1, 4096, 14336, Transpose::no, Transpose::yes, 1.0, 1.0, tol);
+  }
+}
+
+// ops::rms_norm_matmul: one kernel for a few rows on CUDA (the norm in f32, never written), the
+// composition of the two ops for more rows; against the CPU's composition in f64.
+TEST(CudaMatmul, RmsNormThenProductMatchesCpu) {
+  for (DType dtype : {DType::f32, DType::bf16, DType::f16}) {
+    const double tol = dtype == DType::f32 ? 1e-5 : 2e-2;
+    for (int64_t m : {1, 2, 4, 5, 33}) {
+      for (int64_t n : {7, 1031}) {
+        for (int64_t k : {7, 64, 4096, 4097}) {
+          SCOPED_TRACE(str(dtype_name(dtype), " m=", m, " n=", n, " k=", k));
+          const uint64_t seed = static_cast<uint64_t>(m * 31 + n * 7 + k);
+          auto rounded = [&](const Shape& shape, uint64_t s) {
+            return test::randn(shape, DType::f32, s).to(dtype).to(DType::f64);
+          };
+          const Tensor x = rounded({m, k}, seed), nw = rounded({k}, seed + 1),
+                       w = rounded({n, k}, seed + 2), y0 = rounded({m, n}, seed + 3);
+          Tensor ref = y0.clone();
+          ops::rms_norm_matmul(ref, x, nw, 1e-5, w, 0.5, 1.0);
+          Tensor y = to_device(y0, dtype);
+          Tensor dx = to_device(x, dtype), dn = to_device(nw, dtype), dw = to_device(w, dtype);
+          ops::rms_norm_matmul(y, dx, dn, 1e-5, dw, 0.5, 1.0);
+          Tensor back = Tensor::empty(y.shape(), dtype);
+          back.copy_from(y);
+          EXPECT_LE(test::rel_error(back.to(DType::f64), ref), tol);
         }
       }
     }

@@ -71,6 +71,8 @@ class Generator {
   Tensor feed(std::span<const int64_t> tokens);
   // On CUDA, one token through CausalLM::decode_step, replayed from a CUDA graph.
   Tensor decode_on_device(int64_t token);
+  // The greedy choice from logits [1, V] on the device.
+  int64_t device_argmax(const Tensor& logits);
 
   nn::CausalLM* lm_;
   const tok::Tokenizer* tokenizer_;
@@ -80,6 +82,7 @@ class Generator {
   // CUDA decode steps.
   nn::DecodeInputs step_inputs_;  // sized for the cache's capacity on first use
   ReplayedStep step_;
+  Tensor chosen_;  // [1] i64 on the device
 };
 
 }  // namespace tune::infer

@@ -32,6 +32,9 @@ class RMSNorm {
   // x [N, dim] -> [N, dim]
   Tensor forward(Context& ctx, const Tensor& x);
   Tensor backward(Context& ctx, const Tensor& dy);
+  // For kernels that fuse the norm into what follows (ops::rms_norm_matmul).
+  Tensor weight() const { return params_->param(weight_); }
+  double eps() const { return eps_; }
 
  private:
   ParamStore* params_ = nullptr;
@@ -70,6 +73,7 @@ class Norm {
   Tensor backward(Context& ctx, const Tensor& dy) {
     return kind_ == NormKind::rms ? rms_.backward(ctx, dy) : layer_.backward(ctx, dy);
   }
+  const RMSNorm* rms() const { return kind_ == NormKind::rms ? &rms_ : nullptr; }
 
  private:
   NormKind kind_ = NormKind::rms;

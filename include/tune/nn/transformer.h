@@ -122,6 +122,7 @@ struct DecodeInputs {
   Tensor lengths;    // [N] i32: keys each sequence sees once the new ones are written
   Tensor pages;      // [N, max_pages] i32: the block table
   int64_t page_size = 0;
+  Tensor buffer, staging;  // all of the above in one device buffer, and its host copy
 
   DecodeInputs() = default;
   DecodeInputs(Device device, int64_t rows, int64_t max_pages, int64_t page_size);
@@ -173,10 +174,10 @@ class Attention {
   Tensor forward_cached(Context& ctx, const Tensor& x, const Tensor& positions,
                         const RotaryEmbedding& rope, Tensor& k_cache, Tensor& v_cache,
                         int64_t past);
-  // One decode step of N sequences, x [N, C], with the paged-attention ops (see
-  // CausalLM::decode_step).
-  Tensor decode_step(Context& ctx, const Tensor& x, const DecodeInputs& in,
-                     const RotaryEmbedding& rope, Tensor& k_pool, Tensor& v_pool);
+  // One decode step of N sequences on norm(x), x [N, C], with the paged-attention ops (see
+  // CausalLM::decode_step); the output is added to residual [N, C] in place.
+  void decode_step(Context& ctx, const Tensor& x, Norm& norm, const DecodeInputs& in,
+                   const RotaryEmbedding& rope, Tensor& k_pool, Tensor& v_pool, Tensor& residual);
   std::vector<Linear*> linears() {
     if (fused_) return {&qkv_, &o_};
     return {&q_, &k_, &v_, &o_};
@@ -201,9 +202,9 @@ class Mlp {
       const BuildOptions& options);
   Tensor forward(Context& ctx, const Tensor& x);
   void backward(Context& ctx, const Tensor& dy, Tensor& dx);
-  // Inference (saves nothing): for one row with gate and up stacked in the parameter buffer,
-  // gate|up in one product.
-  Tensor forward_decode(Context& ctx, const Tensor& x);
+  // Inference on norm(x) (saves nothing), the output added to residual in place: for one row
+  // with gate and up stacked in the parameter buffer, RMSNorm and gate|up are one kernel.
+  void forward_decode(Context& ctx, const Tensor& x, Norm& norm, Tensor& residual);
   std::vector<Linear*> linears() {
     if (kind_ == MlpKind::gelu_tanh) return {&up_, &down_};
     return {&gate_, &up_, &down_};
@@ -228,8 +229,9 @@ class DecoderBlock {
   Tensor forward_cached(Context& ctx, const Tensor& x, const Tensor& positions,
                         const RotaryEmbedding& rope, Tensor& k_cache, Tensor& v_cache,
                         int64_t past);
-  Tensor decode_step(Context& ctx, const Tensor& x, const DecodeInputs& in,
-                     const RotaryEmbedding& rope, Tensor& k_pool, Tensor& v_pool);
+  // x [N, C] updated in place to the block's output (decoding keeps no block input).
+  void decode_step(Context& ctx, Tensor& x, const DecodeInputs& in, const RotaryEmbedding& rope,
+                   Tensor& k_pool, Tensor& v_pool);
   std::vector<Linear*> linears();
 
  private:

@@ -55,6 +55,13 @@ void rms_norm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& w,
 void rms_norm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w,
                        const Tensor& rstd);
 
+// RMSNorm then a product, for decoding: y [N, n] = alpha * rms_norm(x; norm_w, eps) @ w^T +
+// beta * y with x [N, C], norm_w [C], w [n, C] (a Linear's weight). On CUDA with N <= 4 it is one
+// kernel that never writes the normalised rows (they stay in f32); otherwise rms_norm_forward,
+// then matmul.
+void rms_norm_matmul(Tensor& y, const Tensor& x, const Tensor& norm_w, double eps, const Tensor& w,
+                     double alpha = 1.0, double beta = 0.0);
+
 // ---- LayerNorm over the last dimension (GPT-2): y = (x - mean) * rstd * w + b with
 // rstd = 1 / sqrt(var + eps), var the biased variance of the row ----
 // x, y [N, C]; w, b [C]; mean, rstd [N] saved for backward.
