@@ -41,6 +41,8 @@ std::vector<OptionSpec> serve_specs() {
       {"host", K::text, "127.0.0.1", "address to listen on (0.0.0.0: every interface)"},
       {"port", K::integer, "8080", "port to listen on; 0 picks a free one (printed at start)"},
       {"max_batch", K::integer, "64", "most sequences decoded together; more requests queue"},
+      {"max_context", K::integer, "4096",
+       "on CUDA: positions (prompt + new tokens) each of the max_batch KV slots holds"},
       {"max_tokens", K::integer, "4096", "the most max_tokens a request may ask for"},
       {"max_n", K::integer, "16", "the most choices (n) a request may ask for"},
       {"max_body", K::integer, "1048576", "largest request body in bytes (larger: 413)"},
@@ -110,7 +112,8 @@ int serve_command(const Args& raw_args) {
   TUNE_CHECK(positionals.empty(), "unexpected argument \"",
              positionals.empty() ? "" : positionals[0], "\"; see `tune serve --help`");
   TUNE_CHECK(!o.text("model").empty(), "--model DIR is required; see `tune serve --help`");
-  for (const char* key : {"max_batch", "max_tokens", "max_n", "max_body", "http_threads"})
+  for (const char* key :
+       {"max_batch", "max_context", "max_tokens", "max_n", "max_body", "http_threads"})
     TUNE_CHECK(o.integer(key) >= 1, "--", key, " must be >= 1, got ", o.integer(key));
   TUNE_CHECK(o.integer("port") >= 0 && o.integer("port") <= 65535,
              "--port must be in [0, 65535], got ", o.integer("port"));
@@ -152,8 +155,10 @@ int serve_command(const Args& raw_args) {
 
   infer::BatchEngineOptions eo;
   eo.max_batch = o.integer("max_batch");
+  eo.max_context = o.integer("max_context");
   eo.rows = o.text("row_matmul") == "batched" ? nn::RowMatmul::batched : nn::RowMatmul::independent;
   infer::BatchEngine engine(loaded, bank, eo);
+  so.max_context = engine.max_sequence_positions();
   server::OpenAIServer server(loaded, bank, engine, so);
   const int port = server.bind();
 

@@ -15,6 +15,7 @@
 #include "tune/infer/text_stream.h"
 #include "tune/io/safetensors.h"
 #include "tune/models/peft.h"
+#include "tune/ops/ops.h"
 
 namespace tune::infer {
 
@@ -113,9 +114,14 @@ void RequestStream::close(FinishReason finish, int64_t completion_tokens, std::s
 // ---- BatchEngine ----
 
 struct BatchEngine::Sequence {
+  ~Sequence() {
+    if (decoder && slot >= 0) decoder->release(slot);
+  }
   BatchRequest request;
   std::shared_ptr<RequestStream> stream;
-  KvCache cache;
+  KvCache cache;                    // forward_batch's path
+  PagedDecoder* decoder = nullptr;  // the paged path: the slot to give back
+  int64_t slot = -1;
   std::vector<int64_t> seen;       // prompt + generated, for the repetition penalty
   std::vector<int64_t> generated;  // new tokens
   std::optional<TextStream> text;
@@ -129,12 +135,7 @@ void row_to_floats(const Tensor& logits, int64_t r, std::vector<float>& out) {
   const int64_t vocab = logits.size(1);
   out.resize(static_cast<size_t>(vocab));
   const Tensor row = logits.narrow(r, 1);
-  if (row.dtype() == DType::f32) {
-    std::copy_n(row.data<float>(), vocab, out.begin());
-  } else {
-    for (int64_t i = 0; i < vocab; ++i)
-      out[static_cast<size_t>(i)] = static_cast<float>(row.item(i));
-  }
+  convert(row.raw(), row.dtype(), out.data(), DType::f32, vocab);
 }
 
 // The chosen token's log-probability and the k most likely tokens', from the raw logits.
@@ -166,6 +167,13 @@ BatchEngine::BatchEngine(LoadedModel& model, const nn::AdapterBank& bank,
     : model_(&model), bank_(&bank), options_(options) {
   TUNE_CHECK(options_.max_batch >= 1, "BatchEngine: max_batch must be >= 1, got ",
              options_.max_batch);
+  nn::CausalLM& lm = model.model->lm();
+  if (lm.device() == Device::cuda && bank.size() == 0) {
+    TUNE_CHECK(options_.max_context >= 1, "BatchEngine: max_context must be >= 1, got ",
+               options_.max_context);
+    paged_ = std::make_unique<PagedDecoder>(
+        lm, options_.max_batch, std::min(options_.max_context, lm.config().max_positions));
+  }
   thread_ = std::thread([this] { run(); });
 }
 
@@ -180,6 +188,10 @@ void BatchEngine::shutdown() {
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+}
+
+int64_t BatchEngine::max_sequence_positions() const {
+  return paged_ ? paged_->slot_capacity() : model_->model->lm().config().max_positions;
 }
 
 BatchEngineStats BatchEngine::stats() const {
@@ -199,6 +211,14 @@ std::shared_ptr<RequestStream> BatchEngine::submit(BatchRequest request) {
              request.adapter);
   TUNE_CHECK(request.options.stop.empty() || model_->tokenizer.has_value(),
              "stop strings need a tokenizer");
+  if (paged_) {
+    const int64_t need = static_cast<int64_t>(request.prompt.size()) +
+                         std::max<int64_t>(request.options.max_new_tokens, 1) - 1;
+    TUNE_CHECK(need <= paged_->slot_capacity(), "the prompt (", request.prompt.size(),
+               " tokens) and max_tokens (", request.options.max_new_tokens, ") need ", need,
+               " positions, but this server keeps ", paged_->slot_capacity(),
+               " per sequence (--max-context)");
+  }
   auto seq = std::make_unique<Sequence>();
   seq->stream = std::make_shared<RequestStream>();
   seq->stream->prompt_tokens_ = static_cast<int64_t>(request.prompt.size());
@@ -256,7 +276,7 @@ void BatchEngine::run() {
   }
 }
 
-void BatchEngine::step(std::vector<std::unique_ptr<Sequence>>& active) {
+Tensor BatchEngine::batch_logits(std::vector<std::unique_ptr<Sequence>>& active) {
   nn::CausalLM& lm = model_->model->lm();
   const nn::TransformerConfig& config = lm.config();
   // Newly admitted sequences get their cache: prompt + every new token but the last.
@@ -267,8 +287,6 @@ void BatchEngine::step(std::vector<std::unique_ptr<Sequence>>& active) {
         std::min(config.max_positions,
                  prompt_len + std::max<int64_t>(s->request.options.max_new_tokens, 1) - 1);
     s->cache = lm.make_cache(std::max<int64_t>(need, prompt_len));
-    s->seen = s->request.prompt;
-    if (model_->tokenizer) s->text.emplace(*model_->tokenizer, s->request.options.stop);
   }
   std::vector<nn::SequenceStep> steps;
   for (auto& s : active) {
@@ -283,7 +301,48 @@ void BatchEngine::step(std::vector<std::unique_ptr<Sequence>>& active) {
   }
   nn::Context ctx(lm.device());
   ctx.mode = nn::Mode::eval;
-  const Tensor logits = lm.forward_batch(ctx, steps, bank_, options_.rows).to(Device::cpu);
+  return lm.forward_batch(ctx, steps, bank_, options_.rows).to(Device::cpu);
+}
+
+Tensor BatchEngine::paged_logits(std::vector<std::unique_ptr<Sequence>>& active) {
+  const int64_t vocab = model_->model->lm().config().vocab_size;
+  const auto n = static_cast<int64_t>(active.size());
+  // Every row lands in one device tensor, so the step's logits come back in one copy.
+  Tensor logits = Tensor::empty({n, vocab}, model_->model->params().dtype(), Device::cuda);
+  std::vector<int64_t> slots, tokens, rows;
+  for (int64_t i = 0; i < n; ++i) {
+    Sequence& s = *active[static_cast<size_t>(i)];
+    if (s.prefilled) {
+      slots.push_back(s.slot);
+      tokens.push_back(s.generated.back());
+      rows.push_back(i);
+      continue;
+    }
+    s.slot = paged_->acquire();  // max_batch slots for at most max_batch active sequences
+    TUNE_ASSERT(s.slot >= 0, "BatchEngine: no free KV slot for an admitted sequence");
+    s.decoder = paged_.get();
+    Tensor row = logits.narrow(i, 1);
+    ops::copy(row, paged_->prefill(s.slot, s.request.prompt));
+  }
+  if (!slots.empty()) {
+    const Tensor decoded = paged_->decode(slots, tokens);
+    for (size_t j = 0; j < rows.size(); ++j) {
+      Tensor row = logits.narrow(rows[j], 1);
+      ops::copy(row, decoded.narrow(static_cast<int64_t>(j), 1));
+    }
+  }
+  return logits.to(Device::cpu);
+}
+
+void BatchEngine::step(std::vector<std::unique_ptr<Sequence>>& active) {
+  nn::CausalLM& lm = model_->model->lm();
+  const nn::TransformerConfig& config = lm.config();
+  for (auto& s : active) {
+    if (s->prefilled) continue;
+    s->seen = s->request.prompt;
+    if (model_->tokenizer) s->text.emplace(*model_->tokenizer, s->request.options.stop);
+  }
+  const Tensor logits = paged_ ? paged_logits(active) : batch_logits(active);
 
   std::vector<float> row;
   std::vector<bool> done(active.size(), false);
@@ -322,8 +381,9 @@ void BatchEngine::step(std::vector<std::unique_ptr<Sequence>>& active) {
       e.text = s.text->push(token);
       if (s.text->stopped()) finish = FinishReason::stop;
     }
-    if (!finish && (static_cast<int64_t>(s.generated.size()) >= o.max_new_tokens ||
-                    s.cache.length() >= config.max_positions))
+    if (!finish &&
+        (static_cast<int64_t>(s.generated.size()) >= o.max_new_tokens ||
+         (s.decoder ? paged_->length(s.slot) : s.cache.length()) >= config.max_positions))
       finish = FinishReason::length;
     s.stream->push(std::move(e));
     if (finish) {

@@ -6,6 +6,7 @@
 // default (temperature 1, sampled) applies.
 #include "server/openai_request.h"
 
+#include <algorithm>
 #include <random>
 
 #include "tune/core/error.h"
@@ -240,7 +241,8 @@ ParsedRequest parse_request(Endpoint endpoint, const std::string& text, const Se
   g.eos_token_ids = m.eos_token_ids;
 
   // Token limits: max_completion_tokens (chat's newer name) or max_tokens.
-  const int64_t context = m.model->config().arch.max_positions;
+  int64_t context = m.model->config().arch.max_positions;
+  if (c.options->max_context > 0) context = std::min(context, c.options->max_context);
   const auto prompt_len = static_cast<int64_t>(r.prompt.size());
   const char* limit_key = present(body, "max_completion_tokens") ? "max_completion_tokens"
                           : present(body, "max_tokens")          ? "max_tokens"

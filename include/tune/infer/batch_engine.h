@@ -4,6 +4,10 @@
 // prompt (prefill) — then each sequence chooses its next token with the sampler and streams it.
 // Finished and cancelled sequences leave at once and free their KV cache.
 //
+// On CUDA with an empty AdapterBank the sequences live in the slots of a PagedDecoder instead:
+// a new prompt is prefilled into its slot, and every decoding sequence advances in one
+// graph-replayed decode_step (the paged KV pool, one CUDA graph per batch size).
+//
 // Each request runs on the base model or one LoRA adapter of the engine's AdapterBank; rows of
 // different adapters share the step. With RowMatmul::independent (the default) a request's
 // tokens do not depend on what else is being served: a greedy request gives the same answer
@@ -22,6 +26,7 @@
 #include <vector>
 
 #include "tune/infer/generator.h"
+#include "tune/infer/paged_decoder.h"
 #include "tune/infer/session.h"
 #include "tune/nn/adapter_bank.h"
 
@@ -90,6 +95,9 @@ class RequestStream {
 struct BatchEngineOptions {
   int64_t max_batch = 64;  // most sequences in one step; more requests wait their turn
   nn::RowMatmul rows = nn::RowMatmul::independent;
+  // On CUDA without adapters: the positions (prompt + new tokens) of each of the max_batch KV
+  // slots; capped at the model's max_position_embeddings.
+  int64_t max_context = 4096;
 };
 
 struct BatchEngineStats {
@@ -106,20 +114,28 @@ class BatchEngine {
   BatchEngine& operator=(const BatchEngine&) = delete;
 
   // Thread-safe. The request must fit the model (prompt + max_new_tokens within
-  // max_position_embeddings is the caller's check; the engine stops at the limit).
+  // max_position_embeddings is the caller's check; the engine stops at the limit). On the paged
+  // CUDA path a request that does not fit one KV slot (options.max_context) is refused here.
   std::shared_ptr<RequestStream> submit(BatchRequest request);
   // Finishes every request already submitted, then stops the scheduler thread. Idempotent.
   void shutdown();
   BatchEngineStats stats() const;
+  // The most positions (prompt + new tokens) one request may take: the model's
+  // max_position_embeddings, or a KV slot's size on the paged CUDA path.
+  int64_t max_sequence_positions() const;
 
  private:
   struct Sequence;
   void run();
   void step(std::vector<std::unique_ptr<Sequence>>& active);
+  // The logits [active, V] of a step on the host: through forward_batch, or the PagedDecoder.
+  Tensor batch_logits(std::vector<std::unique_ptr<Sequence>>& active);
+  Tensor paged_logits(std::vector<std::unique_ptr<Sequence>>& active);
 
   LoadedModel* model_;
   const nn::AdapterBank* bank_;
   BatchEngineOptions options_;
+  std::unique_ptr<PagedDecoder> paged_;  // CUDA without adapters; used by the scheduler only
   mutable std::mutex mutex_;
   std::condition_variable cv_;
   std::deque<std::unique_ptr<Sequence>> waiting_;

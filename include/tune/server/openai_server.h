@@ -19,9 +19,12 @@ struct ServerOptions {
   std::string model_name;           // the base model's id in /v1/models and "model"
   size_t max_body_bytes = 1 << 20;  // larger request bodies get 413
   int64_t max_tokens_limit = 4096;  // the most max_tokens a request may ask for
-  int64_t max_n = 16;               // the most choices (n) per request
-  int http_threads = 128;           // connections served at once (streams hold one each)
-  bool log_json = false;            // request log lines as JSON objects (JSONL)
+  // The most positions (prompt + completion) of one request: the model's context, or less where
+  // the engine keeps fixed KV slots (BatchEngine::max_sequence_positions). 0: the model's.
+  int64_t max_context = 0;
+  int64_t max_n = 16;      // the most choices (n) per request
+  int http_threads = 128;  // connections served at once (streams hold one each)
+  bool log_json = false;   // request log lines as JSON objects (JSONL)
 };
 
 class OpenAIServer {
