@@ -42,7 +42,8 @@ std::vector<OptionSpec> serve_specs() {
       {"port", K::integer, "8080", "port to listen on; 0 picks a free one (printed at start)"},
       {"max_batch", K::integer, "64", "most sequences decoded together; more requests queue"},
       {"max_context", K::integer, "4096",
-       "on CUDA: positions (prompt + new tokens) each of the max_batch KV slots holds"},
+       "on CUDA without adapters: positions (prompt + new tokens) each of the max_batch KV "
+       "slots holds"},
       {"max_tokens", K::integer, "4096", "the most max_tokens a request may ask for"},
       {"max_n", K::integer, "16", "the most choices (n) a request may ask for"},
       {"max_body", K::integer, "1048576", "largest request body in bytes (larger: 413)"},
