@@ -148,7 +148,8 @@ void run_variant(int v, Lt& lt, bf16* y, const bf16* x, const bf16* w, int n, in
 }
 
 int main() {
-  const int shapes[][2] = {{4096, 4096}, {1024, 4096}, {14336, 4096}, {4096, 14336}, {128256, 4096}};
+  const int shapes[][2] = {
+      {4096, 4096}, {1024, 4096}, {14336, 4096}, {4096, 14336}, {128256, 4096}};
   // Several copies of W so that timing reads HBM, not L2 (50 MB).
   constexpr int kCopies = 8;
   Lt lt;
@@ -162,12 +163,14 @@ int main() {
     const size_t wn = static_cast<size_t>(n) * k;
     std::vector<bf16> hw(wn), hx(k);
     std::vector<float> fw(wn), fx(k);
-    for (size_t i = 0; i < wn; ++i) fw[i] = __bfloat162float(hw[i] = __float2bfloat16(nd(rng) * 0.02f));
+    for (size_t i = 0; i < wn; ++i)
+      fw[i] = __bfloat162float(hw[i] = __float2bfloat16(nd(rng) * 0.02f));
     for (int i = 0; i < k; ++i) fx[i] = __bfloat162float(hx[i] = __float2bfloat16(nd(rng)));
     std::vector<double> ref(n);
     for (int c = 0; c < n; ++c) {
       double a = 0;
-      for (int j = 0; j < k; ++j) a += static_cast<double>(fw[static_cast<size_t>(c) * k + j]) * fx[j];
+      for (int j = 0; j < k; ++j)
+        a += static_cast<double>(fw[static_cast<size_t>(c) * k + j]) * fx[j];
       ref[c] = a;
     }
     bf16 *w, *x, *y;
@@ -175,7 +178,8 @@ int main() {
     CHECK(cudaMalloc(&w, wn * 2 * copies));
     CHECK(cudaMalloc(&x, k * 2));
     CHECK(cudaMalloc(&y, n * 2));
-    for (int c = 0; c < copies; ++c) CHECK(cudaMemcpy(w + c * wn, hw.data(), wn * 2, cudaMemcpyHostToDevice));
+    for (int c = 0; c < copies; ++c)
+      CHECK(cudaMemcpy(w + c * wn, hw.data(), wn * 2, cudaMemcpyHostToDevice));
     CHECK(cudaMemcpy(x, hx.data(), k * 2, cudaMemcpyHostToDevice));
     std::printf("%6d x %-7d %8.1f", n, k, wn * 2 / 1e6);
     for (int v = 0; v < 5; ++v) {

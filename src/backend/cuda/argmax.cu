@@ -9,22 +9,13 @@
 
 #include "backend/cuda/argmax_kernels.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device_math.cuh"
 
 namespace tune::cuda {
 
 namespace {
 
 constexpr int kThreads = 1024;
-
-__device__ inline float load(const float* p, int64_t i) {
-  return p[i];
-}
-__device__ inline float load(const __nv_bfloat16* p, int64_t i) {
-  return __bfloat162float(p[i]);
-}
-__device__ inline float load(const __half* p, int64_t i) {
-  return __half2float(p[i]);
-}
 
 // Is (v, i) a better maximum than (best, at)? NaN never is.
 __device__ inline bool better(float v, int64_t i, float best, int64_t at) {
@@ -37,7 +28,7 @@ __global__ void argmax_rows_kernel(int64_t* out, const T* x, int64_t c) {
   float best = -FLT_MAX;
   int64_t at = c;  // "none yet": loses every tie
   for (int64_t j = threadIdx.x; j < c; j += kThreads) {
-    const float v = load(row, j);
+    const float v = to_f(row[j]);
     if (better(v, j, best, at)) {
       best = v;
       at = j;

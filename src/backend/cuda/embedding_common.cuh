@@ -1,7 +1,7 @@
-// Device helpers shared by the kernels of embedding.cu, rope.cu, kv_cache.cu and attention*.cu:
-// f32 conversion of the storage dtypes, 16-byte packs, and the device word through which
-// embedding.cu and rope.cu report the first out-of-range index (embedding_kernels.h says why;
-// one word per host thread and device, allocated on first use).
+// Device helpers of embedding.cu, rope.cu, kv_cache.cu and attention*.cu: the storage helpers of
+// device_math.cuh, and the device word through which embedding.cu and rope.cu report the first
+// out-of-range index (embedding_kernels.h says why; one word per host thread and device,
+// allocated on first use).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -14,56 +14,10 @@
 #include <cstdint>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device_math.cuh"
 #include "tune/core/dtype.h"
 
 namespace tune::cuda {
-
-template <typename T>
-__device__ __forceinline__ float to_f(T v) {
-  if constexpr (std::is_same_v<T, float>) {
-    return v;
-  } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    return __bfloat162float(v);
-  } else {
-    return __half2float(v);
-  }
-}
-
-template <typename T>
-__device__ __forceinline__ T from_f(float v) {
-  if constexpr (std::is_same_v<T, float>) {
-    return v;
-  } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    return __float2bfloat16(v);
-  } else {
-    return __float2half(v);
-  }
-}
-
-__device__ __forceinline__ int64_t max64(int64_t a, int64_t b) {
-  return a > b ? a : b;
-}
-__device__ __forceinline__ int64_t min64(int64_t a, int64_t b) {
-  return a < b ? a : b;
-}
-
-// V elements loaded or stored as one access (16 bytes for 8 bf16 or 4 f32).
-template <typename T, int V>
-struct alignas(sizeof(T) * V) Pack {
-  T v[V];
-};
-
-// Calls f(T{}) with T = float, __nv_bfloat16 or __half for dtype f32, bf16 or f16.
-template <typename F>
-void dispatch_storage(DType t, F&& f) {
-  if (t == DType::f32) {
-    f(float{});
-  } else if (t == DType::bf16) {
-    f(__nv_bfloat16{});
-  } else {
-    f(__half{});
-  }
-}
 
 class IndexCheck {
  public:

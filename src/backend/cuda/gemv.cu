@@ -12,6 +12,7 @@
 #include <cuda_fp16.h>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device_math.cuh"
 #include "backend/cuda/gemv_kernels.h"
 
 namespace tune::cuda {
@@ -19,30 +20,6 @@ namespace tune::cuda {
 namespace {
 
 constexpr int kWarps = 4;  // warps (output columns) per block
-
-__device__ inline float to_f32(float v) {
-  return v;
-}
-__device__ inline float to_f32(__nv_bfloat16 v) {
-  return __bfloat162float(v);
-}
-__device__ inline float to_f32(__half v) {
-  return __half2float(v);
-}
-template <typename T>
-__device__ inline T from_f32(float v);
-template <>
-__device__ inline float from_f32<float>(float v) {
-  return v;
-}
-template <>
-__device__ inline __nv_bfloat16 from_f32<__nv_bfloat16>(float v) {
-  return __float2bfloat16(v);
-}
-template <>
-__device__ inline __half from_f32<__half>(float v) {
-  return __float2half(v);
-}
 
 // The dot product of two 16-byte packs of T, in f32; with a third pack n, of a * b * n.
 template <typename T>
@@ -53,7 +30,7 @@ __device__ inline float dot_pack(const uint4& a, const uint4& b, const uint4& n)
   const T* pn = reinterpret_cast<const T*>(&n);
   float s = 0.f;
 #pragma unroll
-  for (int i = 0; i < kPer; ++i) s += to_f32(pa[i]) * to_f32(pb[i]) * to_f32(pn[i]);
+  for (int i = 0; i < kPer; ++i) s += to_f(pa[i]) * to_f(pb[i]) * to_f(pn[i]);
   return s;
 }
 template <typename T>
@@ -62,7 +39,7 @@ __device__ inline float square_pack(const uint4& a) {
   const T* pa = reinterpret_cast<const T*>(&a);
   float s = 0.f;
 #pragma unroll
-  for (int i = 0; i < kPer; ++i) s += to_f32(pa[i]) * to_f32(pa[i]);
+  for (int i = 0; i < kPer; ++i) s += to_f(pa[i]) * to_f(pa[i]);
   return s;
 }
 
@@ -73,7 +50,7 @@ __device__ inline float dot_pack(const uint4& a, const uint4& b) {
   const T* pb = reinterpret_cast<const T*>(&b);
   float s = 0.f;
 #pragma unroll
-  for (int i = 0; i < kPer; ++i) s += to_f32(pa[i]) * to_f32(pb[i]);
+  for (int i = 0; i < kPer; ++i) s += to_f(pa[i]) * to_f(pb[i]);
   return s;
 }
 
@@ -107,7 +84,7 @@ __global__ void __launch_bounds__(kWarps * 32)
         j0 = k / kPer * kPer;
       }
       for (int64_t j = j0 + lane; j < k; j += 32) {
-        const float v = to_f32(x[r * ldx + j]);
+        const float v = to_f(x[r * ldx + j]);
         ss += v * v;
       }
       for (int offset = 16; offset > 0; offset /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, offset);
@@ -157,9 +134,9 @@ __global__ void __launch_bounds__(kWarps * 32)
     done = packs * kPer;
   }
   for (int64_t j = done + lane; j < k; j += 32) {
-    const float wv = to_f32(wr[j]) * (kNorm ? to_f32(nw[j]) : 1.f);
+    const float wv = to_f(wr[j]) * (kNorm ? to_f(nw[j]) : 1.f);
 #pragma unroll
-    for (int r = 0; r < M; ++r) acc[r] += wv * to_f32(x[r * ldx + j]);
+    for (int r = 0; r < M; ++r) acc[r] += wv * to_f(x[r * ldx + j]);
   }
 #pragma unroll
   for (int r = 0; r < M; ++r) {
@@ -167,7 +144,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
     if (lane == 0) {
       T* out = y + r * ldy + col;
-      *out = from_f32<T>(beta == 0.f ? alpha * v : alpha * v + beta * to_f32(*out));
+      *out = from_f<T>(beta == 0.f ? alpha * v : alpha * v + beta * to_f(*out));
     }
   }
 }
