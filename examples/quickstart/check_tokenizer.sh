@@ -18,7 +18,7 @@ model=examples/quickstart/model
 ref=tests/reference
 [[ -x $tune ]] || { echo "check_tokenizer: $tune not found: build it (scripts/build.sh)" >&2; exit 1; }
 [[ -d $ref/node_modules/@anush008/tokenizers ]] ||
-  { echo "check_tokenizer: reference missing: npm ci --prefix $ref" >&2; exit 1; }
+  { echo "check_tokenizer: reference missing: npm install --prefix $ref" >&2; exit 1; }
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

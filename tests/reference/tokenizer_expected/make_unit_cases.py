@@ -1,6 +1,6 @@
 # Writes the handcrafted component tokenizers (unit_NAME.json) and their reference outputs
 # (unit_NAME.jsonl, from encode_reference.js) that tests/unit/tokenizer_test.cpp checks.
-# usage: python3 make_unit_cases.py   (needs node and npm ci in tests/reference)
+# usage: python3 make_unit_cases.py   (needs node and npm install in tests/reference)
 import json, subprocess, collections, os
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = HERE
