@@ -73,7 +73,7 @@ Tensor Generator::decode_on_device(int64_t token) {
     step_inputs_ = nn::DecodeInputs(lm_->device(), 1, 1, cache_.capacity());
   step_inputs_.set(token, cache_.length());
   ctx_.arena.reset();
-  return step_.run({cache_.keys(0).raw(), ctx_.arena.base()},
+  return step_.run({cache_.keys(0).raw(), ctx_.arena.base(), step_inputs_.buffer.raw()},
                    [&] { return lm_->decode_step(ctx_, step_inputs_, cache_); });
 }
 

@@ -78,8 +78,9 @@ Tensor PagedDecoder::decode(std::span<const int64_t> slots, std::span<const int6
   }
   step.inputs.set(ids, positions, write, visible, pages);
   step.ctx.arena.reset();
-  Tensor logits = step.replay.run({pool_.keys(0).raw(), step.ctx.arena.base()},
-                                  [&] { return lm_->decode_step(step.ctx, step.inputs, pool_); });
+  Tensor logits =
+      step.replay.run({pool_.keys(0).raw(), step.ctx.arena.base(), step.inputs.buffer.raw()},
+                      [&] { return lm_->decode_step(step.ctx, step.inputs, pool_); });
   for (int64_t i = 0; i < n; ++i) ++lengths_[static_cast<size_t>(slots[static_cast<size_t>(i)])];
   return logits.narrow(0, n);
 }

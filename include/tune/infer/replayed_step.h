@@ -1,14 +1,15 @@
 // A decode step replayed from a CUDA graph: the step's kernels run as they come the first time
 // they see a given memory (which lets the activation arena settle on its size), are captured in a
 // graph the second time, and the graph is replayed from then on — hundreds of small kernels for
-// the price of one launch. `memory` names what the kernels point at (arena, KV cache): when it
-// changes, the step runs as it comes once more and is captured again. If capturing fails, the step
-// runs as it comes from then on. TUNE_CUDA_GRAPHS=0 turns graphs off (for profiling).
+// the price of one launch. `memory` names what the kernels point at (KV cache, arena, input
+// buffers): when any of it moves, the step runs as it comes once more and is captured again. If
+// capturing fails, the step runs as it comes from then on. TUNE_CUDA_GRAPHS=0 turns graphs off (for
+// profiling).
 #pragma once
 
+#include <array>
 #include <cstdlib>
 #include <string>
-#include <utility>
 
 #include "tune/core/device.h"
 #include "tune/core/tensor.h"
@@ -17,7 +18,7 @@ namespace tune::infer {
 
 class ReplayedStep {
  public:
-  using Memory = std::pair<const void*, const void*>;
+  using Memory = std::array<const void*, 3>;
 
   ReplayedStep() {
     const char* env = std::getenv("TUNE_CUDA_GRAPHS");
