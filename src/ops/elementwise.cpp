@@ -2,6 +2,7 @@
 // have equal shapes (no broadcasting; views are free, so callers reshape instead).
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cuda/elementwise_kernels.h"
+#include "backend/cuda/optim_kernels.h"
 #include "ops/op_checks.h"
 #include "tune/ops/ops.h"
 
@@ -154,6 +155,12 @@ void bias_backward(Tensor& db, const Tensor& dy) {
 }
 
 double sum_squares(const Tensor& x) {
+  if (on_cuda("sum_squares", {{"x", x}})) {
+    if (x.dtype() != DType::f32)
+      detail::fail("sum_squares",
+                   str("x is ", x.describe(), "; on CUDA it must be f32 (gradients)"));
+    return cuda::sum_squares(x.data<float>(), x.numel());
+  }
   const DType dt = check_cpu_float("sum_squares", {{"x", x}});
   double total = 0;
   detail::dispatch_float(dt, [&](auto tag) {

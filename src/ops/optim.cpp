@@ -3,6 +3,7 @@
 // parameter alike), not the same shape; one float dtype; one device; and no two of them may share
 // memory, since each is read and written in the same pass.
 #include "backend/cpu/optim_kernels.h"
+#include "backend/cuda/optim_kernels.h"
 #include "ops/op_checks.h"
 #include "tune/ops/ops.h"
 
@@ -30,8 +31,12 @@ void adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, doubl
                   double beta2, double eps, double weight_decay, int64_t step) {
   constexpr const char* kOp = "adamw_update";
   const Arg pa{"param", param}, ga{"grad", grad}, ma{"exp_avg", m}, va{"exp_avg_sq", v};
-  if (detail::check_device(kOp, {pa, ga, ma, va}) == Device::cuda) detail::no_cuda_kernel(kOp);
-  const DType dt = detail::check_float(kOp, {pa, ga, ma, va});
+  const bool cuda = detail::check_device(kOp, {pa, ga, ma, va}) == Device::cuda;
+  // On CUDA: f32 only (master weights, gradients and moments are f32 there).
+  const DType dt = cuda ? detail::check_cuda_float(kOp, {pa, ga, ma, va})
+                        : detail::check_float(kOp, {pa, ga, ma, va});
+  if (cuda && dt != DType::f32)
+    detail::fail(kOp, str("param is ", param.describe(), "; on CUDA AdamW updates f32 buffers"));
   for (const Arg& a : {ga, ma, va}) check_numel(kOp, a, pa);
   for (const Arg& a : {ga, ma, va}) detail::check_no_overlap(kOp, pa, a);
   detail::check_no_overlap(kOp, ma, ga);
@@ -39,6 +44,11 @@ void adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, doubl
   detail::check_no_overlap(kOp, ma, va);
   check_step(kOp, step);
   const cpu::AdamWScalars s = cpu::adamw_scalars(lr, beta1, beta2, eps, weight_decay, step);
+  if (cuda) {
+    cuda::adamw_update(param.data<float>(), grad.data<float>(), m.data<float>(), v.data<float>(),
+                       param.numel(), s);
+    return;
+  }
   detail::dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);
     cpu::adamw_update<T>(param.data<T>(), grad.data<T>(), m.data<T>(), v.data<T>(), param.numel(),

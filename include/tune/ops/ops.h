@@ -37,7 +37,8 @@ void bias_backward(Tensor& db, const Tensor& dy);
 void slice_columns(Tensor& out, const Tensor& x, int64_t start);
 // out[:, start : start + w] = x [N, w] for out [N, W]; the other columns are left as they are.
 void write_columns(Tensor& out, int64_t start, const Tensor& x);
-// Sum of squares accumulated in double; the grad-norm building block.
+// Sum of squares accumulated in double; the grad-norm building block. On CUDA (f32) a fixed
+// two-pass reduction, deterministic, that waits for its result.
 double sum_squares(const Tensor& x);
 
 // ---- embedding ----
@@ -168,7 +169,8 @@ double cross_entropy(Tensor& dlogits, const Tensor& logits, const Tensor& target
 // Number of targets that are not -100.
 int64_t count_targets(const Tensor& targets);
 
-// ---- optimizer updates, elementwise over flat buffers (all f32 on CPU, same numel) ----
+// ---- optimizer updates, elementwise over flat buffers (same numel; f32 or f64 on the CPU, f32
+// on CUDA, where AdamW equals the CPU's update to the bit) ----
 // torch.optim.AdamW, step >= 1:
 //   p -= lr * weight_decay * p;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
 //   p -= (lr / (1 - b1^step)) * m / (sqrt(v) / sqrt(1 - b2^step) + eps)

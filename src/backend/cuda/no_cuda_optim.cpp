@@ -1,0 +1,15 @@
+// Built instead of optim.cu when the build has no CUDA.
+#include "backend/cuda/cuda_kernels.h"
+#include "backend/cuda/optim_kernels.h"
+
+namespace tune::cuda {
+
+void adamw_update(float*, const float*, float*, float*, int64_t, const cpu::AdamWScalars&) {
+  no_cuda("cuda::adamw_update");
+}
+
+double sum_squares(const float*, int64_t) {
+  no_cuda("cuda::sum_squares");
+}
+
+}  // namespace tune::cuda
