@@ -12,44 +12,16 @@
 #include <cstdio>
 #include <vector>
 
-#include "test_util.h"
+#include "gpu/gpu_test_util.h"
 #include "tune/ops/ops.h"
 
 namespace tune {
 namespace {
 
-constexpr double kSentinel = 7.0;
-
-Tensor to_device(const Tensor& host, DType dtype) {
-  Tensor d = Tensor::empty(host.shape(), dtype, Device::cuda);
-  d.copy_from(host.dtype() == dtype ? host : host.to(dtype));
-  return d;
-}
-
-struct Placed {
-  Tensor buffer, view;
-  int64_t pad = 0, numel = 0;
-};
-
-Placed place(const Shape& shape, DType dtype, int64_t pad) {
-  Placed p;
-  p.pad = pad;
-  p.numel = numel_of(shape);
-  p.buffer = to_device(test::full({p.numel + 2 * pad}, DType::f32, kSentinel), dtype);
-  p.view = p.buffer.narrow(pad, p.numel).view(shape);
-  return p;
-}
-
-Tensor fetch(const Placed& p, const Shape& shape) {
-  Tensor back = Tensor::empty(p.buffer.shape(), p.buffer.dtype());
-  back.copy_from(p.buffer);
-  for (int64_t i = 0; i < p.pad; ++i) {
-    EXPECT_EQ(back.item(i), kSentinel) << "sentinel before out overwritten at " << i;
-    EXPECT_EQ(back.item(p.pad + p.numel + i), kSentinel)
-        << "sentinel after out overwritten at " << i;
-  }
-  return back.narrow(p.pad, p.numel).to(DType::f64).view(shape);
-}
+using test::fetch;
+using test::place;
+using test::Placed;
+using test::to_device;
 
 struct Case {
   int64_t batch, q_seq, kv_seq, q_heads, kv_heads, dim, window;

@@ -16,19 +16,17 @@
 #include <numeric>
 #include <vector>
 
-#include "test_util.h"
+#include "gpu/gpu_test_util.h"
 #include "tune/ops/ops.h"
 
 namespace tune {
 namespace {
 
-constexpr double kSentinel = 7.0;
-
-Tensor to_device(const Tensor& host, DType dtype) {
-  Tensor d = Tensor::empty(host.shape(), dtype, Device::cuda);
-  d.copy_from(host.dtype() == dtype ? host : host.to(dtype));
-  return d;
-}
+using test::fetch;
+using test::kSentinel;
+using test::place;
+using test::Placed;
+using test::to_device;
 
 Tensor to_host(const Tensor& device) {
   Tensor h = Tensor::empty(device.shape(), device.dtype());
@@ -40,30 +38,6 @@ Tensor i32_tensor(const Shape& shape, const std::vector<int32_t>& values) {
   Tensor t = Tensor::empty(shape, DType::i32);
   std::memcpy(t.raw(), values.data(), values.size() * sizeof(int32_t));
   return t;
-}
-
-struct Placed {
-  Tensor buffer, view;
-  int64_t pad = 0, numel = 0;
-};
-
-Placed place(const Shape& shape, DType dtype, int64_t pad) {
-  Placed p;
-  p.pad = pad;
-  p.numel = numel_of(shape);
-  p.buffer = to_device(test::full({p.numel + 2 * pad}, DType::f32, kSentinel), dtype);
-  p.view = p.buffer.narrow(pad, p.numel).view(shape);
-  return p;
-}
-
-Tensor fetch(const Placed& p, const Shape& shape, const char* name) {
-  const Tensor back = to_host(p.buffer);
-  for (int64_t i = 0; i < p.pad; ++i) {
-    EXPECT_EQ(back.item(i), kSentinel) << name << ": sentinel before overwritten at " << i;
-    EXPECT_EQ(back.item(p.pad + p.numel + i), kSentinel)
-        << name << ": sentinel after overwritten at " << i;
-  }
-  return back.narrow(p.pad, p.numel).to(DType::f64).view(shape);
 }
 
 TEST(CudaKvCacheWrite, RowsLandInTheirSlotsBitExact) {

@@ -5,19 +5,15 @@
 
 #include <cmath>
 
-#include "test_util.h"
+#include "gpu/gpu_test_util.h"
 #include "tune/ops/ops.h"
 
 namespace tune {
 namespace {
 
-using ops::Transpose;
+using test::to_device;
 
-Tensor to_device(const Tensor& host, DType dtype) {
-  Tensor d = Tensor::empty(host.shape(), dtype, Device::cuda);
-  d.copy_from(host.to(dtype));
-  return d;
-}
+using ops::Transpose;
 
 void check(DType dtype, int64_t m, int64_t n, int64_t k, Transpose ta, Transpose tb, double alpha,
            double beta, double tolerance) {

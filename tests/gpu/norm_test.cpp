@@ -5,19 +5,17 @@
 // to 1e-5 (relative, whole tensor), bf16 and f16 to 2e-2.
 #include <gtest/gtest.h>
 
-#include "test_util.h"
+#include "gpu/gpu_test_util.h"
 #include "tune/ops/ops.h"
 
 namespace tune {
 namespace {
 
-constexpr double kSentinel = 7.0;
-
-Tensor to_device(const Tensor& host, DType dtype) {
-  Tensor d = Tensor::empty(host.shape(), dtype, Device::cuda);
-  d.copy_from(host.to(dtype));
-  return d;
-}
+using test::fetch;
+using test::place;
+using test::Placed;
+using test::rounded;
+using test::to_device;
 
 Tensor to_host_f64(const Tensor& device) {
   Tensor h = Tensor::empty(device.shape(), device.dtype());
@@ -26,39 +24,7 @@ Tensor to_host_f64(const Tensor& device) {
 }
 
 // A device tensor of `shape` in the middle of a buffer of sentinels, holding `init` if defined.
-struct Placed {
-  Tensor buffer, view;
-  int64_t pad = 0, numel = 0;
-};
-
-Placed place(const Shape& shape, DType dtype, int64_t pad, const Tensor& init = Tensor()) {
-  Placed p;
-  p.pad = pad;
-  p.numel = 1;
-  for (int64_t d : shape) p.numel *= d;
-  Tensor host = test::full({p.numel + 2 * pad}, DType::f32, kSentinel).to(dtype);
-  if (init.defined()) host.narrow(pad, p.numel).copy_from(init.view({p.numel}).to(dtype));
-  p.buffer = to_device(host, dtype);
-  p.view = p.buffer.narrow(pad, p.numel).view(shape);
-  return p;
-}
-
 // The placed tensor back on the host in f64, after checking its sentinels.
-Tensor fetch(const Placed& p, const Shape& shape, const char* name) {
-  Tensor back = Tensor::empty(p.buffer.shape(), p.buffer.dtype());
-  back.copy_from(p.buffer);
-  for (int64_t i = 0; i < p.pad; ++i) {
-    EXPECT_EQ(back.item(i), kSentinel) << name << ": sentinel before overwritten at " << i;
-    EXPECT_EQ(back.item(p.pad + p.numel + i), kSentinel)
-        << name << ": sentinel after overwritten at " << i;
-  }
-  return back.narrow(p.pad, p.numel).to(DType::f64).view(shape);
-}
-
-Tensor rounded(const Shape& shape, DType dtype, uint64_t seed) {
-  return test::randn(shape, DType::f32, seed).to(dtype).to(DType::f64);
-}
-
 void check(DType dtype, int64_t n, int64_t c, int64_t pad) {
   SCOPED_TRACE(str(dtype_name(dtype), " n=", n, " c=", c, " pad=", pad));
   const double tol = dtype == DType::f32 ? 1e-5 : 2e-2;

@@ -5,46 +5,16 @@
 // position outside the tables throws naming it.
 #include <gtest/gtest.h>
 
-#include "test_util.h"
+#include "gpu/gpu_test_util.h"
 #include "tune/ops/ops.h"
 
 namespace tune {
 namespace {
 
-constexpr double kSentinel = 7.0;
-
-Tensor to_device(const Tensor& host, DType dtype) {
-  Tensor d = Tensor::empty(host.shape(), dtype, Device::cuda);
-  d.copy_from(host.to(dtype));
-  return d;
-}
-
-struct Placed {
-  Tensor buffer, view;
-  int64_t pad = 0, numel = 0;
-};
-
-Placed place(const Shape& shape, DType dtype, int64_t pad, const Tensor& init) {
-  Placed p;
-  p.pad = pad;
-  p.numel = numel_of(shape);
-  Tensor host = test::full({p.numel + 2 * pad}, DType::f32, kSentinel).to(dtype);
-  host.narrow(pad, p.numel).copy_from(init.view({p.numel}).to(dtype));
-  p.buffer = to_device(host, dtype);
-  p.view = p.buffer.narrow(pad, p.numel).view(shape);
-  return p;
-}
-
-Tensor fetch(const Placed& p, const Shape& shape, const char* name) {
-  Tensor back = Tensor::empty(p.buffer.shape(), p.buffer.dtype());
-  back.copy_from(p.buffer);
-  for (int64_t i = 0; i < p.pad; ++i) {
-    EXPECT_EQ(back.item(i), kSentinel) << name << ": sentinel before overwritten at " << i;
-    EXPECT_EQ(back.item(p.pad + p.numel + i), kSentinel)
-        << name << ": sentinel after overwritten at " << i;
-  }
-  return back.narrow(p.pad, p.numel).to(DType::f64).view(shape);
-}
+using test::fetch;
+using test::place;
+using test::Placed;
+using test::to_device;
 
 // Llama's tables for `positions` rows, rounded to dtype, in f64.
 void tables(int64_t positions, int64_t d, DType dtype, Tensor* cos, Tensor* sin) {
