@@ -23,6 +23,17 @@ void cuda_copy(void* dst, const void* src, size_t bytes, CopyKind kind);
 size_t cuda_memory_in_use();
 // Sets `bytes` of device memory to zero, queued on the calling thread's stream.
 void cuda_zero(void* dst, size_t bytes);
+// Waits until the current device has finished everything queued on it (every stream), so a host
+// clock around a step measures the step (benchmarks).
+void cuda_synchronize();
+// The most bytes allocated at once from the current device's memory pool (where cuda_allocate
+// and every stream-ordered allocation come from: parameters, gradients, optimizer state,
+// activations, scratch) since the last cuda_reset_peak_memory(): what
+// torch.cuda.max_memory_allocated() reports on the torch side. Not counted: the CUDA context, the
+// pool's cached but unused memory, and the few buffers taken with plain cudaMalloc (the cuBLASLt
+// workspace, small per-kernel scratch).
+size_t cuda_peak_memory();
+void cuda_reset_peak_memory();
 
 // A CUDA graph of the work queued on the calling thread's stream between begin_capture() and
 // end_capture(), replayed by launch() with the same kernels and arguments: a decode step, whose

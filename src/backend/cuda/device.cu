@@ -3,6 +3,8 @@
 // synchronise the device.
 #include <cuda_runtime.h>
 
+#include <cstdint>
+
 #include "backend/cuda/cuda_check.h"
 #include "tune/core/device.h"
 #include "tune/core/error.h"
@@ -59,6 +61,33 @@ size_t cuda_memory_in_use() {
 
 void cuda_zero(void* dst, size_t bytes) {
   TUNE_CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, cudaStreamPerThread));
+}
+
+void cuda_synchronize() {
+  TUNE_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+namespace {
+// The pool cudaMallocAsync draws from on the current device.
+cudaMemPool_t current_pool() {
+  int device = 0;
+  TUNE_CUDA_CHECK(cudaGetDevice(&device));
+  cudaMemPool_t pool = nullptr;
+  TUNE_CUDA_CHECK(cudaDeviceGetMemPool(&pool, device));
+  return pool;
+}
+}  // namespace
+
+size_t cuda_peak_memory() {
+  uint64_t high = 0;  // cuuint64_t in the driver API
+  TUNE_CUDA_CHECK(cudaMemPoolGetAttribute(current_pool(), cudaMemPoolAttrUsedMemHigh, &high));
+  return static_cast<size_t>(high);
+}
+
+void cuda_reset_peak_memory() {
+  // The only value the attribute accepts is 0, which sets the mark to what is in use now.
+  uint64_t zero = 0;
+  TUNE_CUDA_CHECK(cudaMemPoolSetAttribute(current_pool(), cudaMemPoolAttrUsedMemHigh, &zero));
 }
 
 void CudaGraph::begin_capture() {

@@ -37,6 +37,15 @@ size_t cuda_memory_in_use() {
 void cuda_zero(void*, size_t) {
   no_cuda("cuda_zero");
 }
+void cuda_synchronize() {
+  no_cuda("cuda_synchronize");
+}
+size_t cuda_peak_memory() {
+  no_cuda("cuda_peak_memory");
+}
+void cuda_reset_peak_memory() {
+  no_cuda("cuda_reset_peak_memory");
+}
 
 void CudaGraph::begin_capture() {
   no_cuda("CudaGraph::begin_capture");
