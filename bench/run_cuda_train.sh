@@ -16,7 +16,10 @@
 # Run it on the GPU machine from the repository root with the binaries built here and carried
 # there: BENCH_DIR (default build/release/bench) holds cuda_train, LIB_DIR (default
 # build/release) the bundled shared libraries (scripts/bundle-device.sh); PYTHON (default
-# /opt/torch/.venv/bin/python3, else python3) has torch, transformers and peft.
+# /opt/torch/.venv/bin/python3, else python3) has torch, transformers and peft. Each side of each
+# configuration gets SIDE_TIMEOUT seconds (default 300). All five take several minutes, the 8B
+# ones most: under a 10-minute limit per command, run --only 8b-lora,8b-lora-ckpt and
+# --only 1b-lora,1b-full,1b-full-blocks as two calls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,13 +44,14 @@ while (($#)); do
     --steps) steps="$2"; shift 2 ;;
     --warmup) warmup="$2"; shift 2 ;;
     --list) printf '%s\n' "${configs[@]}" "${extra[@]}" | cut -d'|' -f1; exit 0 ;;
-    -h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
     *) echo "run_cuda_train.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 bench_dir=${BENCH_DIR:-build/release/bench}
 lib_dir=${LIB_DIR:-build/release}
 python=${PYTHON:-/opt/torch/.venv/bin/python3}
+side_timeout=${SIDE_TIMEOUT:-300}
 [[ -x $python ]] || python=python3
 
 selected=()
@@ -70,12 +74,17 @@ echo "gpu:     $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 
 echo "commit:  $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 echo "python:  $python"
 
-# A side that crashed without its JSON line still gets one, so the table has a row for it.
+# A side that crashed or ran out of time without its JSON line still gets one, so the table has
+# a row for it.
 json_line() {
-  local side=$1 out=$2
+  local side=$1 out=$2 rc=$3
   local line
   line=$(grep '^{' <<<"$out" | tail -1 || true)
-  [[ -n $line ]] || line="{\"side\":\"$side\",\"error\":\"no output\"}"
+  if [[ -z $line ]]; then
+    local why="no output (exit $rc)"
+    [[ $rc == 124 ]] && why="timeout"
+    line="{\"side\":\"$side\",\"error\":\"$why\"}"
+  fi
   echo "$line"
 }
 
@@ -85,11 +94,12 @@ for c in "${selected[@]}"; do
   IFS='|' read -r name shape mode batch seq tune_ckpt hf_ckpt <<<"$c"
   echo
   echo "== $name: $shape, $mode, $batch x $seq, checkpointing tune.cpp $tune_ckpt / transformers $hf_ckpt"
-  out=$(LD_LIBRARY_PATH="$lib_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+  rc=0
+  out=$(LD_LIBRARY_PATH="$lib_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" timeout "$side_timeout" \
     "$bench_dir/cuda_train" --shape "$shape" --mode "$mode" --batch "$batch" --seq "$seq" \
-    --checkpointing "$tune_ckpt" --steps "$steps" --warmup "$warmup" 2>&1) || true
+    --checkpointing "$tune_ckpt" --steps "$steps" --warmup "$warmup" 2>&1) || rc=$?
   grep -v '^{' <<<"$out" | sed 's/^/  (tune.cpp) /' || true
-  tune_line=$(json_line tune.cpp "$out")
+  tune_line=$(json_line tune.cpp "$out" "$rc")
   echo "tune.cpp:     $tune_line"
   hf_line='{"side":"hf","error":"skipped"}'
   if [[ $skip_hf == 0 ]]; then
@@ -101,9 +111,10 @@ for c in "${selected[@]}"; do
       hf_args=(--shape "$shape" --mode "$mode" --batch "$batch" --seq "$seq" --steps "$steps"
         --warmup "$warmup")
       [[ $hf_ckpt == 1 ]] && hf_args+=(--checkpointing)
-      out=$("$python" bench/cuda_train_hf.py "${hf_args[@]}" 2>&1) || true
+      rc=0
+      out=$(timeout "$side_timeout" "$python" bench/cuda_train_hf.py "${hf_args[@]}" 2>&1) || rc=$?
       grep -v '^{' <<<"$out" | grep -iv 'warn' | tail -5 | sed 's/^/  (transformers) /' || true
-      hf_line=$(json_line hf "$out")
+      hf_line=$(json_line hf "$out" "$rc")
       hf_cache[$key]=$hf_line
       echo "transformers: $hf_line"
     fi

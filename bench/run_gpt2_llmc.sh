@@ -25,7 +25,7 @@ while (($#)); do
     --seq) seq="$2"; shift 2 ;;
     --steps) steps="$2"; shift 2 ;;
     --checkpointing) checkpointing="$2"; shift 2 ;;
-    -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
     *) echo "run_gpt2_llmc.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
