@@ -1,6 +1,7 @@
 // Cross-entropy over rows of logits with integer targets (-100 ignored), and the target count
 // callers divide by.
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cuda/loss_kernels.h"
 #include "ops/op_checks.h"
 #include "tune/ops/ops.h"
 
@@ -21,10 +22,30 @@ double cross_entropy(Tensor& dlogits, const Tensor& logits, const Tensor& target
   const int64_t n = logits.size(0), v = logits.size(1);
   if (v == 0) detail::fail(op, str("logits has shape ", shape_str(logits.shape()), "; V is 0"));
   const bool with_grad = dlogits.defined();  // undefined: loss only (evaluation)
-  if (with_grad) detail::check_same_shape(op, da, la);
+  if (with_grad) {
+    detail::check_same_shape(op, da, la);
+    // In place (dlogits is logits, to save an (N, V) buffer) or apart; never a partial overlap.
+    if (dlogits.raw() != logits.raw()) detail::check_no_overlap(op, da, la);
+  }
   const Device dev =
       with_grad ? detail::check_device(op, {da, la, ta}) : detail::check_device(op, {la, ta});
-  if (dev == Device::cuda) detail::no_cuda_kernel(op);
+  if (dev == Device::cuda) {
+    const DType dt =
+        with_grad ? detail::check_cuda_float(op, {da, la}) : detail::check_cuda_float(op, {la});
+    detail::check_index(op, ta);
+    // Targets stay on the device; the kernel reports the first bad row, read back here.
+    const cuda::CrossEntropyResult res =
+        cuda::cross_entropy(dt, targets.dtype(), with_grad ? dlogits.raw() : nullptr, logits.raw(),
+                            targets.raw(), n, v, grad_scale);
+    if (res.bad_row >= 0) {
+      Tensor one = Tensor::empty({1}, targets.dtype());
+      one.copy_from(targets.narrow(res.bad_row, 1));
+      detail::fail(op, str("target ", static_cast<int64_t>(one.item(0)), " at row ", res.bad_row,
+                           " is outside [0, ", v, ") for logits with shape ",
+                           shape_str(logits.shape()), "; use -100 to ignore a row"));
+    }
+    return res.loss;
+  }
   const DType dt = with_grad ? detail::check_float(op, {da, la}) : detail::check_float(op, {la});
   detail::check_index(op, ta);
   const int64_t bad = detail::first_out_of_range(targets, v, kIgnoreIndex);
@@ -48,12 +69,14 @@ double cross_entropy(Tensor& dlogits, const Tensor& logits, const Tensor& target
 int64_t count_targets(const Tensor& targets) {
   constexpr const char* op = "count_targets";
   const Arg ta{"targets", targets};
-  if (detail::check_device(op, {ta}) == Device::cuda) detail::no_cuda_kernel(op);
+  const bool cuda = detail::check_device(op, {ta}) == Device::cuda;
   detail::check_index(op, ta);
+  // On CUDA: counted on the host (a copy of N ids, once per batch).
+  const Tensor host = cuda ? targets.to(Device::cpu) : targets;
   int64_t count = 0;
   detail::dispatch_index(targets.dtype(), [&](auto itag) {
     using I = decltype(itag);
-    const I* p = targets.data<I>();
+    const I* p = host.data<I>();
     for (int64_t i = 0; i < targets.numel(); ++i) count += p[i] != kIgnoreIndex;
   });
   return count;

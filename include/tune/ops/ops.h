@@ -37,8 +37,8 @@ void bias_backward(Tensor& db, const Tensor& dy);
 void slice_columns(Tensor& out, const Tensor& x, int64_t start);
 // out[:, start : start + w] = x [N, w] for out [N, W]; the other columns are left as they are.
 void write_columns(Tensor& out, int64_t start, const Tensor& x);
-// Sum of squares accumulated in double; the grad-norm building block. On CUDA (f32) a fixed
-// two-pass reduction, deterministic, that waits for its result.
+// Sum of squares accumulated in double; the grad-norm building block. On CUDA (f32, bf16, f16)
+// a fixed two-pass reduction, deterministic, that waits for its result.
 double sum_squares(const Tensor& x);
 
 // ---- embedding ----
@@ -65,11 +65,12 @@ void rms_norm_matmul(Tensor& y, const Tensor& x, const Tensor& norm_w, double ep
 
 // ---- LayerNorm over the last dimension (GPT-2): y = (x - mean) * rstd * w + b with
 // rstd = 1 / sqrt(var + eps), var the biased variance of the row ----
-// x, y [N, C]; w, b [C]; mean, rstd [N] saved for backward.
+// x, y [N, C]; w, b [C]; mean, rstd [N] saved for backward (f32 on CUDA, where x may also be
+// bf16 or f16; math in f32).
 void layer_norm_forward(Tensor& y, Tensor& mean, Tensor& rstd, const Tensor& x, const Tensor& w,
                         const Tensor& b, double eps);
 // dx [N, C] written (may alias dy); dw, db [C] accumulated (+=), each skipped when undefined
-// (a frozen weight or bias).
+// (a frozen weight or bias). On CUDA dw and db are deterministic (no atomics).
 void layer_norm_backward(Tensor& dx, Tensor& dw, Tensor& db, const Tensor& dy, const Tensor& x,
                          const Tensor& w, const Tensor& mean, const Tensor& rstd);
 
@@ -157,20 +158,24 @@ void gelu_tanh_backward(Tensor& dx, const Tensor& dy, const Tensor& x);
 
 // ---- dropout with a counter-based mask: element i is kept when
 // uniform01(seed, stream, i) >= p, and kept values are scaled by 1 / (1 - p). The mask is a pure
-// function of (seed, stream, i), so backward is the same call on dy and nothing is stored. ----
+// function of (seed, stream, i), so backward is the same call on dy and nothing is stored; CUDA
+// draws the same mask as the CPU, bit for bit. ----
 void dropout(Tensor& out, const Tensor& x, double p, uint64_t seed, uint64_t stream);
 
 // ---- cross-entropy over rows of logits [N, V] with integer targets [N]; target -100 is
 // ignored. Returns the sum of -log softmax(logits)[target] over counted rows (in double). When
 // dlogits is defined it is written: grad_scale * (softmax - onehot(target)) on counted rows, 0
-// on ignored rows. A target outside [0, V) other than -100 throws, naming row and value. ----
+// on ignored rows; dlogits may be logits itself (in place, to save an (N, V) buffer). A target
+// outside [0, V) other than -100 throws, naming row and value. On CUDA (f32, bf16, f16 logits;
+// math in f32) targets stay on the device, the loss is summed there in a fixed order, and the call
+// waits for it (one sync). ----
 double cross_entropy(Tensor& dlogits, const Tensor& logits, const Tensor& targets,
                      double grad_scale);
-// Number of targets that are not -100.
+// Number of targets that are not -100 (on CUDA the targets are copied to the host).
 int64_t count_targets(const Tensor& targets);
 
 // ---- optimizer updates, elementwise over flat buffers (same numel; f32 or f64 on the CPU, f32
-// on CUDA, where AdamW equals the CPU's update to the bit) ----
+// on CUDA, where AdamW and SGD equal the CPU's update to the bit) ----
 // torch.optim.AdamW, step >= 1:
 //   p -= lr * weight_decay * p;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
 //   p -= (lr / (1 - b1^step)) * m / (sqrt(v) / sqrt(1 - b2^step) + eps)
@@ -181,5 +186,14 @@ void adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, doubl
 // buf is not touched (may be undefined).
 void sgd_update(Tensor& param, const Tensor& grad, Tensor& momentum_buf, double lr, double momentum,
                 double weight_decay, int64_t step);
+// Mixed precision: master (f32) and the moments m, v (f32) follow torch.optim.AdamW exactly as
+// adamw_update does, on g = grad_scale * grad (grad in the compute dtype: f32, bf16 or f16;
+// grad_scale folds the gradient-clipping factor and f16's loss-scale unscaling into the same pass);
+// then param (the compute copy: bf16, f16 or f32, grad's dtype) = master rounded to nearest.
+// step >= 1. With grad and param f32 and grad_scale 1, master, m and v equal adamw_update's to the
+// bit. On either device; no two tensors may share memory.
+void adamw_update_mixed(Tensor& master, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
+                        double lr, double beta1, double beta2, double eps, double weight_decay,
+                        int64_t step, double grad_scale);
 
 }  // namespace tune::ops
