@@ -1,4 +1,4 @@
-// RMSNorm forward and backward over the last dimension of (N, C) activations.
+// RMSNorm and LayerNorm forward and backward over the last dimension of (N, C) activations.
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cuda/norm_kernels.h"
 #include "ops/op_checks.h"
@@ -10,8 +10,8 @@ using detail::Arg;
 
 namespace {
 
-// CUDA RMSNorm: the activation and weight tensors share one dtype (f32, bf16 or f16), computed
-// in f32; rstd is f32 whatever that dtype is.
+// CUDA norms: the activation and weight tensors share one dtype (f32, bf16 or f16), computed
+// in f32; rstd (and LayerNorm's mean) is f32 whatever that dtype is.
 DType check_cuda_norm_dtypes(const char* op, std::initializer_list<Arg> args, const Arg& rstd) {
   const DType dt = detail::check_cuda_float(op, args);
   if (rstd.tensor.dtype() != DType::f32) {
@@ -84,8 +84,14 @@ void layer_norm_forward(Tensor& y, Tensor& mean, Tensor& rstd, const Tensor& x, 
   detail::check_shape(op, ma, {x.size(0)}, xa);
   detail::check_shape(op, ra, {x.size(0)}, xa);
   if (!(eps >= 0.0)) detail::fail(op, str("eps = ", eps, " must be >= 0"));
-  if (detail::check_device(op, {ya, ma, ra, xa, wa, ba}) == Device::cuda)
-    detail::no_cuda_kernel(op);
+  if (detail::check_device(op, {ya, ma, ra, xa, wa, ba}) == Device::cuda) {
+    const DType dt = check_cuda_norm_dtypes(op, {ya, xa, wa, ba}, ra);
+    check_cuda_norm_dtypes(op, {xa}, ma);
+    cuda::layer_norm_forward(dt, y.raw(), static_cast<float*>(mean.raw()),
+                             static_cast<float*>(rstd.raw()), x.raw(), w.raw(), b.raw(), x.size(0),
+                             x.size(1), static_cast<float>(eps));
+    return;
+  }
   const DType dt = detail::check_float(op, {ya, ma, ra, xa, wa, ba});
   detail::dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);
@@ -105,15 +111,27 @@ void layer_norm_backward(Tensor& dx, Tensor& dw, Tensor& db, const Tensor& dy, c
   detail::check_shape(op, ra, {x.size(0)}, xa);
   detail::check_same_shape(op, dya, xa);
   detail::check_same_shape(op, dxa, xa);
-  if (detail::check_device(op, {dxa, dya, xa, wa, ma, ra}) == Device::cuda)
-    detail::no_cuda_kernel(op);
-  const DType dt = detail::check_float(op, {dxa, dya, xa, wa, ma, ra});
+  const bool cuda = detail::check_device(op, {dxa, dya, xa, wa, ma, ra}) == Device::cuda;
+  const DType dt = cuda ? check_cuda_norm_dtypes(op, {dxa, dya, xa, wa}, ra)
+                        : detail::check_float(op, {dxa, dya, xa, wa, ma, ra});
+  if (cuda) check_cuda_norm_dtypes(op, {xa}, ma);
   // dw, db are undefined for a frozen weight or bias.
   for (const Arg* g : {&dwa, &dba}) {
     if (!g->tensor.defined()) continue;
     detail::check_same_shape(op, *g, wa);
     detail::check_device(op, {*g, xa});
-    detail::check_float(op, {*g, xa});
+    if (cuda) {
+      detail::check_cuda_float(op, {*g, xa});
+    } else {
+      detail::check_float(op, {*g, xa});
+    }
+  }
+  if (cuda) {
+    cuda::layer_norm_backward(dt, dx.raw(), dw.defined() ? dw.raw() : nullptr,
+                              db.defined() ? db.raw() : nullptr, dy.raw(), x.raw(), w.raw(),
+                              static_cast<const float*>(mean.raw()),
+                              static_cast<const float*>(rstd.raw()), x.size(0), x.size(1));
+    return;
   }
   detail::dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);

@@ -1,8 +1,8 @@
-// ops::rms_norm_forward / rms_norm_backward on the GPU against the CPU op in f64 on the same
-// rounded inputs, at awkward sizes, with every output placed inside a larger device buffer whose
-// sentinels must survive (a pad of 37 elements leaves the outputs misaligned for 128-bit access, 64
-// keeps them aligned, so both the scalar and the vectorised kernels are exercised). f32 must match
-// to 1e-5 (relative, whole tensor), bf16 and f16 to 2e-2.
+// ops::rms_norm_* and layer_norm_* forward / backward on the GPU against the CPU op in f64 on the
+// same rounded inputs, at awkward sizes, with every output placed inside a larger device buffer
+// whose sentinels must survive (a pad of 37 elements leaves the outputs misaligned for 128-bit
+// access, 64 keeps them aligned, so both the scalar and the vectorised kernels are exercised). f32
+// must match to 1e-5 (relative, whole tensor), bf16 and f16 to 2e-2.
 #include <gtest/gtest.h>
 
 #include "gpu/gpu_test_util.h"
@@ -109,6 +109,116 @@ TEST(CudaRmsNorm, RejectsNonF32RstdAndMixedDtypes) {
   Tensor w32 = Tensor::zeros({8}, DType::f32, Device::cuda);
   EXPECT_THROW(ops::rms_norm_forward(y, rstd, x, w32, 1e-5), Error);
   EXPECT_NO_THROW(ops::rms_norm_forward(y, rstd, x, w, 1e-5));
+}
+
+// LayerNorm, as check() above: the CPU op in f64 on the same rounded inputs; the backward on both
+// sides from the f32-rounded mean and rstd the GPU keeps. x gets an offset so that the mean
+// matters.
+void check_layer_norm(DType dtype, int64_t n, int64_t c, int64_t pad) {
+  SCOPED_TRACE(str("layer_norm ", dtype_name(dtype), " n=", n, " c=", c, " pad=", pad));
+  const double tol = dtype == DType::f32 ? 1e-5 : 2e-2;
+  const double eps = 1e-5;
+  const uint64_t seed = static_cast<uint64_t>(n * 1000003 + c * 1009 + pad + 17);
+  Tensor xs = test::randn({n, c}, DType::f64, seed);
+  for (int64_t i = 0; i < xs.numel(); ++i) xs.data<double>()[i] = 2.0 + 0.5 * xs.data<double>()[i];
+  const Tensor xr = xs.to(DType::f32).to(dtype).to(DType::f64);
+  const Tensor w = rounded({c}, dtype, seed + 1), b = rounded({c}, dtype, seed + 4);
+  const Tensor dy = rounded({n, c}, dtype, seed + 2), dw0 = rounded({c}, dtype, seed + 3);
+  const Tensor db0 = rounded({c}, dtype, seed + 5);
+
+  Tensor y_ref = Tensor::empty({n, c}, DType::f64), mean_ref = Tensor::empty({n}, DType::f64),
+         rstd_ref = Tensor::empty({n}, DType::f64);
+  ops::layer_norm_forward(y_ref, mean_ref, rstd_ref, xr, w, b, eps);
+  const Tensor xd = to_device(xr, dtype), wd = to_device(w, dtype), bd = to_device(b, dtype);
+  Placed y = place({n, c}, dtype, pad), mean = place({n}, DType::f32, pad),
+         rstd = place({n}, DType::f32, pad);
+  ops::layer_norm_forward(y.view, mean.view, rstd.view, xd, wd, bd, eps);
+  EXPECT_LE(test::rel_error(fetch(y, {n, c}, "y"), y_ref), tol);
+  EXPECT_LE(test::rel_error(fetch(mean, {n}, "mean"), mean_ref), 1e-5);
+  EXPECT_LE(test::rel_error(fetch(rstd, {n}, "rstd"), rstd_ref), 1e-5);
+
+  const Tensor mean32 = mean_ref.to(DType::f32).to(DType::f64);
+  const Tensor rstd32 = rstd_ref.to(DType::f32).to(DType::f64);
+  Tensor dx_ref = Tensor::empty({n, c}, DType::f64), dw_ref = dw0.clone(), db_ref = db0.clone();
+  ops::layer_norm_backward(dx_ref, dw_ref, db_ref, dy, xr, w, mean32, rstd32);
+  const Tensor dyd = to_device(dy, dtype), md = to_device(mean32, DType::f32),
+               rd = to_device(rstd32, DType::f32);
+  Placed dx = place({n, c}, dtype, pad), dw = place({c}, dtype, pad, dw0),
+         db = place({c}, dtype, pad, db0);
+  ops::layer_norm_backward(dx.view, dw.view, db.view, dyd, xd, wd, md, rd);
+  EXPECT_LE(test::rel_error(fetch(dx, {n, c}, "dx"), dx_ref), tol);
+  EXPECT_LE(test::rel_error(fetch(dw, {c}, "dw"), dw_ref), tol);
+  EXPECT_LE(test::rel_error(fetch(db, {c}, "db"), db_ref), tol);
+}
+
+TEST(CudaLayerNorm, MatchesCpuAtAwkwardSizes) {
+  for (DType dtype : {DType::f32, DType::bf16, DType::f16}) {
+    for (int64_t n : {1, 7, 33, 257, 4097}) {
+      for (int64_t c : {64, 80, 768, 1600}) {
+        check_layer_norm(dtype, n, c, 37);
+        check_layer_norm(dtype, n, c, 64);
+        if (testing::Test::HasFailure()) return;
+      }
+    }
+    check_layer_norm(dtype, 33, 8192, 64);  // dw, db partials in global memory
+    check_layer_norm(dtype, 7, 1, 64);
+  }
+}
+
+TEST(CudaLayerNorm, BackwardInPlaceFrozenAndDeterministic) {
+  const int64_t n = 1031, c = 768;
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    SCOPED_TRACE(dtype_name(dtype));
+    const double tol = dtype == DType::f32 ? 1e-5 : 2e-2;
+    const Tensor x = rounded({n, c}, dtype, 11), w = rounded({c}, dtype, 12);
+    const Tensor b = rounded({c}, dtype, 13), dy = rounded({n, c}, dtype, 14);
+    const Tensor dw0 = rounded({c}, dtype, 15), db0 = rounded({c}, dtype, 16);
+    Tensor mean = Tensor::empty({n}, DType::f64), rstd = Tensor::empty({n}, DType::f64),
+           y = Tensor::empty({n, c}, DType::f64);
+    ops::layer_norm_forward(y, mean, rstd, x, w, b, 1e-5);
+    mean = mean.to(DType::f32).to(DType::f64);
+    rstd = rstd.to(DType::f32).to(DType::f64);
+    Tensor dx_ref = Tensor::empty({n, c}, DType::f64), dw_ref = dw0.clone(), db_ref = db0.clone();
+    ops::layer_norm_backward(dx_ref, dw_ref, db_ref, dy, x, w, mean, rstd);
+
+    const Tensor xd = to_device(x, dtype), wd = to_device(w, dtype);
+    const Tensor md = to_device(mean, DType::f32), rd = to_device(rstd, DType::f32);
+    // dx aliasing dy; weight and bias frozen.
+    Tensor inplace = to_device(dy, dtype);
+    Tensor none_w, none_b;
+    ops::layer_norm_backward(inplace, none_w, none_b, inplace, xd, wd, md, rd);
+    EXPECT_LE(test::rel_error(to_host_f64(inplace), dx_ref), tol);
+    // Only the bias trainable.
+    const Tensor dyd = to_device(dy, dtype);
+    Tensor dx = Tensor::empty({n, c}, dtype, Device::cuda);
+    Tensor db_only = to_device(db0, dtype);
+    ops::layer_norm_backward(dx, none_w, db_only, dyd, xd, wd, md, rd);
+    EXPECT_LE(test::rel_error(to_host_f64(db_only), db_ref), tol);
+    // dw, db bitwise the same on every run.
+    Tensor dw1 = to_device(dw0, dtype), dw2 = to_device(dw0, dtype);
+    Tensor db1 = to_device(db0, dtype), db2 = to_device(db0, dtype);
+    ops::layer_norm_backward(dx, dw1, db1, dyd, xd, wd, md, rd);
+    ops::layer_norm_backward(dx, dw2, db2, dyd, xd, wd, md, rd);
+    EXPECT_EQ(test::max_abs_diff(to_host_f64(dw1), to_host_f64(dw2)), 0.0);
+    EXPECT_EQ(test::max_abs_diff(to_host_f64(db1), to_host_f64(db2)), 0.0);
+    EXPECT_LE(test::rel_error(to_host_f64(dw1), dw_ref), tol);
+    EXPECT_LE(test::rel_error(to_host_f64(db1), db_ref), tol);
+  }
+}
+
+TEST(CudaLayerNorm, RejectsNonF32StatsAndMixedDtypes) {
+  Tensor x = Tensor::zeros({4, 8}, DType::bf16, Device::cuda);
+  Tensor w = Tensor::zeros({8}, DType::bf16, Device::cuda);
+  Tensor b = Tensor::zeros({8}, DType::bf16, Device::cuda);
+  Tensor y = Tensor::zeros({4, 8}, DType::bf16, Device::cuda);
+  Tensor stat16 = Tensor::zeros({4}, DType::bf16, Device::cuda);
+  Tensor mean = Tensor::zeros({4}, DType::f32, Device::cuda);
+  Tensor rstd = Tensor::zeros({4}, DType::f32, Device::cuda);
+  EXPECT_THROW(ops::layer_norm_forward(y, stat16, rstd, x, w, b, 1e-5), Error);
+  EXPECT_THROW(ops::layer_norm_forward(y, mean, stat16, x, w, b, 1e-5), Error);
+  Tensor b32 = Tensor::zeros({8}, DType::f32, Device::cuda);
+  EXPECT_THROW(ops::layer_norm_forward(y, mean, rstd, x, w, b32, 1e-5), Error);
+  EXPECT_NO_THROW(ops::layer_norm_forward(y, mean, rstd, x, w, b, 1e-5));
 }
 
 }  // namespace

@@ -1,4 +1,5 @@
-// RMSNorm on the GPU; the variants were measured in dev/kernels/rms_norm.cu. Math in f32 for
+// RMSNorm and LayerNorm on the GPU; the variants were measured in dev/kernels/rms_norm.cu and
+// dev/kernels/layer_norm.cu. Math in f32 for
 // every storage dtype (f32, bf16, f16); loads and stores are 128 bits wide when c and every
 // pointer allow it, scalar otherwise (views into larger buffers need not be 16-byte aligned).
 // Forward: one warp per row for short rows, one block per row otherwise.
@@ -6,6 +7,8 @@
 // partial sums (shared memory, or global scratch for very wide rows) are its alone: no races and
 // no atomics. Each block writes its partial row; a second kernel adds the partials to dw in block
 // order, so dw is bitwise reproducible run to run.
+// LayerNorm follows the same plan: mean and rstd (saved, f32) from two passes over the row, and
+// a backward whose blocks keep dw and db partials side by side.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -163,6 +166,145 @@ __global__ void rms_dw_reduce(T* dw, const float* partial, int blocks, int c) {
   dw[j] = from_f<T>(to_f(dw[j]) + s);
 }
 
+// ---- LayerNorm ----
+// Mean and variance of the row in two passes over x (the second from L1/L2): the variance as
+// mean((x - mean)^2), never mean(x^2) - mean^2, which cancels catastrophically for rows with a
+// large mean.
+
+// lanes threads (a warp, or the block) own row r; sum is warp_sum or a block sum.
+template <typename T, int V, typename Sum>
+__device__ __forceinline__ void layer_norm_row(T* yr, float* mean, float* rstd, const T* xr,
+                                               const T* w, const T* b, int c, float eps, int lane,
+                                               int lanes, Sum sum) {
+  float s = 0;
+  for (int j = lane * V; j < c; j += lanes * V) {
+    const Pack<T, V> p = load<T, V>(xr + j);
+#pragma unroll
+    for (int k = 0; k < V; ++k) s += to_f(p.v[k]);
+  }
+  const float mu = sum(s) / c;
+  float ss = 0;
+  for (int j = lane * V; j < c; j += lanes * V) {
+    const Pack<T, V> p = load<T, V>(xr + j);
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      const float d = to_f(p.v[k]) - mu;
+      ss += d * d;
+    }
+  }
+  const float rs = rsqrtf(sum(ss) / c + eps);
+  if (lane == 0) {
+    *mean = mu;
+    *rstd = rs;
+  }
+  for (int j = lane * V; j < c; j += lanes * V) {
+    const Pack<T, V> px = load<T, V>(xr + j), pw = load<T, V>(w + j), pb = load<T, V>(b + j);
+    Pack<T, V> py;
+#pragma unroll
+    for (int k = 0; k < V; ++k)
+      py.v[k] = from_f<T>((to_f(px.v[k]) - mu) * rs * to_f(pw.v[k]) + to_f(pb.v[k]));
+    store<T, V>(yr + j, py);
+  }
+}
+
+template <typename T, int V>
+__global__ void layer_forward_warp(T* y, float* mean, float* rstd, const T* x, const T* w,
+                                   const T* b, int n, int c, float eps) {
+  const int r =
+      static_cast<int>((blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32);
+  if (r >= n) return;
+  const int64_t off = static_cast<int64_t>(r) * c;
+  layer_norm_row<T, V>(y + off, mean + r, rstd + r, x + off, w, b, c, eps, threadIdx.x % 32, 32,
+                       [](float v) { return warp_sum(v); });
+}
+
+template <typename T, int V>
+__global__ void layer_forward_block(T* y, float* mean, float* rstd, const T* x, const T* w,
+                                    const T* b, int c, float eps) {
+  __shared__ float scratch[32];
+  const int64_t r = blockIdx.x;
+  layer_norm_row<T, V>(y + r * c, mean + r, rstd + r, x + r * c, w, b, c, eps, threadIdx.x,
+                       blockDim.x, [&](float v) { return block_sum(v, scratch); });
+}
+
+// As rms_backward_rows, with xhat = (x - mean) * rstd and g = w * dy:
+//   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),  dw += dy * xhat,  db += dy.
+// partial [gridDim.x, 2c] (null: neither dw nor db) receives each block's dw sums in its first c
+// columns and db sums in the next c.
+template <typename T, int V>
+__global__ void layer_backward_rows(T* dx, float* partial, const T* dy, const T* x, const T* w,
+                                    const float* mean, const float* rstd, int n, int c,
+                                    bool smem_acc) {
+  extern __shared__ float dyn[];
+  __shared__ float scratch[32];
+  float* acc =
+      partial ? (smem_acc ? dyn : partial + static_cast<int64_t>(blockIdx.x) * 2 * c) : nullptr;
+  if (acc) {
+    for (int j = threadIdx.x * V; j < c; j += blockDim.x * V) {
+#pragma unroll
+      for (int k = 0; k < V; ++k) acc[j + k] = acc[c + j + k] = 0.f;
+    }
+  }
+  for (int r = blockIdx.x; r < n; r += gridDim.x) {
+    const T* dyr = dy + static_cast<int64_t>(r) * c;
+    const T* xr = x + static_cast<int64_t>(r) * c;
+    T* dxr = dx + static_cast<int64_t>(r) * c;
+    const float mu = mean[r], rs = rstd[r];
+    float sg = 0, sgx = 0;
+    for (int j = threadIdx.x * V; j < c; j += blockDim.x * V) {
+      const Pack<T, V> pdy = load<T, V>(dyr + j), px = load<T, V>(xr + j), pw = load<T, V>(w + j);
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        const float g = to_f(pw.v[k]) * to_f(pdy.v[k]);
+        sg += g;
+        sgx += g * (to_f(px.v[k]) - mu);
+      }
+    }
+    // The block sums' barriers also order every read of this dy row before any write of dx.
+    const float mean_g = block_sum(sg, scratch) / c;
+    const float mean_gx = block_sum(sgx, scratch) * rs / c;
+    for (int j = threadIdx.x * V; j < c; j += blockDim.x * V) {
+      const Pack<T, V> pdy = load<T, V>(dyr + j), px = load<T, V>(xr + j), pw = load<T, V>(w + j);
+      Pack<T, V> pdx;
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        const float d = to_f(pdy.v[k]), xhat = (to_f(px.v[k]) - mu) * rs;
+        if (acc) {
+          acc[j + k] += d * xhat;
+          acc[c + j + k] += d;
+        }
+        pdx.v[k] = from_f<T>(rs * (to_f(pw.v[k]) * d - mean_g - xhat * mean_gx));
+      }
+      store<T, V>(dxr + j, pdx);
+    }
+  }
+  if (acc && smem_acc) {
+    float* out = partial + static_cast<int64_t>(blockIdx.x) * 2 * c;
+    for (int j = threadIdx.x * V; j < c; j += blockDim.x * V) {
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        out[j + k] = acc[j + k];
+        out[c + j + k] = acc[c + j + k];
+      }
+    }
+  }
+}
+
+// dw[j] += the sum over blocks, in order, of partial[b, j]; db[j] likewise of partial[b, c + j].
+// Either may be null.
+template <typename T>
+__global__ void layer_dwdb_reduce(T* dw, T* db, const float* partial, int blocks, int c) {
+  const int j = blockIdx.x * blockDim.x + threadIdx.x;
+  if (j >= c) return;
+  float sw = 0, sb = 0;
+  for (int b = 0; b < blocks; ++b) {
+    sw += partial[static_cast<int64_t>(b) * 2 * c + j];
+    sb += partial[static_cast<int64_t>(b) * 2 * c + c + j];
+  }
+  if (dw) dw[j] = from_f<T>(to_f(dw[j]) + sw);
+  if (db) db[j] = from_f<T>(to_f(db[j]) + sb);
+}
+
 constexpr int kThreads = 256;
 constexpr int kBlocksPerSm = 4;  // backward grid: enough resident blocks to cover latency
 constexpr size_t kSmemLimit = 48 * 1024;
@@ -266,6 +408,74 @@ void backward_t(void* dx, void* dw, const void* dy, const void* x, const void* w
   }
 }
 
+template <typename T, int V>
+void layer_forward_v(T* y, float* mean, float* rstd, const T* x, const T* w, const T* b, int n,
+                     int c, float eps) {
+  const cudaStream_t stream = cudaStreamPerThread;
+  const int units = (c + V - 1) / V;
+  if (units <= 32 * 4) {
+    const int64_t threads = static_cast<int64_t>(n) * 32;
+    layer_forward_warp<T, V>
+        <<<static_cast<unsigned>((threads + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
+            y, mean, rstd, x, w, b, n, c, eps);
+  } else {
+    layer_forward_block<T, V><<<n, threads_for(units), 0, stream>>>(y, mean, rstd, x, w, b, c, eps);
+  }
+  TUNE_CUDA_CHECK(cudaGetLastError());
+}
+
+template <typename T>
+void layer_forward_t(void* y, float* mean, float* rstd, const void* x, const void* w, const void* b,
+                     int n, int c, float eps) {
+  constexpr int V = 16 / sizeof(T);
+  auto* yt = static_cast<T*>(y);
+  auto* xt = static_cast<const T*>(x);
+  auto* wt = static_cast<const T*>(w);
+  auto* bt = static_cast<const T*>(b);
+  if (c % V == 0 && aligned16(y) && aligned16(x) && aligned16(w) && aligned16(b)) {
+    layer_forward_v<T, V>(yt, mean, rstd, xt, wt, bt, n, c, eps);
+  } else {
+    layer_forward_v<T, 1>(yt, mean, rstd, xt, wt, bt, n, c, eps);
+  }
+}
+
+template <typename T, int V>
+void layer_backward_v(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const float* mean,
+                      const float* rstd, int n, int c) {
+  const cudaStream_t stream = cudaStreamPerThread;
+  const int grid = std::min(n, sm_count() * kBlocksPerSm);
+  const bool sums = dw || db;
+  float* partial =
+      sums ? partial_scratch(static_cast<size_t>(grid) * 2 * c * sizeof(float)) : nullptr;
+  const bool smem_acc = sums && static_cast<size_t>(2 * c) * sizeof(float) <= kSmemLimit;
+  const size_t smem = smem_acc ? static_cast<size_t>(2 * c) * sizeof(float) : 0;
+  layer_backward_rows<T, V><<<grid, threads_for((c + V - 1) / V), smem, stream>>>(
+      dx, partial, dy, x, w, mean, rstd, n, c, smem_acc);
+  TUNE_CUDA_CHECK(cudaGetLastError());
+  if (sums) {
+    layer_dwdb_reduce<T>
+        <<<(c + kThreads - 1) / kThreads, kThreads, 0, stream>>>(dw, db, partial, grid, c);
+    TUNE_CUDA_CHECK(cudaGetLastError());
+  }
+}
+
+template <typename T>
+void layer_backward_t(void* dx, void* dw, void* db, const void* dy, const void* x, const void* w,
+                      const float* mean, const float* rstd, int n, int c) {
+  constexpr int V = 16 / sizeof(T);
+  auto* dxt = static_cast<T*>(dx);
+  auto* dwt = static_cast<T*>(dw);
+  auto* dbt = static_cast<T*>(db);
+  auto* dyt = static_cast<const T*>(dy);
+  auto* xt = static_cast<const T*>(x);
+  auto* wt = static_cast<const T*>(w);
+  if (c % V == 0 && aligned16(dx) && aligned16(dy) && aligned16(x) && aligned16(w)) {
+    layer_backward_v<T, V>(dxt, dwt, dbt, dyt, xt, wt, mean, rstd, n, c);
+  } else {
+    layer_backward_v<T, 1>(dxt, dwt, dbt, dyt, xt, wt, mean, rstd, n, c);
+  }
+}
+
 void check_sizes(const char* what, int64_t n, int64_t c) {
   if (n > INT_MAX || c > INT_MAX / 2) {
     throw Error(str(what, ": ", n, " rows of ", c, " exceed the kernel's int indexing"));
@@ -309,6 +519,41 @@ void rms_norm_backward(DType dtype, void* dx, void* dw, const void* dy, const vo
       return backward_t<__half>(dx, dw, dy, x, w, rstd, ni, ci);
     default:
       bad_dtype("cuda::rms_norm_backward", dtype);
+  }
+}
+
+void layer_norm_forward(DType dtype, void* y, float* mean, float* rstd, const void* x,
+                        const void* w, const void* b, int64_t n, int64_t c, float eps) {
+  check_sizes("cuda::layer_norm_forward", n, c);
+  if (n == 0) return;
+  const int ni = static_cast<int>(n), ci = static_cast<int>(c);
+  switch (dtype) {
+    case DType::f32:
+      return layer_forward_t<float>(y, mean, rstd, x, w, b, ni, ci, eps);
+    case DType::bf16:
+      return layer_forward_t<__nv_bfloat16>(y, mean, rstd, x, w, b, ni, ci, eps);
+    case DType::f16:
+      return layer_forward_t<__half>(y, mean, rstd, x, w, b, ni, ci, eps);
+    default:
+      bad_dtype("cuda::layer_norm_forward", dtype);
+  }
+}
+
+void layer_norm_backward(DType dtype, void* dx, void* dw, void* db, const void* dy, const void* x,
+                         const void* w, const float* mean, const float* rstd, int64_t n,
+                         int64_t c) {
+  check_sizes("cuda::layer_norm_backward", n, c);
+  if (n == 0 || c == 0) return;
+  const int ni = static_cast<int>(n), ci = static_cast<int>(c);
+  switch (dtype) {
+    case DType::f32:
+      return layer_backward_t<float>(dx, dw, db, dy, x, w, mean, rstd, ni, ci);
+    case DType::bf16:
+      return layer_backward_t<__nv_bfloat16>(dx, dw, db, dy, x, w, mean, rstd, ni, ci);
+    case DType::f16:
+      return layer_backward_t<__half>(dx, dw, db, dy, x, w, mean, rstd, ni, ci);
+    default:
+      bad_dtype("cuda::layer_norm_backward", dtype);
   }
 }
 

@@ -1,6 +1,7 @@
-// The CUDA backend's RMSNorm entry points for src/ops, in plain C++ types (no CUDA headers).
-// Defined in src/backend/cuda/norm.cu, or by no_cuda_norm.cpp in builds without CUDA. Pointers
-// are device pointers; work is queued on the calling thread's stream (cudaStreamPerThread).
+// The CUDA backend's RMSNorm and LayerNorm entry points for src/ops, in plain C++ types (no CUDA
+// headers). Defined in src/backend/cuda/norm.cu, or by no_cuda_norm.cpp in builds without CUDA.
+// Pointers are device pointers; work is queued on the calling thread's stream
+// (cudaStreamPerThread).
 #pragma once
 
 #include <cstdint>
@@ -19,5 +20,16 @@ void rms_norm_forward(DType dtype, void* y, float* rstd, const void* x, const vo
 // per-block partial sums, then a column pass over them in order (no float atomics).
 void rms_norm_backward(DType dtype, void* dx, void* dw, const void* dy, const void* x,
                        const void* w, const float* rstd, int64_t n, int64_t c);
+
+// LayerNorm: x, y [n, c] and w, b [c] of `dtype` (f32, bf16 or f16); mean, rstd [n] always f32;
+// math in f32. y = (x - mean) * rstd * w + b, rstd = 1 / sqrt(mean((x - mean)^2) + eps).
+void layer_norm_forward(DType dtype, void* y, float* mean, float* rstd, const void* x,
+                        const void* w, const void* b, int64_t n, int64_t c, float eps);
+
+// dx [n, c] = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = w * dy and
+// xhat = (x - mean) * rstd (dx may alias dy); dw [c] += column sums of dy * xhat and db [c] +=
+// column sums of dy, each skipped when null. Deterministic as rms_norm_backward.
+void layer_norm_backward(DType dtype, void* dx, void* dw, void* db, const void* dy, const void* x,
+                         const void* w, const float* mean, const float* rstd, int64_t n, int64_t c);
 
 }  // namespace tune::cuda
