@@ -1,4 +1,4 @@
-// SwiGLU forward and backward on (N, F) activations.
+// SwiGLU forward and backward on (N, F) activations, and GELU (tanh) on any shape.
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cuda/elementwise_kernels.h"
 #include "ops/op_checks.h"
@@ -54,7 +54,11 @@ void gelu_tanh_forward(Tensor& y, const Tensor& x) {
   constexpr const char* op = "gelu_tanh_forward";
   const Arg ya{"y", y}, xa{"x", x};
   detail::check_same_shape(op, ya, xa);
-  if (detail::check_device(op, {ya, xa}) == Device::cuda) detail::no_cuda_kernel(op);
+  if (detail::check_device(op, {ya, xa}) == Device::cuda) {
+    detail::check_cuda_float(op, {ya, xa});
+    cuda::gelu_tanh_forward(y.dtype(), y.raw(), x.raw(), x.numel());
+    return;
+  }
   const DType dt = detail::check_float(op, {ya, xa});
   detail::dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);
@@ -67,7 +71,11 @@ void gelu_tanh_backward(Tensor& dx, const Tensor& dy, const Tensor& x) {
   const Arg dxa{"dx", dx}, dya{"dy", dy}, xa{"x", x};
   detail::check_same_shape(op, dya, xa);
   detail::check_same_shape(op, dxa, xa);
-  if (detail::check_device(op, {dxa, dya, xa}) == Device::cuda) detail::no_cuda_kernel(op);
+  if (detail::check_device(op, {dxa, dya, xa}) == Device::cuda) {
+    detail::check_cuda_float(op, {dxa, dya, xa});
+    cuda::gelu_tanh_backward(dx.dtype(), dx.raw(), dy.raw(), x.raw(), x.numel());
+    return;
+  }
   const DType dt = detail::check_float(op, {dxa, dya, xa});
   detail::dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);

@@ -103,8 +103,14 @@ void slice_columns(Tensor& out, const Tensor& x, int64_t start) {
   constexpr const char* op = "slice_columns";
   const Arg oa{"out", out}, xa{"x", x};
   check_column_block(op, oa, xa, start);
-  const DType dt = check_cpu_float(op, {oa, xa});
   detail::check_no_overlap(op, oa, xa);
+  if (on_cuda(op, {oa, xa})) {
+    const size_t offset = static_cast<size_t>(start) * dtype_size(x.dtype());
+    return cuda::copy_2d(x.dtype(), out.raw(), out.size(1),
+                         static_cast<const char*>(x.raw()) + offset, x.size(1), x.size(0),
+                         out.size(1));
+  }
+  const DType dt = check_cpu_float(op, {oa, xa});
   detail::dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);
     cpu::copy_2d<T>(out.data<T>(), out.size(1), x.data<T>() + start, x.size(1), x.size(0),
@@ -116,8 +122,13 @@ void write_columns(Tensor& out, int64_t start, const Tensor& x) {
   constexpr const char* op = "write_columns";
   const Arg oa{"out", out}, xa{"x", x};
   check_column_block(op, xa, oa, start);
-  const DType dt = check_cpu_float(op, {oa, xa});
   detail::check_no_overlap(op, oa, xa);
+  if (on_cuda(op, {oa, xa})) {
+    const size_t offset = static_cast<size_t>(start) * dtype_size(out.dtype());
+    return cuda::copy_2d(out.dtype(), static_cast<char*>(out.raw()) + offset, out.size(1), x.raw(),
+                         x.size(1), x.size(0), x.size(1));
+  }
+  const DType dt = check_cpu_float(op, {oa, xa});
   detail::dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);
     cpu::copy_2d<T>(out.data<T>() + start, out.size(1), x.data<T>(), x.size(1), x.size(0),
@@ -155,12 +166,7 @@ void bias_backward(Tensor& db, const Tensor& dy) {
 }
 
 double sum_squares(const Tensor& x) {
-  if (on_cuda("sum_squares", {{"x", x}})) {
-    if (x.dtype() != DType::f32)
-      detail::fail("sum_squares",
-                   str("x is ", x.describe(), "; on CUDA it must be f32 (gradients)"));
-    return cuda::sum_squares(x.data<float>(), x.numel());
-  }
+  if (on_cuda("sum_squares", {{"x", x}})) return cuda::sum_squares(x.dtype(), x.raw(), x.numel());
   const DType dt = check_cpu_float("sum_squares", {{"x", x}});
   double total = 0;
   detail::dispatch_float(dt, [&](auto tag) {
@@ -173,9 +179,15 @@ double sum_squares(const Tensor& x) {
 void dropout(Tensor& out, const Tensor& x, double p, uint64_t seed, uint64_t stream) {
   constexpr const char* op = "dropout";
   const Arg oa{"out", out}, xa{"x", x};
-  const DType dt = check_cpu_float(op, {oa, xa});
   detail::check_same_shape(op, oa, xa);
   if (!(p >= 0.0 && p < 1.0)) detail::fail(op, str("p = ", p, " is outside [0, 1)"));
+  if (on_cuda(op, {oa, xa})) {
+    if (p == 0.0) return cuda::copy(x.dtype(), out.raw(), x.raw(), x.numel());
+    // The threshold and scale as the CPU kernel casts them (backend/cpu/elementwise.cpp).
+    return cuda::dropout(x.dtype(), out.raw(), x.raw(), x.numel(), static_cast<float>(p),
+                         static_cast<float>(1.0 / (1.0 - p)), seed, stream);
+  }
+  const DType dt = check_cpu_float(op, {oa, xa});
   detail::dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);
     if (p == 0.0) {

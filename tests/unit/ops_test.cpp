@@ -369,7 +369,19 @@ TEST(OpsChecks, CudaTensorsSayThereIsNoKernelYet) {
   Tensor host = Tensor::zeros({2, 3}, DType::f32);
   Tensor dev = Tensor::wrap(host.raw(), {2, 3}, DType::f32, nullptr, Device::cuda);
   Tensor other = Tensor::wrap(host.raw(), {2, 3}, DType::f32, nullptr, Device::cuda);
-  EXPECT_EQ(error_of([&] { ops::dropout(dev, other, 0.1, 1, 0); }), "[dropout] no CUDA kernel yet");
+  // attention_backward (the probabilities form) is CPU-only; training on CUDA uses the lse form.
+  std::vector<Tensor> host_bufs, devs;
+  for (const Shape& shape : {Shape{1, 2, 1, 4}, Shape{1, 2, 1, 4}, Shape{1, 2, 1, 4},
+                             Shape{1, 2, 1, 4}, Shape{1, 2, 1, 4}, Shape{1, 2, 1, 4},
+                             Shape{1, 2, 1, 4}, Shape{1, 1, 2, 2}}) {
+    host_bufs.push_back(Tensor::zeros(shape, DType::f32));
+    devs.push_back(Tensor::wrap(host_bufs.back().raw(), shape, DType::f32, nullptr, Device::cuda));
+  }
+  EXPECT_EQ(error_of([&] {
+              ops::attention_backward(devs[0], devs[1], devs[2], devs[3], devs[4], devs[5],
+                                      devs[6], devs[7], 1.0);
+            }),
+            "[attention_backward] no CUDA kernel yet");
   EXPECT_TRUE(contains(error_of([&] { ops::add(dev, host, host); }),
                        "[add] out is f32 (2, 3) cuda but a is f32 (2, 3)"));
 }

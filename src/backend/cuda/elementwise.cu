@@ -1,5 +1,5 @@
 // CUDA elementwise kernels: fill, copy, add, add_inplace, scale_inplace, add_bias, bias_backward,
-// and SwiGLU forward and backward. Design notes:
+// SwiGLU and GELU (tanh) forward and backward, dropout and strided 2-D copies. Design notes:
 // - Storage is f32, bf16 or f16; the math is f32 (bias_backward accumulates in f64).
 // - The elementwise ops share one kernel, map_kernel: each thread loads 128-bit packs (4 f32 or
 //   8 bf16/f16) of every input, applies the op per element and stores the packs, grid-stride;
@@ -10,6 +10,8 @@
 // - bias_backward is deterministic: blocks of 32 columns x 8 row lanes sum fixed row chunks in a
 //   fixed order into f64 partials, and a second pass sums the partials per column in chunk order.
 //   The chunking depends on the shape alone.
+// - Dropout draws its mask with the same Philox-4x32-10 as tune::uniform01 (src/core/rng.cpp),
+//   word 0 of counter (index, stream) under key seed, so CPU and GPU drop the same elements.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -151,6 +153,56 @@ struct SwigluBackwardOp {  // (dh, gate, up) -> (dgate, dup)
     y[1] = d * g * s;
   }
 };
+
+// GELU, tanh approximation, as the CPU kernel (backend/cpu/activation.cpp) computes it.
+constexpr float kGeluK = 0.7978845608028654f;  // sqrt(2 / pi)
+constexpr float kGeluA = 0.044715f;
+struct GeluForwardOp {  // x -> y
+  __device__ void operator()(const float (&x)[1], float (&y)[1]) const {
+    const float v = x[0];
+    y[0] = 0.5f * v * (1.0f + tanhf(kGeluK * (v + kGeluA * v * v * v)));
+  }
+};
+struct GeluBackwardOp {  // (dy, x) -> dx
+  __device__ void operator()(const float (&x)[2], float (&y)[1]) const {
+    const float v = x[1], t = tanhf(kGeluK * (v + kGeluA * v * v * v));
+    const float grad =
+        0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * kGeluK * (1.0f + 3.0f * kGeluA * v * v);
+    y[0] = x[0] * grad;
+  }
+};
+
+// tune::philox4x32(key, counter_hi, counter_lo)[0], the word uniform01 uses.
+__device__ __forceinline__ uint32_t philox_word0(uint64_t key, uint64_t hi, uint64_t lo) {
+  constexpr uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u;
+  constexpr uint32_t kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
+  uint32_t c0 = static_cast<uint32_t>(lo), c1 = static_cast<uint32_t>(lo >> 32);
+  uint32_t c2 = static_cast<uint32_t>(hi), c3 = static_cast<uint32_t>(hi >> 32);
+  uint32_t k0 = static_cast<uint32_t>(key), k1 = static_cast<uint32_t>(key >> 32);
+#pragma unroll
+  for (int round = 0; round < 10; ++round) {
+    const uint32_t hi0 = __umulhi(kM0, c0), lo0 = kM0 * c0;
+    const uint32_t hi1 = __umulhi(kM1, c2), lo1 = kM1 * c2;
+    const uint32_t n0 = hi1 ^ c1 ^ k0, n2 = hi0 ^ c3 ^ k1;
+    c0 = n0, c1 = lo1, c2 = n2, c3 = lo0;
+    k0 += kW0, k1 += kW1;
+  }
+  return c0;
+}
+
+// out[i] = keep(i) ? x[i] * keep_scale : 0 with keep(i) = uniform01(seed, stream, i) >= threshold,
+// uniform01 = (word >> 8) * 2^-24 (exact in f32).
+template <typename T>
+__global__ void dropout_kernel(T* out, const T* x, int64_t n, float threshold, float keep_scale,
+                               uint64_t seed, uint64_t stream) {
+  const int64_t tid = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  const int64_t stride = int64_t{gridDim.x} * blockDim.x;
+  for (int64_t i = tid; i < n; i += stride) {
+    const uint32_t r = philox_word0(seed, stream, static_cast<uint64_t>(i));
+    const float u = static_cast<float>(r >> 8) * (1.0f / 16777216.0f);
+    out[i] = u >= threshold ? from_f<T>(to_f(x[i]) * keep_scale) : from_f<T>(0.0f);
+  }
+}
 
 // y (rows, cols) += b (cols); packs when cols is a multiple of the pack and both are aligned.
 template <typename T>
@@ -341,6 +393,42 @@ void swiglu_backward(DType dtype, void* dgate, void* dup, const void* dh, const 
                       {static_cast<T*>(dgate), static_cast<T*>(dup)}},
         n, SwigluBackwardOp{});
   });
+}
+
+void gelu_tanh_forward(DType dtype, void* y, const void* x, int64_t n) {
+  dispatch(dtype, "cuda::gelu_tanh_forward", [&](auto tag) {
+    using T = decltype(tag);
+    map(Ptrs<T, 1, 1>{{static_cast<const T*>(x)}, {static_cast<T*>(y)}}, n, GeluForwardOp{});
+  });
+}
+
+void gelu_tanh_backward(DType dtype, void* dx, const void* dy, const void* x, int64_t n) {
+  dispatch(dtype, "cuda::gelu_tanh_backward", [&](auto tag) {
+    using T = decltype(tag);
+    map(Ptrs<T, 2, 1>{{static_cast<const T*>(dy), static_cast<const T*>(x)}, {static_cast<T*>(dx)}},
+        n, GeluBackwardOp{});
+  });
+}
+
+void dropout(DType dtype, void* out, const void* x, int64_t n, float threshold, float keep_scale,
+             uint64_t seed, uint64_t stream) {
+  if (n == 0) return;
+  dispatch(dtype, "cuda::dropout", [&](auto tag) {
+    using T = decltype(tag);
+    dropout_kernel<T><<<blocks_for(n), kBlock, 0, cudaStreamPerThread>>>(
+        static_cast<T*>(out), static_cast<const T*>(x), n, threshold, keep_scale, seed, stream);
+    TUNE_CUDA_CHECK(cudaGetLastError());
+  });
+}
+
+void copy_2d(DType dtype, void* dst, int64_t ld_dst, const void* src, int64_t ld_src, int64_t rows,
+             int64_t cols) {
+  if (rows == 0 || cols == 0) return;
+  const size_t e = dtype_size(dtype);
+  TUNE_CUDA_CHECK(cudaMemcpy2DAsync(dst, static_cast<size_t>(ld_dst) * e, src,
+                                    static_cast<size_t>(ld_src) * e, static_cast<size_t>(cols) * e,
+                                    static_cast<size_t>(rows), cudaMemcpyDeviceToDevice,
+                                    cudaStreamPerThread));
 }
 
 }  // namespace tune::cuda

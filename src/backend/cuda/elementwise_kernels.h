@@ -1,7 +1,7 @@
-// The CUDA elementwise kernels (elementwise.cu) behind src/ops/elementwise.cpp and the SwiGLU of
-// src/ops/activation.cpp, in plain C++ types. Pointers are device pointers of `dtype` (f32, bf16
-// or f16; math in f32), n elements each; every call is queued on cudaStreamPerThread and not
-// waited for. In-place forms may alias their input; elementwise outputs may alias inputs.
+// The CUDA elementwise kernels (elementwise.cu) behind src/ops/elementwise.cpp and the SwiGLU and
+// GELU of src/ops/activation.cpp, in plain C++ types. Pointers are device pointers of `dtype`
+// (f32, bf16 or f16; math in f32), n elements each; every call is queued on cudaStreamPerThread and
+// not waited for. In-place forms may alias their input; elementwise outputs may alias inputs.
 #pragma once
 
 #include <cstdint>
@@ -26,5 +26,17 @@ void swiglu_forward(DType dtype, void* h, const void* gate, const void* up, int6
 // s = sigmoid(gate): dgate = dh * up * s * (1 + gate * (1 - s)), dup = dh * gate * s.
 void swiglu_backward(DType dtype, void* dgate, void* dup, const void* dh, const void* gate,
                      const void* up, int64_t n);
+
+// y = gelu_tanh(x); dx = dy * gelu_tanh'(x) (dx may alias dy or x).
+void gelu_tanh_forward(DType dtype, void* y, const void* x, int64_t n);
+void gelu_tanh_backward(DType dtype, void* dx, const void* dy, const void* x, int64_t n);
+// out[i] = uniform01(seed, stream, i) >= threshold ? x[i] * keep_scale : 0, with tune::uniform01's
+// exact draws (the CPU's mask, bit for bit); math in f32. out may alias x.
+void dropout(DType dtype, void* out, const void* x, int64_t n, float threshold, float keep_scale,
+             uint64_t seed, uint64_t stream);
+// dst rows [rows, cols] with row stride ld_dst = src rows with row stride ld_src (elements);
+// the two must not overlap.
+void copy_2d(DType dtype, void* dst, int64_t ld_dst, const void* src, int64_t ld_src, int64_t rows,
+             int64_t cols);
 
 }  // namespace tune::cuda

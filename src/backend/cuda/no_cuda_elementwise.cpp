@@ -31,5 +31,17 @@ void swiglu_forward(DType, void*, const void*, const void*, int64_t) {
 void swiglu_backward(DType, void*, void*, const void*, const void*, const void*, int64_t) {
   no_cuda("cuda::swiglu_backward");
 }
+void gelu_tanh_forward(DType, void*, const void*, int64_t) {
+  no_cuda("cuda::gelu_tanh_forward");
+}
+void gelu_tanh_backward(DType, void*, const void*, const void*, int64_t) {
+  no_cuda("cuda::gelu_tanh_backward");
+}
+void dropout(DType, void*, const void*, int64_t, float, float, uint64_t, uint64_t) {
+  no_cuda("cuda::dropout");
+}
+void copy_2d(DType, void*, int64_t, const void*, int64_t, int64_t, int64_t) {
+  no_cuda("cuda::copy_2d");
+}
 
 }  // namespace tune::cuda
