@@ -2,6 +2,9 @@
 // elementwise, so the tensors need only the same number of elements (flat buffers or views of one
 // parameter alike), not the same shape; one float dtype; one device; and no two of them may share
 // memory, since each is read and written in the same pass.
+#include <cmath>
+#include <iterator>
+
 #include "backend/cpu/optim_kernels.h"
 #include "backend/cuda/optim_kernels.h"
 #include "ops/op_checks.h"
@@ -64,9 +67,13 @@ void sgd_update(Tensor& param, const Tensor& grad, Tensor& momentum_buf, double 
   const bool use_buf = momentum != 0.0;
   const Device device =
       use_buf ? detail::check_device(kOp, {pa, ga, ba}) : detail::check_device(kOp, {pa, ga});
-  if (device == Device::cuda) detail::no_cuda_kernel(kOp);
-  const DType dt =
-      use_buf ? detail::check_float(kOp, {pa, ga, ba}) : detail::check_float(kOp, {pa, ga});
+  const bool cuda = device == Device::cuda;
+  const DType dt = cuda ? (use_buf ? detail::check_cuda_float(kOp, {pa, ga, ba})
+                                   : detail::check_cuda_float(kOp, {pa, ga}))
+                        : (use_buf ? detail::check_float(kOp, {pa, ga, ba})
+                                   : detail::check_float(kOp, {pa, ga}));
+  if (cuda && dt != DType::f32)
+    detail::fail(kOp, str("param is ", param.describe(), "; on CUDA SGD updates f32 buffers"));
   check_numel(kOp, ga, pa);
   detail::check_no_overlap(kOp, pa, ga);
   if (use_buf) {
@@ -76,12 +83,65 @@ void sgd_update(Tensor& param, const Tensor& grad, Tensor& momentum_buf, double 
   }
   check_step(kOp, step);
   const cpu::FirstStep first = step == 1 ? cpu::FirstStep::yes : cpu::FirstStep::no;
+  if (cuda) {
+    cuda::sgd_update(param.data<float>(), grad.data<float>(),
+                     use_buf ? momentum_buf.data<float>() : nullptr, param.numel(), lr, momentum,
+                     weight_decay, first);
+    return;
+  }
   detail::dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);
     T* buf = use_buf ? momentum_buf.data<T>() : nullptr;
     cpu::sgd_update<T>(param.data<T>(), grad.data<T>(), buf, param.numel(), lr, momentum,
                        weight_decay, first);
   });
+}
+
+void adamw_update_mixed(Tensor& master, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
+                        double lr, double beta1, double beta2, double eps, double weight_decay,
+                        int64_t step, double grad_scale) {
+  constexpr const char* kOp = "adamw_update_mixed";
+  const Arg sa{"master", master}, pa{"param", param}, ga{"grad", grad}, ma{"exp_avg", m},
+      va{"exp_avg_sq", v};
+  const bool cuda = detail::check_device(kOp, {sa, pa, ga, ma, va}) == Device::cuda;
+  for (const Arg& a : {sa, ma, va}) {
+    if (a.tensor.dtype() != DType::f32)
+      detail::fail(kOp, str(a.name, " is ", a.tensor.describe(), "; it must be f32"));
+  }
+  // grad and param: the compute dtype, one of f32, bf16, f16 on either device.
+  const DType dt = param.dtype();
+  if (dt != DType::f32 && dt != DType::bf16 && dt != DType::f16)
+    detail::fail(kOp, str("param is ", param.describe(), "; the compute copy is f32, bf16 or f16"));
+  if (grad.dtype() != dt) {
+    detail::fail(kOp, str("grad is ", grad.describe(), " but param is ", param.describe(),
+                          "; the gradient comes in the compute dtype"));
+  }
+  for (const Arg& a : {pa, ga, ma, va}) check_numel(kOp, a, sa);
+  const Arg all[] = {sa, pa, ga, ma, va};
+  for (size_t i = 0; i < std::size(all); ++i) {
+    for (size_t j = i + 1; j < std::size(all); ++j) detail::check_no_overlap(kOp, all[i], all[j]);
+  }
+  check_step(kOp, step);
+  if (!std::isfinite(grad_scale))
+    detail::fail(kOp, str("grad_scale = ", grad_scale, " is not finite"));
+  const cpu::AdamWScalars s = cpu::adamw_scalars(lr, beta1, beta2, eps, weight_decay, step);
+  const auto scale = static_cast<float>(grad_scale);
+  if (cuda) {
+    cuda::adamw_update_mixed(dt, master.data<float>(), param.raw(), grad.raw(), m.data<float>(),
+                             v.data<float>(), master.numel(), s, scale);
+    return;
+  }
+  // The CPU composes the f32 kernel: g = scale * grad in f32 (rounded once, as on CUDA), the
+  // update of the master, then param = the master rounded to the compute dtype.
+  Tensor g = grad;
+  if (dt != DType::f32 || scale != 1.0f) {
+    g = grad.to(DType::f32);  // a copy
+    float* gp = g.data<float>();
+    for (int64_t i = 0; i < g.numel(); ++i) gp[i] = gp[i] * scale;
+  }
+  cpu::adamw_update<float>(master.data<float>(), g.data<float>(), m.data<float>(), v.data<float>(),
+                           master.numel(), s);
+  param.copy_from(master);
 }
 
 }  // namespace tune::ops

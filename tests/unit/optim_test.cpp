@@ -512,5 +512,99 @@ TEST(OptimOps, ErrorsNameTheOpAndShapes) {
   EXPECT_NE(alias.find("[adamw_update] exp_avg overlaps exp_avg_sq"), std::string::npos) << alias;
 }
 
+// The CPU's mixed-precision AdamW: with an f32 compute copy and grad_scale 1 it is adamw_update
+// to the bit; with bf16/f16 it is adamw_update on the master with g = f32(grad) * f32(scale),
+// then the master rounded to the compute dtype.
+TEST(AdamWMixed, F32WithUnitScaleIsAdamW) {
+  const int64_t n = 1 << 16;  // the parallel loop
+  std::vector<float> p0(n), g0(n);
+  for (int64_t i = 0; i < n; ++i) {
+    p0[i] = std::sin(0.001f * static_cast<float>(i));
+    g0[i] = std::cos(0.003f * static_cast<float>(i));
+  }
+  const Tensor g = Tensor::from_f32({n}, g0);
+  Tensor p = Tensor::from_f32({n}, p0), m = Tensor::zeros({n}, DType::f32),
+         v = Tensor::zeros({n}, DType::f32);
+  Tensor master = p.clone(), param = p.clone(), m2 = m.clone(), v2 = v.clone();
+  for (int64_t step = 1; step <= 3; ++step) {
+    ops::adamw_update(p, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 0.01, step);
+    ops::adamw_update_mixed(master, param, g, m2, v2, 1e-3, 0.9, 0.999, 1e-8, 0.01, step, 1.0);
+  }
+  EXPECT_EQ(master.to_f32_vector(), p.to_f32_vector());
+  EXPECT_EQ(param.to_f32_vector(), p.to_f32_vector());
+  EXPECT_EQ(m2.to_f32_vector(), m.to_f32_vector());
+  EXPECT_EQ(v2.to_f32_vector(), v.to_f32_vector());
+}
+
+TEST(AdamWMixed, Bf16AndF16FollowTheF32MasterWithScaledGradients) {
+  const int64_t n = 1031;
+  for (DType dtype : {DType::bf16, DType::f16}) {
+    SCOPED_TRACE(dtype_name(dtype));
+    std::vector<float> p0(n), g0(n);
+    for (int64_t i = 0; i < n; ++i) {
+      p0[i] = std::sin(0.01f * static_cast<float>(i));
+      g0[i] = 100.0f * std::cos(0.03f * static_cast<float>(i));  // loss-scaled
+    }
+    const double scale = 0.5 / 128;
+    const Tensor g = Tensor::from_f32({n}, g0).to(dtype);
+    Tensor master = Tensor::from_f32({n}, p0), param = master.to(dtype);
+    Tensor m = Tensor::zeros({n}, DType::f32), v = Tensor::zeros({n}, DType::f32);
+    // The reference: the f32 op on the master with the gradient scaled in f32.
+    Tensor ref = master.clone(), rm = m.clone(), rv = v.clone();
+    Tensor gs = g.to(DType::f32);
+    for (int64_t i = 0; i < n; ++i) gs.data<float>()[i] *= static_cast<float>(scale);
+    for (int64_t step = 1; step <= 3; ++step) {
+      ops::adamw_update_mixed(master, param, g, m, v, 1e-3, 0.9, 0.95, 1e-8, 0.1, step, scale);
+      ops::adamw_update(ref, gs, rm, rv, 1e-3, 0.9, 0.95, 1e-8, 0.1, step);
+    }
+    EXPECT_EQ(master.to_f32_vector(), ref.to_f32_vector());
+    EXPECT_EQ(m.to_f32_vector(), rm.to_f32_vector());
+    EXPECT_EQ(v.to_f32_vector(), rv.to_f32_vector());
+    EXPECT_EQ(param.to_f32_vector(), ref.to(dtype).to_f32_vector());
+    EXPECT_NE(master.to_f32_vector(), std::vector<float>(p0.begin(), p0.end()));
+  }
+}
+
+TEST(AdamWMixed, ErrorsNameTheTensor) {
+  const int64_t n = 8;
+  Tensor master = Tensor::zeros({n}, DType::f32), param = Tensor::zeros({n}, DType::bf16);
+  Tensor g = Tensor::zeros({n}, DType::bf16), m = Tensor::zeros({n}, DType::f32),
+         v = Tensor::zeros({n}, DType::f32);
+  auto message = [](auto&& fn) -> std::string {
+    try {
+      fn();
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "(no error)";
+  };
+  EXPECT_NO_THROW(
+      ops::adamw_update_mixed(master, param, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 0.0, 1, 1.0));
+  Tensor g32 = Tensor::zeros({n}, DType::f32);
+  const std::string mixed = message([&] {
+    ops::adamw_update_mixed(master, param, g32, m, v, 1e-3, 0.9, 0.999, 1e-8, 0.0, 1, 1);
+  });
+  EXPECT_NE(mixed.find("[adamw_update_mixed] grad is f32 (8) but param is bf16 (8)"),
+            std::string::npos)
+      << mixed;
+  Tensor master16 = Tensor::zeros({n}, DType::bf16);
+  const std::string m16 = message([&] {
+    ops::adamw_update_mixed(master16, param, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 0.0, 1, 1);
+  });
+  EXPECT_NE(m16.find("[adamw_update_mixed] master is bf16 (8); it must be f32"), std::string::npos)
+      << m16;
+  const std::string step0 = message(
+      [&] { ops::adamw_update_mixed(master, param, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 0.0, 0, 1); });
+  EXPECT_NE(step0.find("step must be >= 1"), std::string::npos) << step0;
+  const std::string alias = message(
+      [&] { ops::adamw_update_mixed(master, param, g, m, m, 1e-3, 0.9, 0.999, 1e-8, 0.0, 1, 1); });
+  EXPECT_NE(alias.find("exp_avg overlaps exp_avg_sq"), std::string::npos) << alias;
+  Tensor short_m = Tensor::zeros({n - 1}, DType::f32);
+  const std::string numel = message([&] {
+    ops::adamw_update_mixed(master, param, g, short_m, v, 1e-3, 0.9, 0.999, 1e-8, 0.0, 1, 1);
+  });
+  EXPECT_NE(numel.find("exp_avg has 7 elements but master has 8"), std::string::npos) << numel;
+}
+
 }  // namespace
 }  // namespace tune

@@ -8,7 +8,16 @@ void adamw_update(float*, const float*, float*, float*, int64_t, const cpu::Adam
   no_cuda("cuda::adamw_update");
 }
 
-double sum_squares(const float*, int64_t) {
+void adamw_update_mixed(DType, float*, void*, const void*, float*, float*, int64_t,
+                        const cpu::AdamWScalars&, float) {
+  no_cuda("cuda::adamw_update_mixed");
+}
+
+void sgd_update(float*, const float*, float*, int64_t, double, double, double, cpu::FirstStep) {
+  no_cuda("cuda::sgd_update");
+}
+
+double sum_squares(DType, const void*, int64_t) {
   no_cuda("cuda::sum_squares");
 }
 
