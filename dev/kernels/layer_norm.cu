@@ -435,6 +435,7 @@ template <typename T>
 void validate(const char* tname, double tol, float offset) {
   const int rows[] = {1, 7, 33, 257}, cols[] = {64, 80, 768, 1600};
   const double eps = 1e-5;
+  const int failures_before = g_failures;
   for (int n : rows)
     for (int c : cols) {
       std::mt19937 rng(n * 131 + c);
@@ -465,7 +466,11 @@ void validate(const char* tname, double tol, float offset) {
         CHECK(cudaGetLastError());
         const double ey = rel_err(fetch(yo, nc), y), em = rel_err(fetch(mo, n), mean),
                      er = rel_err(fetch(ro, n), rstd);
-        if (!(ey <= tol && em <= 1e-5 && er <= 1e-4)) {
+        // With a large offset the f32 mean's rounding (|mean| * 2^-24 * sqrt(c)) bounds y's
+        // error near 1e-5 of its spread even for an exact variance; the one-pass variance loses
+        // far more.
+        const double ty = offset > 0 ? 3e-4 : tol;
+        if (!(ey <= ty && em <= 1e-5 && er <= 1e-4)) {
           std::printf("%s %s forward%d n=%d c=%d offset %g: y %.3g mean %.3g rstd %.3g\n",
                       v == 4 ? "(expected) fail" : "FAIL", tname, v, n, c, offset, ey, em, er);
           if (v != 4) ++g_failures;
@@ -488,7 +493,7 @@ void validate(const char* tname, double tol, float offset) {
       cudaFree(yo), cudaFree(dxo), cudaFree(dwo), cudaFree(dbo), cudaFree(mo), cudaFree(ro);
     }
   std::printf("validated %s offset %g: %s\n", tname, offset,
-              g_failures ? "FAILURES" : "all variants ok");
+              g_failures > failures_before ? "FAILURES" : "all variants ok");
 }
 
 // Timing data: uniform values in [-scale, scale) from a hash of the index (zeros would time a

@@ -73,6 +73,7 @@ __device__ __forceinline__ void accumulate(MaxSum& a, const Pack<T, V>& p) {
     a.s *= exp2f((a.m - pm) * kLog2e);
     a.m = pm;
   }
+  if (a.m == -INFINITY) return;  // only -inf so far (masked logits): nothing to add, no NaN
   const float mb = a.m * kLog2e;
 #pragma unroll
   for (int k = 0; k < V; ++k) a.s += exp2f(fmaf(f[k], kLog2e, -mb));

@@ -255,7 +255,9 @@ __global__ void layer_backward_rows(T* dx, float* partial, const T* dy, const T*
       const Pack<T, V> pdy = load<T, V>(dyr + j), px = load<T, V>(xr + j), pw = load<T, V>(w + j);
 #pragma unroll
       for (int k = 0; k < V; ++k) {
-        const float g = to_f(pw.v[k]) * to_f(pdy.v[k]);
+        // Not contracted into the FMAs below or in dx, so that dx's w * dy - mean(g) cancels
+        // exactly where it should (c = 1, or a constant row).
+        const float g = __fmul_rn(to_f(pw.v[k]), to_f(pdy.v[k]));
         sg += g;
         sgx += g * (to_f(px.v[k]) - mu);
       }
@@ -273,7 +275,7 @@ __global__ void layer_backward_rows(T* dx, float* partial, const T* dy, const T*
           acc[j + k] += d * xhat;
           acc[c + j + k] += d;
         }
-        pdx.v[k] = from_f<T>(rs * (to_f(pw.v[k]) * d - mean_g - xhat * mean_gx));
+        pdx.v[k] = from_f<T>(rs * (__fmul_rn(to_f(pw.v[k]), d) - mean_g - xhat * mean_gx));
       }
       store<T, V>(dxr + j, pdx);
     }
