@@ -45,7 +45,8 @@ struct Sums {
   }
 };
 
-Sums compare(const Tensor& ours, const Tensor& ref, const std::string& what) {
+Sums compare(const Tensor& ours_anywhere, const Tensor& ref, const std::string& what) {
+  const Tensor ours = ours_anywhere.to(Device::cpu);
   TUNE_CHECK(ours.numel() == ref.numel(), what, ": ours has ", ours.numel(), " values (shape ",
              shape_str(ours.shape()), "), the reference ", ref.numel(), " (shape ",
              shape_str(ref.shape()), ")");
@@ -90,7 +91,8 @@ struct Group {
 
 class Case {
  public:
-  Case(std::string dir, DType dtype) : dir_(std::move(dir)), dtype_(dtype) {
+  Case(std::string dir, Device device, DType dtype)
+      : dir_(std::move(dir)), device_(device), dtype_(dtype) {
     for (const char* f : {"config.json", "golden.json", "golden.safetensors"})
       TUNE_CHECK(io::file_exists(dir_ + "/" + f), dir_, " is not a golden case folder: it has no ",
                  f,
@@ -109,7 +111,7 @@ class Case {
     std::vector<Row> rows;
     // One full fine-tuning model serves both checks: full() leaves the weights as loaded, and
     // adamw() then trains them.
-    auto model = models::load_model(dir_, {dtype_, models::Training::full, {}});
+    auto model = models::load_model(dir_, {dtype_, models::Training::full, {}, device_});
     full(*model, tol, rows);
     lora(tol, rows);
     adamw(*model, tol, rows);
@@ -136,7 +138,7 @@ class Case {
   }
 
   void full(models::Model& model, const Tolerances& tol, std::vector<Row>& rows) {
-    nn::Context ctx;
+    nn::Context ctx(device_);
     Pass p = forward_backward(model, ctx);
     rows.push_back({"logits", relative_error(p.logits, ref("logits"), "logits"), tol.forward});
     const auto& hidden = model.lm().hidden_states();
@@ -165,10 +167,10 @@ class Case {
       return;
     }
     models::ModelOptions options{dtype_, models::Training::lora,
-                                 models::read_adapter_config(adapter)};
+                                 models::read_adapter_config(adapter), device_};
     auto model = models::load_model(dir_, options);
     models::load_adapter(*model, adapter);
-    nn::Context ctx;
+    nn::Context ctx(device_);
     Pass p = forward_backward(*model, ctx);
     rows.push_back(
         {"lora.logits", relative_error(p.logits, ref("lora.logits"), "lora.logits"), tol.lora});
@@ -204,7 +206,7 @@ class Case {
     for (int i = 0; i < static_cast<int>(model.params().infos().size()); ++i)
       model.params().set_decay(i, nn::Decay::yes);
     train::AdamW opt(model.params(), cfg);
-    nn::Context ctx;
+    nn::Context ctx(device_);
     std::vector<double> losses;
     for (int64_t s = 0; s < steps; ++s) {
       losses.push_back(forward_backward(model, ctx).loss.mean());
@@ -225,6 +227,7 @@ class Case {
   }
 
   std::string dir_;
+  Device device_;
   DType dtype_;
   io::SafetensorsFile golden_;
   nlohmann::json info_;
@@ -233,15 +236,19 @@ class Case {
 
 void print_help() {
   std::printf(
-      "usage: tune check-golden DIR [DIR ...] [--dtype f32|f64] [--json]\n\n"
+      "usage: tune check-golden DIR [DIR ...] [--device cpu|cuda] [--dtype f32|f64|bf16|f16]\n"
+      "                         [--json]\n\n"
       "Recomputes a Hugging Face golden case — a folder with config.json, model.safetensors,\n"
       "golden.safetensors, golden.json and optionally adapter/ — and prints the relative error\n"
       "‖ours − ref‖ / ‖ref‖ of the logits, hidden states, loss, every full fine-tuning gradient,\n"
       "the LoRA logits/loss/gradients and the AdamW trajectory. Exits 0 only if every quantity\n"
       "is within tolerance: forward 1e-5; every gradient tensor and LoRA 1e-4; AdamW losses\n"
       "1e-5; AdamW final parameters 1e-4 over all parameters together (the worst tensor is\n"
-      "shown beside it).\n\n"
-      "  --dtype f32|f64   compute precision (default f32, as the references were made)\n"
+      "shown beside it). On CUDA in f32 every tolerance is 1e-4; in bf16 and f16 (weights,\n"
+      "activations and gradients; f32 master weights in AdamW) every tolerance is 2e-2.\n\n"
+      "  --device cpu|cuda           where to compute (default cpu)\n"
+      "  --dtype f32|f64|bf16|f16    compute precision (default f32, as the references were\n"
+      "                              made); f64 on the CPU only, bf16 and f16 on CUDA only\n"
       "  --json            one JSON object per case on stdout instead of the table\n");
 }
 
@@ -250,6 +257,7 @@ void print_help() {
 int check_golden_command(const Args& args) {
   std::vector<std::string> dirs;
   DType dtype = DType::f32;
+  Device device = Device::cpu;
   bool json = false;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
@@ -259,8 +267,11 @@ int check_golden_command(const Args& args) {
     } else if (a == "--json") {
       json = true;
     } else if (a == "--dtype") {
-      dtype = parse_dtype(option_value(args, i, "f32 or f64"));
-      TUNE_CHECK(dtype == DType::f32 || dtype == DType::f64, "--dtype must be f32 or f64");
+      dtype = parse_dtype(option_value(args, i, "f32, f64, bf16 or f16"));
+    } else if (a == "--device") {
+      const std::string d = option_value(args, i, "cpu or cuda");
+      TUNE_CHECK(d == "cpu" || d == "cuda", "--device must be cpu or cuda, not \"", d, "\"");
+      device = d == "cuda" ? Device::cuda : Device::cpu;
     } else if (a.starts_with("-")) {
       throw Error(str("unknown option \"", a, "\"; see `tune check-golden --help`"));
     } else {
@@ -268,11 +279,22 @@ int check_golden_command(const Args& args) {
     }
   }
   TUNE_CHECK(!dirs.empty(), "give at least one golden case folder; see `tune check-golden --help`");
+  const bool low_precision = dtype == DType::bf16 || dtype == DType::f16;
+  TUNE_CHECK(device == Device::cuda || (dtype == DType::f32 || dtype == DType::f64), "--dtype ",
+             dtype_name(dtype), " needs --device cuda (the CPU computes in f32 or f64)");
+  TUNE_CHECK(device == Device::cpu || dtype != DType::f64,
+             "--dtype f64 is for the CPU; CUDA computes in f32, bf16 or f16");
 
   Tolerances tol;
+  if (device == Device::cuda) {
+    // The bar for the CUDA backend: f32 like the CPU's gradients (1e-4 for everything),
+    // bf16/f16 within 2e-2 relative on logits and gradients.
+    const double t = low_precision ? 2e-2 : 1e-4;
+    tol = {t, t, t, t, t};
+  }
   bool all_ok = true;
   for (const std::string& dir : dirs) {
-    std::vector<Row> rows = Case(dir, dtype).run(tol);
+    std::vector<Row> rows = Case(dir, device, dtype).run(tol);
     bool ok = true;
     for (const Row& r : rows) ok = ok && r.ok();
     all_ok = all_ok && ok;
@@ -287,7 +309,10 @@ int check_golden_command(const Args& args) {
       std::printf("%s\n", out.dump().c_str());
       continue;
     }
-    std::printf("%s (%s, %d threads)\n", dir.c_str(), dtype_name(dtype), num_threads());
+    if (device == Device::cuda)
+      std::printf("%s (%s on cuda)\n", dir.c_str(), dtype_name(dtype));
+    else
+      std::printf("%s (%s, %d threads)\n", dir.c_str(), dtype_name(dtype), num_threads());
     std::printf("  %-20s %12s %10s  %s\n", "quantity", "rel. error", "tolerance", "");
     for (const Row& r : rows) {
       if (r.skipped) {

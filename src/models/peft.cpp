@@ -108,16 +108,22 @@ void load_adapter(Model& model, const std::string& dir) {
   }
 }
 
-void save_adapter(const Model& model, const std::string& dir, const std::string& base_model) {
+void save_adapter(const Model& model, const std::string& dir, const std::string& base_model,
+                  const Tensor& trainable) {
   TUNE_CHECK(model.options().training == Training::lora,
              "save_adapter: the model has no LoRA layers");
   std::filesystem::create_directories(dir);
   const nn::ParamStore& params = model.params();
   const nn::LoraConfig& lora = model.options().lora;
   std::vector<std::pair<std::string, Tensor>> tensors;
-  for (int i = 0; i < static_cast<int>(params.infos().size()); ++i)
-    if (is_lora_param(params.info(i).name))
-      tensors.emplace_back(params.info(i).name, params.param(i).to(DType::f32));
+  for (int i = 0; i < static_cast<int>(params.infos().size()); ++i) {
+    const nn::ParamInfo& p = params.info(i);
+    if (!is_lora_param(p.name)) continue;
+    const Tensor w = trainable.defined()
+                         ? trainable.narrow(p.offset, numel_of(p.shape)).view(p.shape)
+                         : params.param(i);
+    tensors.emplace_back(p.name, w.to(Device::cpu).to(DType::f32));
+  }
   io::write_safetensors(dir + "/adapter_model.safetensors", tensors, {{"format", "pt"}});
 
   nlohmann::json targets = lora.targets;

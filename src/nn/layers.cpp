@@ -56,8 +56,10 @@ LayerNorm::LayerNorm(ParamStore& params, const std::string& module, int64_t dim,
 
 Tensor LayerNorm::forward(Context& ctx, const Tensor& x) {
   Tensor y = ctx.arena.alloc(x.shape(), x.dtype());
-  mean_ = ctx.arena.alloc({x.size(0)}, x.dtype());
-  rstd_ = ctx.arena.alloc({x.size(0)}, x.dtype());
+  // As for RMSNorm: the statistics are f32 on CUDA, the activation dtype on the CPU.
+  const DType stats = x.device() == Device::cpu ? x.dtype() : DType::f32;
+  mean_ = ctx.arena.alloc({x.size(0)}, stats);
+  rstd_ = ctx.arena.alloc({x.size(0)}, stats);
   ops::layer_norm_forward(y, mean_, rstd_, x, params_->param(weight_), params_->param(bias_), eps_);
   x_ = x;
   return y;

@@ -19,11 +19,13 @@ Tensor shift_labels(const Tensor& labels) {
 
 LossResult causal_lm_loss(Tensor& dlogits, const Tensor& logits, const Tensor& labels,
                           double normalizer) {
-  Tensor targets = shift_labels(labels);
-  TUNE_CHECK(logits.dim() == 2 && logits.size(0) == targets.numel(), "causal_lm_loss: logits ",
+  // Labels are shifted and counted on the host; the loss runs where the logits are.
+  const Tensor host_targets = shift_labels(labels.to(Device::cpu));
+  TUNE_CHECK(logits.dim() == 2 && logits.size(0) == host_targets.numel(), "causal_lm_loss: logits ",
              shape_str(logits.shape()), " do not match labels ", shape_str(labels.shape()));
   LossResult r;
-  r.count = ops::count_targets(targets);
+  r.count = ops::count_targets(host_targets);
+  const Tensor targets = host_targets.to(logits.device());
   double denom = normalizer > 0 ? normalizer : static_cast<double>(r.count);
   // With no counted token the loss is 0 and so is its gradient (HF would return NaN).
   r.sum = ops::cross_entropy(dlogits, logits, targets, denom > 0 ? 1.0 / denom : 0.0);

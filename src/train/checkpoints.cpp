@@ -74,11 +74,13 @@ std::string save_checkpoint(const std::string& run_dir, const TrainerState& stat
       const nn::ParamInfo& p = params.info(i);
       if (p.role != nn::Role::trainable) continue;
       const int64_t n = numel_of(p.shape);
-      tensors.emplace_back("param/" + p.name, params.param(i));
-      tensors.emplace_back("exp_avg/" + p.name,
-                           optimizer.exp_avg().narrow(p.offset, n).view(p.shape));
-      tensors.emplace_back("exp_avg_sq/" + p.name,
-                           optimizer.exp_avg_sq().narrow(p.offset, n).view(p.shape));
+      // The optimizer's weights: under mixed precision its f32 masters, not their rounding.
+      auto host = [&](Tensor& buffer) {
+        return buffer.narrow(p.offset, n).view(p.shape).to(Device::cpu);
+      };
+      tensors.emplace_back("param/" + p.name, host(optimizer.weights()));
+      tensors.emplace_back("exp_avg/" + p.name, host(optimizer.exp_avg()));
+      tensors.emplace_back("exp_avg_sq/" + p.name, host(optimizer.exp_avg_sq()));
     }
     io::write_safetensors((temp / kTensorsFile).string(), tensors, {{"format", "tune"}});
     nlohmann::ordered_json j = {
@@ -90,6 +92,10 @@ std::string save_checkpoint(const std::string& run_dir, const TrainerState& stat
         {"elapsed_seconds", state.elapsed_seconds},
         {"config", state.config},
     };
+    if (state.loss_scale > 0) {
+      j["loss_scale"] = state.loss_scale;
+      j["loss_scale_finite_steps"] = state.loss_scale_finite_steps;
+    }
     io::write_file_atomic((temp / kStateFile).string(), j.dump(2) + "\n");
     // Publish: an existing folder of the same step (saved again after a resume) is replaced.
     if (fs::exists(final_path)) fs::remove_all(final_path);
@@ -125,6 +131,8 @@ TrainerState read_checkpoint_state(const std::string& checkpoint_dir) {
     s.tokens_seen = j.at("tokens_seen").get<int64_t>();
     s.elapsed_seconds = j.at("elapsed_seconds").get<double>();
     s.config = j.at("config");
+    s.loss_scale = j.value("loss_scale", 0.0);
+    s.loss_scale_finite_steps = j.value("loss_scale_finite_steps", int64_t{0});
   } catch (const nlohmann::json::exception& e) {
     throw Error(str(checkpoint_dir, "/", kStateFile, ": ", e.what(),
                     ". The checkpoint is damaged; resume from an older one or start over."));
@@ -142,7 +150,7 @@ void load_checkpoint_weights(const std::string& checkpoint_dir, nn::ParamStore& 
     const int64_t n = numel_of(p.shape);
     Tensor m = optimizer.exp_avg().narrow(p.offset, n).view(p.shape);
     Tensor v = optimizer.exp_avg_sq().narrow(p.offset, n).view(p.shape);
-    Tensor w = params.param(i);
+    Tensor w = optimizer.weights().narrow(p.offset, n).view(p.shape);
     for (auto& [prefix, dst] :
          {std::pair<std::string, Tensor*>{"param/", &w}, {"exp_avg/", &m}, {"exp_avg_sq/", &v}}) {
       const std::string name = prefix + p.name;
@@ -155,6 +163,7 @@ void load_checkpoint_weights(const std::string& checkpoint_dir, nn::ParamStore& 
       dst->copy_from(src);
     }
   }
+  optimizer.weights_changed();
   optimizer.set_steps_taken(step);
 }
 

@@ -127,6 +127,18 @@ std::vector<OptionSpec> train_option_specs() {
       {"training.keep_last", K::integer, "2", "checkpoints kept in output.dir/checkpoints"},
       {"training.log_every", K::integer, "1", "write a metrics line every N steps"},
       {"training.threads", K::integer, "0", "CPU threads; 0: all cores"},
+      {"training.device",
+       K::choice,
+       "cpu",
+       "where the model trains: cpu, or cuda (the first GPU)",
+       {"cpu", "cuda"}},
+      {"training.precision",
+       K::choice,
+       "auto",
+       "weights, activations and gradients: auto is f32 on the CPU and bf16 on CUDA; bf16 and "
+       "f16 (CUDA only) keep f32 master weights and f32 optimizer state for what trains, f16 "
+       "with dynamic loss scaling",
+       {"auto", "f32", "bf16", "f16"}},
       {"training.activation_checkpointing",
        K::choice,
        "none",
@@ -324,6 +336,19 @@ TrainConfig make_train_config(const Options& o) {
   t.log_every = positive(o, "training.log_every", 1);
   t.threads = static_cast<int>(positive(o, "training.threads", 0));
   t.recompute_blocks = o.text("training.activation_checkpointing") == "blocks";
+  t.device = o.text("training.device") == "cuda" ? Device::cuda : Device::cpu;
+  const std::string precision = o.text("training.precision");
+  t.dtype = precision == "bf16"        ? DType::bf16
+            : precision == "f16"       ? DType::f16
+            : precision == "f32"       ? DType::f32
+            : t.device == Device::cuda ? DType::bf16
+                                       : DType::f32;
+  if (t.device == Device::cpu && t.dtype != DType::f32) {
+    throw bad(o, "training.precision",
+              str("is ", precision,
+                  " but the CPU trains in f32 only; set training.device: cuda "
+                  "or training.precision: f32"));
+  }
 
   // output
   c.output.dir = o.text("output.dir");

@@ -1,6 +1,7 @@
 // Initial weights for scratch models and LoRA adapters.
 #include "tune/train/init.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "tune/core/rng.h"
@@ -13,9 +14,26 @@ namespace {
 constexpr uint64_t kScratchStream = 1ull << 32;
 constexpr uint64_t kLoraStream = 2ull << 32;
 
+// Values are drawn in f32 on the host, then converted to the parameters' dtype and copied to
+// their device: the same seed gives the same weights (up to rounding) whatever the placement.
+// Large tensors go in slices, so a host copy of the whole model never exists.
+constexpr int64_t kSliceElements = int64_t{1} << 24;
+
+template <typename Draw>
+void set_values(Tensor w, Draw draw) {
+  const Tensor flat = w.view({w.numel()});
+  for (int64_t begin = 0; begin < flat.numel(); begin += kSliceElements) {
+    const int64_t n = std::min(kSliceElements, flat.numel() - begin);
+    Tensor host = Tensor::empty({n}, DType::f32);
+    float* p = host.data<float>();
+    for (int64_t j = 0; j < n; ++j) p[j] = draw(begin + j);
+    Tensor dst = flat.narrow(begin, n);
+    dst.copy_from(host);
+  }
+}
+
 void fill(Tensor t, float value) {
-  float* p = t.data<float>();
-  for (int64_t i = 0; i < t.numel(); ++i) p[i] = value;
+  set_values(t, [value](int64_t) { return value; });
 }
 
 bool is_lora(const std::string& name) {
@@ -26,8 +44,6 @@ bool is_lora(const std::string& name) {
 
 void init_scratch_weights(models::Model& model, double std, uint64_t seed) {
   nn::ParamStore& params = model.params();
-  TUNE_CHECK(params.dtype() == DType::f32, "init_scratch_weights: parameters must be f32, not ",
-             dtype_name(params.dtype()));
   for (int i = 0; i < static_cast<int>(params.infos().size()); ++i) {
     const std::string& name = params.info(i).name;
     if (is_lora(name)) continue;
@@ -42,18 +58,16 @@ void init_scratch_weights(models::Model& model, double std, uint64_t seed) {
       double scale = std;
       if (model.config().model_type == "gpt2" && name.ends_with("c_proj.weight"))
         scale /= std::sqrt(2.0 * static_cast<double>(model.config().arch.num_layers));
-      float* p = w.data<float>();
-      for (int64_t j = 0; j < w.numel(); ++j) {
-        p[j] = static_cast<float>(scale) * normal01(seed, kScratchStream + i, j);
-      }
+      const float s = static_cast<float>(scale);
+      const uint64_t stream = kScratchStream + static_cast<uint64_t>(i);
+      set_values(w,
+                 [&](int64_t j) { return s * normal01(seed, stream, static_cast<uint64_t>(j)); });
     }
   }
 }
 
 void init_lora_weights(models::Model& model, uint64_t seed) {
   nn::ParamStore& params = model.params();
-  TUNE_CHECK(params.dtype() == DType::f32, "init_lora_weights: parameters must be f32, not ",
-             dtype_name(params.dtype()));
   for (int i = 0; i < static_cast<int>(params.infos().size()); ++i) {
     const std::string& name = params.info(i).name;
     Tensor w = params.param(i);
@@ -61,10 +75,10 @@ void init_lora_weights(models::Model& model, uint64_t seed) {
       fill(w, 0.0f);
     } else if (name.ends_with(".lora_A.weight")) {
       const float bound = 1.0f / std::sqrt(static_cast<float>(w.size(1)));  // A is [r, in]
-      float* p = w.data<float>();
-      for (int64_t j = 0; j < w.numel(); ++j) {
-        p[j] = bound * (2.0f * uniform01(seed, kLoraStream + i, j) - 1.0f);
-      }
+      const uint64_t stream = kLoraStream + static_cast<uint64_t>(i);
+      set_values(w, [&](int64_t j) {
+        return bound * (2.0f * uniform01(seed, stream, static_cast<uint64_t>(j)) - 1.0f);
+      });
     }
   }
 }

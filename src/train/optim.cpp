@@ -2,6 +2,7 @@
 // call on narrow() views of the weights, the gradients and their own state.
 #include "tune/train/optim.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "tune/ops/ops.h"
@@ -58,22 +59,41 @@ AdamW::AdamW(nn::ParamStore& params, AdamWConfig cfg) : params_(params), cfg_(cf
   TUNE_CHECK(cfg.eps >= 0.0, "AdamW: eps must be >= 0, got ", cfg.eps);
   TUNE_CHECK(cfg.weight_decay >= 0.0, "AdamW: weight_decay must be >= 0, got ", cfg.weight_decay);
   runs_ = decay_runs(params);
-  m_ = Tensor::zeros({params.trainable_numel()}, params.dtype());
-  v_ = Tensor::zeros({params.trainable_numel()}, params.dtype());
+  const bool mixed = params.dtype() == DType::bf16 || params.dtype() == DType::f16;
+  const DType state = mixed ? DType::f32 : params.dtype();
+  m_ = Tensor::zeros({params.trainable_numel()}, state, params.device());
+  v_ = Tensor::zeros({params.trainable_numel()}, state, params.device());
+  if (mixed) {
+    // The masters start as the parameters' values (converted on the host: this happens once).
+    master_ = params.trainable().to(Device::cpu).to(DType::f32).to(params.device());
+  }
 }
 
-void AdamW::step(double lr) {
+void AdamW::step(double lr, double grad_scale) {
   check_lr("AdamW::step", lr);
+  TUNE_CHECK(std::isfinite(grad_scale), "AdamW::step: gradient scale ", grad_scale,
+             " is not finite");
   ++steps_;
   Tensor& weights = params_.trainable();
   Tensor& grads = params_.grads();
+  if (!master_.defined() && grad_scale != 1.0) ops::scale_inplace(grads, grad_scale);
   for (const DecayRun& r : runs_) {
     const int64_t n = r.end - r.begin;
     Tensor p = weights.narrow(r.begin, n), m = m_.narrow(r.begin, n), v = v_.narrow(r.begin, n);
+    const Tensor g = grads.narrow(r.begin, n);
     const double wd = r.decay == nn::Decay::yes ? cfg_.weight_decay : 0.0;
-    ops::adamw_update(p, grads.narrow(r.begin, n), m, v, lr, cfg_.beta1, cfg_.beta2, cfg_.eps, wd,
-                      steps_);
+    if (master_.defined()) {
+      Tensor w = master_.narrow(r.begin, n);
+      ops::adamw_update_mixed(w, p, g, m, v, lr, cfg_.beta1, cfg_.beta2, cfg_.eps, wd, steps_,
+                              grad_scale);
+    } else {
+      ops::adamw_update(p, g, m, v, lr, cfg_.beta1, cfg_.beta2, cfg_.eps, wd, steps_);
+    }
   }
+}
+
+void AdamW::weights_changed() {
+  if (master_.defined()) params_.trainable().copy_from(master_.to(Device::cpu));
 }
 
 void AdamW::set_steps_taken(int64_t steps) {
@@ -87,7 +107,8 @@ Sgd::Sgd(nn::ParamStore& params, SgdConfig cfg) : params_(params), cfg_(cfg) {
   TUNE_CHECK(cfg.momentum >= 0.0, "Sgd: momentum must be >= 0, got ", cfg.momentum);
   TUNE_CHECK(cfg.weight_decay >= 0.0, "Sgd: weight_decay must be >= 0, got ", cfg.weight_decay);
   runs_ = decay_runs(params);
-  if (cfg.momentum != 0.0) buf_ = Tensor::zeros({params.trainable_numel()}, params.dtype());
+  if (cfg.momentum != 0.0)
+    buf_ = Tensor::zeros({params.trainable_numel()}, params.dtype(), params.device());
 }
 
 void Sgd::step(double lr) {
@@ -126,6 +147,36 @@ double clip_grad_norm(nn::ParamStore& params, double max_norm) {
     if (coef < 1.0) ops::scale_inplace(params.grads(), coef);
   }
   return total;
+}
+
+double clip_factor(double norm, double max_norm) {
+  if (max_norm <= 0.0) return 1.0;
+  return std::min(1.0, clip_coef<float>(max_norm, norm));
+}
+
+LossScaler::LossScaler(double initial_scale, int64_t growth_interval)
+    : scale_(initial_scale), growth_interval_(growth_interval) {
+  TUNE_CHECK(initial_scale > 0 && growth_interval > 0, "LossScaler: bad settings ", initial_scale,
+             ", ", growth_interval);
+}
+
+bool LossScaler::update(bool finite) {
+  if (!finite) {
+    scale_ = std::max(scale_ * 0.5, 1.0);  // below 1 would only make underflow worse
+    finite_steps_ = 0;
+    return false;
+  }
+  if (++finite_steps_ == growth_interval_) {
+    scale_ *= 2.0;
+    finite_steps_ = 0;
+  }
+  return true;
+}
+
+void LossScaler::restore(double scale, int64_t finite_steps) {
+  TUNE_CHECK(scale > 0 && finite_steps >= 0, "LossScaler: bad state ", scale, ", ", finite_steps);
+  scale_ = scale;
+  finite_steps_ = finite_steps;
 }
 
 }  // namespace tune::train

@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 
+#include "tune/core/device.h"
 #include "tune/core/error.h"
 #include "tune/core/parallel.h"
 #include "tune/data/data.h"
@@ -139,6 +140,7 @@ class Trainer {
   std::optional<tok::Tokenizer> tokenizer_;
   std::unique_ptr<models::Model> model_;
   std::unique_ptr<AdamW> optimizer_;
+  std::optional<LossScaler> scaler_;  // f16 only
   std::optional<data::PreparedData> data_;
   std::unique_ptr<data::Loader> loader_;
   nn::Context ctx_;
@@ -172,7 +174,8 @@ void Trainer::prepare_output_dir(RunMode mode) {
 
 void Trainer::build_model() {
   models::ModelOptions mo;
-  mo.dtype = DType::f32;
+  mo.dtype = cfg_.training.dtype;
+  mo.device = cfg_.training.device;
   mo.training = cfg_.adapter.lora ? models::Training::lora : models::Training::full;
   mo.lora = cfg_.adapter.config;
   if (cfg_.model.init == Init::pretrained) {
@@ -195,6 +198,8 @@ void Trainer::build_model() {
   ac.eps = cfg_.training.adam_epsilon;
   ac.weight_decay = cfg_.training.weight_decay;
   optimizer_ = std::make_unique<AdamW>(model_->params(), ac);
+  if (cfg_.training.dtype == DType::f16) scaler_.emplace();
+  ctx_ = nn::Context(cfg_.training.device);
   const nn::ParamStore& p = model_->params();
   say(str("model: ", model_->config().model_type, ", ", p.frozen_numel() + p.trainable_numel(),
           " parameters, ", p.trainable_numel(), " trainable",
@@ -232,6 +237,7 @@ void Trainer::restore(const std::string& checkpoint) {
                     "--overwrite or another output.dir."));
   }
   load_checkpoint_weights(checkpoint, model_->params(), *optimizer_, s.step);
+  if (scaler_ && s.loss_scale > 0) scaler_->restore(s.loss_scale, s.loss_scale_finite_steps);
   loader_->set_state(s.loader);
   state_ = s;
   state_.config = options_.to_json();
@@ -250,7 +256,7 @@ double Trainer::evaluate() {
   if (ds.size() == 0) return NAN;
   data::Loader loader(ds, cfg_.data.seq_len, cfg_.data.pack, cfg_.training.micro_batch_size,
                       cfg_.training.seed, false);
-  nn::Context ctx;
+  nn::Context ctx(cfg_.training.device);
   ctx.mode = nn::Mode::eval;
   double sum = 0;
   int64_t count = 0;
@@ -278,6 +284,10 @@ double Trainer::evaluate() {
 void Trainer::save(bool final_save) {
   if (last_saved_ == state_.step) return;
   state_.loader = loader_->state();
+  if (scaler_) {
+    state_.loss_scale = scaler_->scale();
+    state_.loss_scale_finite_steps = scaler_->finite_steps();
+  }
   last_checkpoint_ = save_checkpoint(out_.string(), state_, model_->params(), *optimizer_,
                                      cfg_.training.keep_last);
   last_saved_ = state_.step;
@@ -287,7 +297,9 @@ void Trainer::save(bool final_save) {
 void Trainer::write_outputs() {
   const std::string base = cfg_.model.init == Init::pretrained ? cfg_.model.path : "";
   if (cfg_.adapter.lora) {
-    models::save_adapter(*model_, out_.string(), base);
+    // Under mixed precision the optimizer's f32 masters are the trained values.
+    const Tensor trained = optimizer_->mixed_precision() ? optimizer_->weights() : Tensor();
+    models::save_adapter(*model_, out_.string(), base, trained);
   } else {
     const models::ModelConfig& mc = model_->config();
     DType dtype = mc.dtype;
@@ -297,7 +309,13 @@ void Trainer::write_outputs() {
     const nn::ParamStore& p = model_->params();
     std::vector<std::pair<std::string, Tensor>> tensors;
     for (int i = 0; i < static_cast<int>(p.infos().size()); ++i) {
-      tensors.emplace_back(p.info(i).name, p.param(i).to(dtype));
+      const nn::ParamInfo& info = p.info(i);
+      // Under mixed precision the optimizer's f32 masters are the trained values.
+      const Tensor w =
+          optimizer_->mixed_precision() && info.role == nn::Role::trainable
+              ? optimizer_->weights().narrow(info.offset, numel_of(info.shape)).view(info.shape)
+              : p.param(i);
+      tensors.emplace_back(info.name, w.to(Device::cpu).to(dtype));
     }
     io::write_checkpoint_dir(out_.string(), tensors);
     nlohmann::json config = mc.json;
@@ -354,8 +372,9 @@ RunResult Trainer::run(RunMode mode, const std::atomic<bool>* stop) {
   RunResult result;
   result.total_steps = total_steps_;
   say(str("training: steps ", state_.step, " -> ", total_steps_, ", ", t.micro_batch_size,
-          " rows x ", G, " accumulation of up to ", cfg_.data.seq_len, " tokens, ", num_threads(),
-          " threads"));
+          " rows x ", G, " accumulation of up to ", cfg_.data.seq_len, " tokens, ",
+          t.device == Device::cuda ? str("on cuda in ", dtype_name(t.dtype))
+                                   : str(num_threads(), " threads")));
 
   while (state_.step < total_steps_) {
     const auto step_start = Clock::now();
@@ -367,6 +386,8 @@ RunResult Trainer::run(RunMode mode, const std::atomic<bool>* stop) {
       tokens += batches.back().tokens;
     }
     params.zero_grads();
+    // f16: backward runs on the loss times the scale (the gradients come out scaled by it).
+    const double loss_scale = scaler_ ? scaler_->scale() : 1.0;
     double loss_sum = 0;
     for (int64_t g = 0; g < G; ++g) {
       const data::Batch& b = batches[static_cast<size_t>(g)];
@@ -375,19 +396,34 @@ RunResult Trainer::run(RunMode mode, const std::atomic<bool>* stop) {
       ctx_.recompute_blocks = t.recompute_blocks;
       ctx_.step = static_cast<uint64_t>(state_.step * G + g);  // dropout masks
       // The output head and the loss go in chunks: the [tokens, vocab] logits never exist whole.
-      const nn::LossResult r = lm.forward_backward(
-          ctx_, b.ids, b.positions, b.labels, static_cast<double>(std::max<int64_t>(counted, 1)));
+      const double normalizer = static_cast<double>(std::max<int64_t>(counted, 1)) / loss_scale;
+      const nn::LossResult r = lm.forward_backward(ctx_, b.ids, b.positions, b.labels, normalizer);
       loss_sum += r.sum;
     }
     const double lr =
         learning_rate_at(t.scheduler, t.learning_rate, state_.step, warmup_, total_steps_);
     double gnorm = 0;
-    if (counted > 0) {
-      gnorm = clip_grad_norm(params, t.max_grad_norm);
-      optimizer_->step(lr);
-    } else {
+    if (counted == 0) {
       say(str("step ", state_.step + 1, ": no counted tokens in this batch; no update"));
       optimizer_->set_steps_taken(optimizer_->steps_taken() + 1);
+    } else if (optimizer_->mixed_precision()) {
+      // Clipping and unscaling ride along in the update: no pass over the gradients of its own.
+      const double scaled_norm = grad_norm(params);
+      if (scaler_ && !scaler_->update(std::isfinite(scaled_norm))) {
+        say(str("step ", state_.step + 1, ": f16 gradients overflowed at loss scale ", loss_scale,
+                "; update skipped, scale now ", scaler_->scale()));
+        gnorm = scaled_norm;
+      } else {
+        TUNE_CHECK(std::isfinite(scaled_norm), "step ", state_.step + 1, ": the gradient norm is ",
+                   scaled_norm,
+                   " (NaN or inf), so this step's update would ruin the weights; "
+                   "lower the learning rate (or raise warmup), or check the data");
+        gnorm = scaled_norm / loss_scale;
+        optimizer_->step(lr, clip_factor(gnorm, t.max_grad_norm) / loss_scale);
+      }
+    } else {
+      gnorm = clip_grad_norm(params, t.max_grad_norm);
+      optimizer_->step(lr);
     }
     state_.step += 1;
     state_.tokens_seen += tokens;
@@ -424,7 +460,10 @@ RunResult Trainer::run(RunMode mode, const std::atomic<bool>* stop) {
     if (!reported_memory_) {
       reported_memory_ = true;
       say(str("activation memory: ", ctx_.arena.peak_bytes() >> 20, " MiB per micro-batch",
-              t.recompute_blocks ? " (blocks recomputed)" : ""));
+              t.recompute_blocks ? " (blocks recomputed)" : "",
+              t.device == Device::cuda
+                  ? str("; device memory in use ", cuda_memory_in_use() >> 20, " MiB")
+                  : std::string()));
     }
 
     const bool last = state_.step == total_steps_;

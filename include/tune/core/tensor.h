@@ -16,6 +16,9 @@
 namespace tune {
 
 enum class Device : uint8_t { cpu, cuda };
+inline const char* device_name(Device d) {
+  return d == Device::cuda ? "cuda" : "cpu";
+}
 
 using Shape = std::vector<int64_t>;
 

@@ -14,8 +14,10 @@ namespace tune::models {
 nn::LoraConfig read_adapter_config(const std::string& dir);
 // Loads DIR/adapter_model.safetensors into a model built with Training::lora.
 void load_adapter(Model& model, const std::string& dir);
-// Writes the model's LoRA tensors and config in PEFT's layout, each file atomically.
-void save_adapter(const Model& model, const std::string& dir,
-                  const std::string& base_model_name_or_path = "");
+// Writes the model's LoRA tensors (in f32) and config in PEFT's layout, each file atomically.
+// `trainable`, when defined, is a [trainable_numel] buffer (on any device) whose values are
+// written instead of the parameters': a mixed-precision optimizer's f32 master weights.
+void save_adapter(const Model& model, const std::string& dir, const std::string& base_model = "",
+                  const Tensor& trainable = Tensor());
 
 }  // namespace tune::models

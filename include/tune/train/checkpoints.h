@@ -21,6 +21,9 @@ struct TrainerState {
   int64_t tokens_seen = 0;
   double elapsed_seconds = 0;
   nlohmann::ordered_json config;  // the resolved config, flat {key: value}
+  // f16 training's LossScaler (scale 0: none).
+  double loss_scale = 0;
+  int64_t loss_scale_finite_steps = 0;
 };
 
 // Writes run_dir/checkpoints/step-<state.step> and then removes all but the newest `keep_last`.

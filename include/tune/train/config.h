@@ -49,6 +49,8 @@ struct TrainingSection {
   int64_t log_every = 1;
   int threads = 0;
   bool recompute_blocks = false;  // training.activation_checkpointing: blocks
+  Device device = Device::cpu;    // training.device
+  DType dtype = DType::f32;       // training.precision (auto resolved by device)
 };
 
 struct OutputSection {
