@@ -1,10 +1,12 @@
-// Cross-entropy on the GPU; the variants were measured in dev/kernels/cross_entropy.cu (this is
-// its variant 3). Design notes:
+// Cross-entropy on the GPU; the variants were measured in dev/kernels/cross_entropy.cu (long rows
+// on Hopper: its variant 4; otherwise its variant 3). Design notes:
 // - One block per row. One pass over the row keeps a running (max, sum of exp(x - max)) per
 //   thread — the sum rescaled when the max grows — and the block combines the pairs in a fixed
 //   tree order; a second pass writes the gradient. So the logits are read twice and the gradient
-//   written once; with a block of 1024 threads few enough rows are in flight that the second
-//   read mostly hits L2.
+//   written once. For long rows (Llama 3's 128256 bf16 logits are 256 KB) the rows in flight
+//   outgrow L2 and the second read goes to memory: 6 bytes moved per bf16 logit, 2.0 TB/s of
+//   useful traffic at the H100's 3 TB/s. There (compute capability 9.0+) a cluster of 8 blocks
+//   takes a row instead, each keeping its eighth in shared memory, so the row is read once.
 // - dlogits may be logits itself: every read of the row (and of x[target]) happens before the
 //   combine's barrier, and in the gradient pass each thread reads an element just before it
 //   writes that same element.
@@ -20,6 +22,8 @@
 #include <algorithm>
 #include <climits>
 
+#include <cooperative_groups.h>
+
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_math.cuh"
 #include "backend/cuda/loss_kernels.h"
@@ -28,10 +32,21 @@ namespace tune::cuda {
 
 namespace {
 
+namespace cg = cooperative_groups;
+
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr int64_t kIgnoreIndex = -100;
 constexpr int kMaxThreads = 1024;
 constexpr int kSumThreads = 1024;
+constexpr int kCluster = 8;  // the portable cluster size
+// Threads per cluster block: the lab's best on the H100 at 8192 x 128256 (256 for 2-byte logits,
+// 512 for f32).
+template <typename T>
+constexpr int kClusterThreads = sizeof(T) >= 4 ? 512 : 256;
+// A block's chunk stays under this, so that two blocks fit an SM's shared memory.
+constexpr size_t kClusterChunkMax = 112 * 1024;
+// Rows shorter than this take the two-pass kernel: their second read is served by L2.
+constexpr size_t kClusterRowMin = 64 * 1024;
 
 // (max, sum of exp(x - max)) over some elements; none: max -inf, sum 0.
 struct MaxSum {
@@ -130,6 +145,87 @@ __global__ void cross_entropy_rows(T* dlogits, const T* logits, const I* targets
   }
 }
 
+// Long rows on Hopper: a cluster of kCluster blocks per row, each holding its chunk of the row in
+// shared memory, so the logits are read from memory once. Each block reduces its chunk to a
+// (max, sum) pair; after a cluster barrier every block combines the kCluster pairs in rank order
+// through distributed shared memory (the same result in every block), then writes the gradient of
+// its chunk from shared memory. chunk_packs: packs of V elements per block.
+template <typename T, typename I, int V>
+__global__ void __launch_bounds__(kClusterThreads<T>)
+    cross_entropy_cluster(T* dlogits, const T* logits, const I* targets, int64_t v,
+                          int64_t chunk_packs, float grad_scale, double* row_loss,
+                          unsigned long long* bad) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  using P = Pack<T, V>;
+  extern __shared__ __align__(16) unsigned char smem[];
+  P* chunk = reinterpret_cast<P*>(smem);  // [chunk_packs]
+  __shared__ MaxSum scratch[32];
+  __shared__ MaxSum block_pair;
+  cg::cluster_group cluster = cg::this_cluster();
+  const auto rank = static_cast<int64_t>(cluster.block_rank());
+  const int64_t r = blockIdx.x / kCluster;
+  const T* x = logits + r * v;
+  T* d = dlogits ? dlogits + r * v : nullptr;
+  const P* xp = reinterpret_cast<const P*>(x);
+  const int64_t packs = v / V, q0 = rank * chunk_packs, q1 = min64(packs, q0 + chunk_packs);
+  const auto t = static_cast<int64_t>(targets[r]);
+  if (t == kIgnoreIndex || t < 0 || t >= v) {  // the same branch in every block of the cluster
+    const bool first = rank == 0 && threadIdx.x == 0;
+    if (t != kIgnoreIndex && first) atomicMin(bad, static_cast<unsigned long long>(r));
+    if (d) {
+      P zero;
+#pragma unroll
+      for (int k = 0; k < V; ++k) zero.v[k] = from_f<T>(0.f);
+      for (int64_t q = q0 + threadIdx.x; q < q1; q += blockDim.x) reinterpret_cast<P*>(d)[q] = zero;
+    }
+    if (first) row_loss[r] = 0.0;
+    return;
+  }
+  // x[t] before the first cluster barrier: no block writes d (which may be x) before it.
+  const float xt = rank == 0 && threadIdx.x == 0 ? to_f(x[t]) : 0.f;
+  MaxSum a{-INFINITY, 0.f};
+  int64_t q = q0 + threadIdx.x;
+  for (; q + blockDim.x < q1; q += 2 * blockDim.x) {
+    const P p0 = xp[q], p1 = xp[q + blockDim.x];
+    chunk[q - q0] = p0;
+    chunk[q + blockDim.x - q0] = p1;
+    accumulate<T, V>(a, p0);
+    accumulate<T, V>(a, p1);
+  }
+  if (q < q1) {
+    const P p0 = xp[q];
+    chunk[q - q0] = p0;
+    accumulate<T, V>(a, p0);
+  }
+  a = block_combine(a, scratch);
+  if (threadIdx.x == 0) block_pair = a;
+  cluster.sync();
+  MaxSum total{-INFINITY, 0.f};
+  for (unsigned k = 0; k < kCluster; ++k)
+    total = combine(total, *cluster.map_shared_rank(&block_pair, k));
+  cluster.sync();  // every block has read every pair: none may exit before
+  if (rank == 0 && threadIdx.x == 0) {
+    row_loss[r] = static_cast<double>(total.m) + log(static_cast<double>(total.s)) - xt;
+  }
+  if (!d) return;
+  P* dp = reinterpret_cast<P*>(d);
+  const float coef = grad_scale / total.s, mb = total.m * kLog2e;
+  for (q = q0 + threadIdx.x; q < q1; q += blockDim.x) {
+    const P p = chunk[q - q0];
+    P o;
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      float g = exp2f(fmaf(to_f(p.v[k]), kLog2e, -mb)) * coef;
+      if (q * V + k == t) g -= grad_scale;
+      o.v[k] = from_f<T>(g);
+    }
+    dp[q] = o;
+  }
+#else
+  __trap();  // launched only on compute capability 9.0 and later
+#endif
+}
+
 // *total = the sum of row_loss [n] in a fixed order: thread t sums rows t, t + 1024, ... in row
 // order, then a tree over the threads.
 __global__ void sum_rows(const double* row_loss, int64_t n, double* total) {
@@ -157,6 +253,48 @@ void launch(T* d, const T* x, const I* t, int64_t n, int64_t v, float grad_scale
       static_cast<int>(std::clamp<int64_t>((per_thread_units + 31) / 32 * 32, 32, kMaxThreads));
   cross_entropy_rows<T, I, V, U><<<static_cast<unsigned>(n), threads, 0, cudaStreamPerThread>>>(
       d, x, t, v, grad_scale, row_loss, bad);
+}
+
+bool has_clusters() {
+  thread_local int major = [] {
+    int dev = 0, m = 0;
+    TUNE_CUDA_CHECK(cudaGetDevice(&dev));
+    TUNE_CUDA_CHECK(cudaDeviceGetAttribute(&m, cudaDevAttrComputeCapabilityMajor, dev));
+    return m;
+  }();
+  return major >= 9;
+}
+
+// Launches the cluster kernel and returns true when the rows suit it (see kClusterRowMin,
+// kClusterChunkMax); false leaves the work to the two-pass kernel.
+template <typename T, typename I, int V>
+bool launch_cluster(T* d, const T* x, const I* t, int64_t n, int64_t v, float grad_scale,
+                    double* row_loss, unsigned long long* bad) {
+  const int64_t packs = v / V, chunk_packs = (packs + kCluster - 1) / kCluster;
+  const size_t chunk_bytes = static_cast<size_t>(chunk_packs) * V * sizeof(T);
+  const size_t row_bytes = static_cast<size_t>(v) * sizeof(T);
+  if (row_bytes < kClusterRowMin || chunk_bytes > kClusterChunkMax || !has_clusters() ||
+      n > INT_MAX / kCluster) {
+    return false;
+  }
+  auto* kernel = cross_entropy_cluster<T, I, V>;
+  TUNE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(chunk_bytes)));
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>(n * kCluster));
+  cfg.blockDim = dim3(kClusterThreads<T>);
+  cfg.dynamicSmemBytes = chunk_bytes;
+  cfg.stream = cudaStreamPerThread;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = kCluster;
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  TUNE_CUDA_CHECK(
+      cudaLaunchKernelEx(&cfg, kernel, d, x, t, v, chunk_packs, grad_scale, row_loss, bad));
+  return true;
 }
 
 // Device scratch: n row losses, the total, and the bad-row word.
@@ -191,9 +329,11 @@ CrossEntropyResult cross_entropy(DType dtype, DType target_type, void* dlogits, 
       using I = decltype(itag);
       const auto* t = static_cast<const I*>(targets);
       if (vec) {
-        launch<T, I, V, 2>(d, x, t, n, v, scale, s.row_loss, s.bad);
+        if (!launch_cluster<T, I, V>(d, x, t, n, v, scale, s.row_loss, s.bad))
+          launch<T, I, V, 2>(d, x, t, n, v, scale, s.row_loss, s.bad);
       } else {
-        launch<T, I, 1, 4>(d, x, t, n, v, scale, s.row_loss, s.bad);
+        if (!launch_cluster<T, I, 1>(d, x, t, n, v, scale, s.row_loss, s.bad))
+          launch<T, I, 1, 4>(d, x, t, n, v, scale, s.row_loss, s.bad);
       }
     };
     if (target_type == DType::i32) {
