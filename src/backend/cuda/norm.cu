@@ -8,7 +8,9 @@
 // no atomics. Each block writes its partial row; a second kernel adds the partials to dw in block
 // order, so dw is bitwise reproducible run to run.
 // LayerNorm follows the same plan: mean and rstd (saved, f32) from two passes over the row, and
-// a backward whose blocks keep dw and db partials side by side.
+// a backward whose blocks keep dw and db partials side by side; its grid has ~1536 threads per
+// SM (GPT-2's rows make small blocks) and the column pass runs 8 lanes per column, each summing
+// every 8th block's partial in order, then the lanes in order.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -292,19 +294,32 @@ __global__ void layer_backward_rows(T* dx, float* partial, const T* dy, const T*
   }
 }
 
-// dw[j] += the sum over blocks, in order, of partial[b, j]; db[j] likewise of partial[b, c + j].
-// Either may be null.
+// dw[j] += the sum over blocks of partial[b, j]; db[j] likewise of partial[b, c + j]. Either may
+// be null. Block (32 columns, 8 lanes): lane l sums blocks l, l + 8, ... in order, then lane 0
+// adds the 8 lane sums in lane order — a fixed order, with 8 loads in flight per column.
 template <typename T>
 __global__ void layer_dwdb_reduce(T* dw, T* db, const float* partial, int blocks, int c) {
-  const int j = blockIdx.x * blockDim.x + threadIdx.x;
-  if (j >= c) return;
+  __shared__ float lane_w[8][32], lane_b[8][32];
+  const int tx = threadIdx.x, ty = threadIdx.y, j = blockIdx.x * 32 + tx;
   float sw = 0, sb = 0;
-  for (int b = 0; b < blocks; ++b) {
-    sw += partial[static_cast<int64_t>(b) * 2 * c + j];
-    sb += partial[static_cast<int64_t>(b) * 2 * c + c + j];
+  if (j < c) {
+    for (int b = ty; b < blocks; b += 8) {
+      sw += partial[static_cast<int64_t>(b) * 2 * c + j];
+      sb += partial[static_cast<int64_t>(b) * 2 * c + c + j];
+    }
   }
-  if (dw) dw[j] = from_f<T>(to_f(dw[j]) + sw);
-  if (db) db[j] = from_f<T>(to_f(db[j]) + sb);
+  lane_w[ty][tx] = sw;
+  lane_b[ty][tx] = sb;
+  __syncthreads();
+  if (ty != 0 || j >= c) return;
+  float w = 0, bsum = 0;
+#pragma unroll
+  for (int l = 0; l < 8; ++l) {
+    w += lane_w[l][tx];
+    bsum += lane_b[l][tx];
+  }
+  if (dw) dw[j] = from_f<T>(to_f(dw[j]) + w);
+  if (db) db[j] = from_f<T>(to_f(db[j]) + bsum);
 }
 
 constexpr int kThreads = 256;
@@ -445,18 +460,21 @@ template <typename T, int V>
 void layer_backward_v(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const float* mean,
                       const float* rstd, int n, int c) {
   const cudaStream_t stream = cudaStreamPerThread;
-  const int grid = std::min(n, sm_count() * kBlocksPerSm);
+  // GPT-2's rows make small blocks (96 threads at c = 768 in bf16): enough of them for ~1536
+  // threads per SM (dev/kernels/layer_norm.cu, backward 3).
+  const int threads = threads_for((c + V - 1) / V);
+  const int per_sm = std::clamp(1536 / threads, kBlocksPerSm, 16);
+  const int grid = std::min(n, sm_count() * per_sm);
   const bool sums = dw || db;
   float* partial =
       sums ? partial_scratch(static_cast<size_t>(grid) * 2 * c * sizeof(float)) : nullptr;
   const bool smem_acc = sums && static_cast<size_t>(2 * c) * sizeof(float) <= kSmemLimit;
   const size_t smem = smem_acc ? static_cast<size_t>(2 * c) * sizeof(float) : 0;
-  layer_backward_rows<T, V><<<grid, threads_for((c + V - 1) / V), smem, stream>>>(
-      dx, partial, dy, x, w, mean, rstd, n, c, smem_acc);
+  layer_backward_rows<T, V>
+      <<<grid, threads, smem, stream>>>(dx, partial, dy, x, w, mean, rstd, n, c, smem_acc);
   TUNE_CUDA_CHECK(cudaGetLastError());
   if (sums) {
-    layer_dwdb_reduce<T>
-        <<<(c + kThreads - 1) / kThreads, kThreads, 0, stream>>>(dw, db, partial, grid, c);
+    layer_dwdb_reduce<T><<<(c + 31) / 32, dim3(32, 8), 0, stream>>>(dw, db, partial, grid, c);
     TUNE_CUDA_CHECK(cudaGetLastError());
   }
 }
