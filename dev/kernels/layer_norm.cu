@@ -12,8 +12,9 @@
 // and the backward's two row sums and two column partials.
 // Measured on an H100 (80GB HBM3), 2026-11-23, N = 16384 (bytes: forward x read + y written,
 // backward dy, x read + dx written):
-//   forward  bf16 C=768: 2: 2.41 TB/s  3: 2.48  4 (one pass): 2.27, and 4 fails the offset-300
-//            check (y error 4e-3 against 1e-5 for two passes). f32 C=1600: 3: 2.72 TB/s.
+//   forward  bf16 C=768: 2: 2.27 TB/s  3: 2.36  4 (one pass): 2.51; C=1600: 2: 2.39  3: 2.44
+//            4: 2.18. f32 C=768: 2: 2.50  3: 2.60; C=1600: 2: 2.29  3: 2.71. Variant 4 fails the
+//            offset-300 check (y error ~4e-3, two passes ~1e-5), so norm.cu keeps two passes.
 //   backward C=768:  f32 2: 0.096 ms (1.57 TB/s) -> 3: 0.071 ms (2.12); bf16 2: 0.104 (0.72) -> 3:
 //            0.100 (0.75). C=1600: f32 2: 0.157 (2.00) -> 3: 0.131 (2.40); bf16 2: 0.170 (0.92)
 //            -> 3: 0.159 (0.99). bf16 backward stays latency-bound (two block sums per row).
