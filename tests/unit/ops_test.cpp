@@ -371,15 +371,15 @@ TEST(OpsChecks, CudaTensorsSayThereIsNoKernelYet) {
   Tensor other = Tensor::wrap(host.raw(), {2, 3}, DType::f32, nullptr, Device::cuda);
   // attention_backward (the probabilities form) is CPU-only; training on CUDA uses the lse form.
   std::vector<Tensor> host_bufs, devs;
-  for (const Shape& shape : {Shape{1, 2, 1, 4}, Shape{1, 2, 1, 4}, Shape{1, 2, 1, 4},
-                             Shape{1, 2, 1, 4}, Shape{1, 2, 1, 4}, Shape{1, 2, 1, 4},
-                             Shape{1, 2, 1, 4}, Shape{1, 1, 2, 2}}) {
+  for (const Shape& shape :
+       {Shape{1, 2, 1, 4}, Shape{1, 2, 1, 4}, Shape{1, 2, 1, 4}, Shape{1, 2, 1, 4},
+        Shape{1, 2, 1, 4}, Shape{1, 2, 1, 4}, Shape{1, 2, 1, 4}, Shape{1, 1, 2, 2}}) {
     host_bufs.push_back(Tensor::zeros(shape, DType::f32));
     devs.push_back(Tensor::wrap(host_bufs.back().raw(), shape, DType::f32, nullptr, Device::cuda));
   }
   EXPECT_EQ(error_of([&] {
-              ops::attention_backward(devs[0], devs[1], devs[2], devs[3], devs[4], devs[5],
-                                      devs[6], devs[7], 1.0);
+              ops::attention_backward(devs[0], devs[1], devs[2], devs[3], devs[4], devs[5], devs[6],
+                                      devs[7], 1.0);
             }),
             "[attention_backward] no CUDA kernel yet");
   EXPECT_TRUE(contains(error_of([&] { ops::add(dev, host, host); }),
