@@ -466,5 +466,15 @@ TEST(OpsCrossEntropy, CountsTargetsAndRejectsBadOnes) {
               2 * std::log(4.0), 1e-6);
 }
 
+TEST(OpsCrossEntropy, InPlaceOrApartButNeverAPartialOverlap) {
+  // dlogits may be logits itself (training saves the (N, V) buffer), not a shifted view of it.
+  Tensor buf = Tensor::zeros({4 * 4}, DType::f32);
+  Tensor logits = buf.narrow(0, 12).view({3, 4}), shifted = buf.narrow(4, 12).view({3, 4});
+  const Tensor targets = Tensor::from_i64({3}, {0, 1, 2});
+  EXPECT_TRUE(contains(error_of([&] { ops::cross_entropy(shifted, logits, targets, 1.0); }),
+                       "[cross_entropy] dlogits overlaps logits"));
+  EXPECT_NEAR(ops::cross_entropy(logits, logits, targets, 1.0), 3 * std::log(4.0), 1e-6);
+}
+
 }  // namespace
 }  // namespace tune
