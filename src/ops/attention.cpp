@@ -158,4 +158,131 @@ void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, 
   });
 }
 
+namespace {
+
+// window >= 0; key_start defined: (B, Tq) i64 on q's device, its values checked on the CPU.
+void check_window_and_key_start(const char* op, int64_t window, const Arg& sa, const Arg& qa,
+                                const cpu::AttentionShape& s) {
+  if (window < 0) detail::fail(op, str("window = ", window, " must be >= 0 (0: no window)"));
+  const Tensor& ks = sa.tensor;
+  if (!ks.defined()) return;
+  if (ks.device() != qa.tensor.device()) {
+    detail::fail(op, str("q is ", qa.tensor.describe(), " but key_start is ", ks.describe(),
+                         "; move them to one device"));
+  }
+  if (ks.device() == Device::cuda) {
+    // The values stay on the device (not checked: ops.h's range is the caller's contract).
+    detail::check_shape(op, sa, {s.batch, s.q_seq}, qa);
+    if (ks.dtype() != DType::i64) {
+      detail::fail(op, str("key_start is ", ks.describe(), "; expected i64"));
+    }
+  } else {
+    check_key_start(op, sa, qa, s);
+  }
+}
+
+// lse (B, Hq, Tq): f32, or on the CPU also q's dtype.
+void check_lse(const char* op, const Arg& la, const Arg& qa, const cpu::AttentionShape& s) {
+  detail::check_defined(op, la);
+  detail::check_shape(op, la, {s.batch, s.q_heads, s.q_seq}, qa);
+  const DType dt = la.tensor.dtype();
+  const bool cpu_same = la.tensor.device() == Device::cpu && dt == qa.tensor.dtype();
+  if (dt != DType::f32 && !cpu_same) {
+    detail::fail(op, str(la.name, " is ", la.tensor.describe(), "; expected f32 (on the CPU also ",
+                         dtype_name(qa.tensor.dtype()), ", q's dtype)"));
+  }
+}
+
+}  // namespace
+
+void attention_forward_lse(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& k,
+                           const Tensor& v, double scale, int64_t window, const Tensor& key_start) {
+  constexpr const char* op = "attention_forward_lse";
+  const Arg oa{"out", out}, la{"lse", lse}, qa{"q", q}, ka{"k", k}, va{"v", v},
+      sa{"key_start", key_start};
+  const cpu::AttentionShape s = check_qkv(op, qa, ka, va);
+  detail::check_same_shape(op, oa, qa);
+  check_lse(op, la, qa, s);
+  const Device dev = detail::check_device(op, {oa, la, qa, ka, va});
+  check_window_and_key_start(op, window, sa, qa, s);
+  for (const Arg& in : {qa, ka, va}) {
+    detail::check_no_overlap(op, oa, in);
+    detail::check_no_overlap(op, la, in);
+  }
+  detail::check_no_overlap(op, la, oa);
+  const int64_t* ks = key_start.defined() ? key_start.data<int64_t>() : nullptr;
+  if (dev == Device::cuda) {
+    const DType dt = detail::check_cuda_float(op, {oa, qa, ka, va});
+    check_cuda_attention_layout(op, s.head_dim, {oa, qa, ka, va});
+    const cuda::DenseShape ds{s.batch, s.q_seq, s.kv_seq, s.q_heads, s.kv_heads, s.head_dim};
+    cuda::attention_forward_lse(dt, out.raw(), lse.data<float>(), q.raw(), k.raw(), v.raw(), ks, ds,
+                                static_cast<float>(scale), window);
+    return;
+  }
+  const DType dt = detail::check_float(op, {oa, qa, ka, va});
+  detail::dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    if (lse.dtype() == DType::f32) {
+      cpu::attention_forward_lse<T, float>(out.data<T>(), lse.data<float>(), q.data<T>(),
+                                           k.data<T>(), v.data<T>(), ks, s, scale, window);
+    } else {
+      cpu::attention_forward_lse<T, T>(out.data<T>(), lse.data<T>(), q.data<T>(), k.data<T>(),
+                                       v.data<T>(), ks, s, scale, window);
+    }
+  });
+}
+
+void attention_backward_lse(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q,
+                            const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                            double scale, int64_t window, const Tensor& key_start) {
+  constexpr const char* op = "attention_backward_lse";
+  const Arg dqa{"dq", dq}, dka{"dk", dk}, dva{"dv", dv}, doa{"dout", dout}, qa{"q", q}, ka{"k", k},
+      va{"v", v}, oa{"out", out}, la{"lse", lse}, sa{"key_start", key_start};
+  const cpu::AttentionShape s = check_qkv(op, qa, ka, va);
+  detail::check_same_shape(op, doa, qa);
+  detail::check_same_shape(op, oa, qa);
+  check_lse(op, la, qa, s);
+  detail::check_same_shape(op, dqa, qa);
+  detail::check_same_shape(op, dka, ka);
+  detail::check_same_shape(op, dva, va);
+  const Device dev = detail::check_device(op, {dqa, dka, dva, doa, qa, ka, va, oa, la});
+  check_window_and_key_start(op, window, sa, qa, s);
+  // dq, dk, dv are written while the inputs are still being read.
+  for (const Arg& grad : {dqa, dka, dva}) {
+    for (const Arg& in : {doa, qa, ka, va, oa, la}) detail::check_no_overlap(op, grad, in);
+  }
+  detail::check_no_overlap(op, dqa, dka);
+  detail::check_no_overlap(op, dqa, dva);
+  detail::check_no_overlap(op, dka, dva);
+  const int64_t* ks = key_start.defined() ? key_start.data<int64_t>() : nullptr;
+  if (dev == Device::cuda) {
+    const DType dt = detail::check_cuda_float(op, {dqa, dka, dva, doa, qa, ka, va, oa});
+    check_cuda_attention_layout(op, s.head_dim, {dqa, dka, dva, doa, qa, ka, va, oa});
+    if (s.q_seq != s.kv_seq) {
+      detail::fail(
+          op, str("q has shape ", shape_str(q.shape()), " and k has shape ", shape_str(k.shape()),
+                  ": the CUDA backward needs Tq == Tk (training); "
+                  "run a KV-cache offset (Tq < Tk) on the CPU"));
+    }
+    const cuda::DenseShape ds{s.batch, s.q_seq, s.kv_seq, s.q_heads, s.kv_heads, s.head_dim};
+    cuda::attention_backward_lse(dt, dq.raw(), dk.raw(), dv.raw(), dout.raw(), q.raw(), k.raw(),
+                                 v.raw(), out.raw(), lse.data<float>(), ks, ds,
+                                 static_cast<float>(scale), window);
+    return;
+  }
+  const DType dt = detail::check_float(op, {dqa, dka, dva, doa, qa, ka, va, oa});
+  detail::dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    if (lse.dtype() == DType::f32) {
+      cpu::attention_backward_lse<T, float>(dq.data<T>(), dk.data<T>(), dv.data<T>(),
+                                            dout.data<T>(), q.data<T>(), k.data<T>(), v.data<T>(),
+                                            out.data<T>(), lse.data<float>(), ks, s, scale, window);
+    } else {
+      cpu::attention_backward_lse<T, T>(dq.data<T>(), dk.data<T>(), dv.data<T>(), dout.data<T>(),
+                                        q.data<T>(), k.data<T>(), v.data<T>(), out.data<T>(),
+                                        lse.data<T>(), ks, s, scale, window);
+    }
+  });
+}
+
 }  // namespace tune::ops

@@ -6,6 +6,7 @@
 // Tq of Tk keys (the KV cache), with and without saved probabilities.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -400,6 +401,113 @@ TEST(AttentionGeneral, BackwardMatchesFiniteDifferences) {
     EXPECT_LT(rel_error(dk, fd_gradient(k, loss)), 1e-6) << where;
     EXPECT_LT(rel_error(dv, fd_gradient(v, loss)), 1e-6) << where;
   }
+}
+
+// The lse pair (training without saved probabilities) against the probs pair on every general
+// case (packed documents, windows, KV-cache offsets): out to the bit's neighbourhood, lse equal to
+// log sum exp of the naive scores, and the gradients of attention_backward_lse equal to
+// attention_backward's, with lse in f64 and in f32 (the dtype CUDA uses).
+TEST(AttentionLse, ForwardAndBackwardMatchTheProbsPair) {
+  uint64_t seed = 900;
+  for (const GeneralCase& c : general_cases()) {
+    const Shape qs{c.batch, c.q_seq, c.q_heads, c.dim}, ks{c.batch, c.kv_seq, c.kv_heads, c.dim};
+    const Shape ps{c.batch, c.q_heads, c.q_seq, c.kv_seq}, ls{c.batch, c.q_heads, c.q_seq};
+    const Tensor q = randn(qs, DType::f64, seed++), k = randn(ks, DType::f64, seed++);
+    const Tensor v = randn(ks, DType::f64, seed++), dout = randn(qs, DType::f64, seed++);
+    const Tensor starts = key_start_of(c);
+    const double scale = 0.4;
+    const std::string where = str("Tq=", c.q_seq, " Tk=", c.kv_seq, " window=", c.window,
+                                  " packed=", !c.key_start.empty());
+    Tensor out = Tensor::empty(qs, DType::f64), probs = Tensor::empty(ps, DType::f64);
+    ops::attention_forward(out, probs, q, k, v, scale, c.window, starts);
+    Tensor dq = Tensor::empty(qs, DType::f64), dk = Tensor::empty(ks, DType::f64);
+    Tensor dv = Tensor::empty(ks, DType::f64);
+    ops::attention_backward(dq, dk, dv, dout, q, k, v, probs, scale);
+
+    for (DType lse_dt : {DType::f64, DType::f32}) {
+      const double tol = lse_dt == DType::f64 ? 1e-12 : 1e-6;
+      Tensor out_l = test::full(qs, DType::f64, NAN), lse = test::full(ls, lse_dt, NAN);
+      ops::attention_forward_lse(out_l, lse, q, k, v, scale, c.window, starts);
+      EXPECT_LT(rel_error(out_l, out), 1e-12) << where;
+      // P_ij = exp(scale q.k - lse_i) reproduces the saved probabilities.
+      const int64_t group = c.q_heads / c.kv_heads;
+      double worst = 0;
+      for (int64_t b = 0; b < c.batch; ++b) {
+        for (int64_t h = 0; h < c.q_heads; ++h) {
+          for (int64_t i = 0; i < c.q_seq; ++i) {
+            const double l = lse.item((b * c.q_heads + h) * c.q_seq + i);
+            ASSERT_TRUE(std::isfinite(l)) << where;
+            for (int64_t j = 0; j < c.kv_seq; ++j) {
+              const double p = probs.item(((b * c.q_heads + h) * c.q_seq + i) * c.kv_seq + j);
+              if (p == 0.0) continue;
+              double dot_qk = 0;
+              for (int64_t e = 0; e < c.dim; ++e) {
+                dot_qk += q.item(((b * c.q_seq + i) * c.q_heads + h) * c.dim + e) *
+                          k.item(((b * c.kv_seq + j) * c.kv_heads + h / group) * c.dim + e);
+              }
+              worst = std::max(worst, std::abs(std::exp(scale * dot_qk - l) - p));
+            }
+          }
+        }
+      }
+      EXPECT_LT(worst, tol) << where;
+      Tensor dq_l = test::full(qs, DType::f64, NAN), dk_l = test::full(ks, DType::f64, NAN);
+      Tensor dv_l = test::full(ks, DType::f64, NAN);
+      ops::attention_backward_lse(dq_l, dk_l, dv_l, dout, q, k, v, out_l, lse, scale, c.window,
+                                  starts);
+      EXPECT_LT(rel_error(dq_l, dq), tol) << where << " lse " << dtype_name(lse_dt);
+      EXPECT_LT(rel_error(dk_l, dk), tol) << where << " lse " << dtype_name(lse_dt);
+      EXPECT_LT(rel_error(dv_l, dv), tol) << where << " lse " << dtype_name(lse_dt);
+    }
+  }
+}
+
+// lse is the log of the softmax denominator: exp(scale q.k - lse) summed over visible keys is 1,
+// and for one visible key lse is that key's scaled score.
+TEST(AttentionLse, LseIsTheLogOfTheDenominator) {
+  const Tensor q = randn({1, 3, 1, 4}, DType::f64, 31), k = randn({1, 3, 1, 4}, DType::f64, 32);
+  Tensor out = Tensor::empty({1, 3, 1, 4}, DType::f64), lse = Tensor::empty({1, 1, 3}, DType::f64);
+  ops::attention_forward_lse(out, lse, q, k, k, 0.5, 0);
+  for (int64_t i = 0; i < 3; ++i) {
+    double sum = 0;
+    for (int64_t j = 0; j <= i; ++j) {
+      double s = 0;
+      for (int64_t e = 0; e < 4; ++e) s += q.item(i * 4 + e) * k.item(j * 4 + e);
+      if (i == 0) EXPECT_NEAR(lse.item(0), 0.5 * s, 1e-14);
+      sum += std::exp(0.5 * s - lse.item(i));
+    }
+    EXPECT_NEAR(sum, 1.0, 1e-14) << i;
+  }
+}
+
+TEST(AttentionLse, F32MatchesF64AndRejectsBadLse) {
+  const Case c{2, 70, 4, 2, 8, 5};
+  Tensor grads[2][3];
+  for (int pass = 0; pass < 2; ++pass) {
+    const DType dt = pass == 0 ? DType::f32 : DType::f64;
+    const Tensor q = randn(q_shape(c), dt, 300), k = randn(kv_shape(c), dt, 301);
+    const Tensor v = randn(kv_shape(c), dt, 302), dout = randn(q_shape(c), dt, 303);
+    Tensor out = Tensor::empty(q_shape(c), dt);
+    Tensor lse = Tensor::empty({c.batch, c.q_heads, c.seq}, DType::f32);
+    ops::attention_forward_lse(out, lse, q, k, v, 0.35, c.window);
+    grads[pass][0] = Tensor::empty(q_shape(c), dt);
+    grads[pass][1] = Tensor::empty(kv_shape(c), dt);
+    grads[pass][2] = Tensor::empty(kv_shape(c), dt);
+    ops::attention_backward_lse(grads[pass][0], grads[pass][1], grads[pass][2], dout, q, k, v, out,
+                                lse, 0.35, c.window);
+  }
+  for (int i = 0; i < 3; ++i) EXPECT_LT(rel_error(grads[0][i], grads[1][i]), 1e-5) << i;
+
+  const Tensor q = Tensor::zeros({1, 3, 2, 4}, DType::f32);
+  Tensor out = Tensor::zeros({1, 3, 2, 4}, DType::f32);
+  Tensor bad_shape = Tensor::zeros({1, 3, 2}, DType::f32);
+  EXPECT_TRUE(
+      contains(error_of([&] { ops::attention_forward_lse(out, bad_shape, q, q, q, 0.5, 0); }),
+               "[attention_forward_lse] lse"));
+  Tensor bad_dtype = Tensor::zeros({1, 2, 3}, DType::f64);
+  EXPECT_TRUE(
+      contains(error_of([&] { ops::attention_forward_lse(out, bad_dtype, q, q, q, 0.5, 0); }),
+               "expected f32"));
 }
 
 TEST(AttentionGeneral, DocumentKeyStartsFromPositions) {

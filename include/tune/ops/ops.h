@@ -105,6 +105,24 @@ void attention_forward(Tensor& out, Tensor& probs, const Tensor& q, const Tensor
 void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q,
                         const Tensor& k, const Tensor& v, const Tensor& probs, double scale);
 
+// Training attention without the probabilities (flash-attention's way: O(T) saved, not O(T^2)).
+// The forward writes out as attention_forward does and lse [B, Hq, Tq]: the natural-log logsumexp
+// of each query row's scaled, masked scores (-inf for a row that sees no key). The backward
+// recomputes the probabilities from q, k and lse, with the same masks (causal bottom-right,
+// window, key_start), so it takes window and key_start again. lse is f32 (on the CPU it may also
+// be the dtype of q, e.g. f64 for exact gradient checks). Dtypes: f32/f64 on the CPU; f32, bf16,
+// f16 on CUDA (bf16/f16 on the tensor cores, f32 on a simple kernel meant for parity checks).
+void attention_forward_lse(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& k,
+                           const Tensor& v, double scale, int64_t window,
+                           const Tensor& key_start = Tensor());
+// dq, dk, dv are written (=), same shapes as q, k, v; dk and dv sum over the query heads of each
+// kv group (GQA/MQA) without repeating k and v. out and lse are the forward's (out gives
+// D_i = rowsum(dout * out)). On CUDA Tq must equal Tk, the backward is deterministic (no atomics),
+// its scratch (B * Hq * Tq f32) comes from the stream-ordered pool and nothing waits for the host.
+void attention_backward_lse(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q,
+                            const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                            double scale, int64_t window, const Tensor& key_start = Tensor());
+
 // ---- paged KV cache (inference): vLLM's layout ----
 // One layer's cache is two tensors k_pages, v_pages [P, S, Hkv, D]: P pages of S positions. A
 // sequence's positions live in the pages its block-table row lists, in order: position t of

@@ -24,6 +24,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "backend/cpu/cpu_kernels.h"
@@ -161,6 +162,119 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T*
   }
 }
 
+// The lse variants (training without saved probabilities): the forward keeps one number per row,
+// the backward rebuilds each row block's probabilities as exp(scale q.k - lse) over the visible
+// keys, then runs the same GEMMs as attention_backward.
+template <typename T, typename L>
+void attention_forward_lse(T* out, L* lse, const T* q, const T* k, const T* v,
+                           const int64_t* key_start, const AttentionShape& s, double scale,
+                           int64_t window) {
+  const int64_t tq = s.q_seq, tk = s.kv_seq, offset = tk - tq, dim = s.head_dim;
+  const int64_t group = s.q_heads / s.kv_heads;
+  const int64_t ldq = s.q_heads * dim, ldk = s.kv_heads * dim;
+  const int64_t tasks = s.batch * s.q_heads;
+#pragma omp parallel for schedule(static) if (parallel_over_tasks(tasks, s))
+  for (int64_t task = 0; task < tasks; ++task) {
+    const int64_t b = task / s.q_heads, h = task % s.q_heads, g = h / group;
+    const T* qh = q + b * tq * ldq + h * dim;  // (Tq, D), stride ldq
+    const T* kh = k + b * tk * ldk + g * dim;  // (Tk, D), stride ldk
+    const T* vh = v + b * tk * ldk + g * dim;
+    T* oh = out + b * tq * ldq + h * dim;
+    L* lh = lse + task * tq;  // (Tq)
+    const int64_t* ks = key_start ? key_start + b * tq : nullptr;
+    std::vector<T> scratch(static_cast<size_t>(std::min(tq, kRowBlock) * tk));
+    for (int64_t i0 = 0; i0 < tq; i0 += kRowBlock) {
+      const int64_t i1 = std::min(tq, i0 + kRowBlock), rows = i1 - i0;
+      int64_t j0 = offset + i0;
+      for (int64_t i = i0; i < i1; ++i) j0 = std::min(j0, first_key(offset + i, window, ks, i));
+      const int64_t keys = offset + i1 - j0;
+      T* p = scratch.data();  // (rows, Tk)
+      gemm(Trans::no, Trans::yes, rows, keys, dim, static_cast<T>(scale), qh + i0 * ldq, ldq,
+           kh + j0 * ldk, ldk, T(0), p + j0, tk);
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t a = offset + i, lo = first_key(a, window, ks, i);
+        T* row = p + (i - i0) * tk;
+        if (lo > a) {  // sees no key (key_start past the query: outside the contract)
+          std::fill(row, row + tk, T(0));
+          lh[i] = static_cast<L>(-INFINITY);
+          continue;
+        }
+        const T m = vector_math::max(row + lo, a - lo + 1);
+        T sum = 0;
+        for (int64_t j = lo; j <= a; ++j) sum += std::exp(row[j] - m);
+        lh[i] = static_cast<L>(m + std::log(sum));
+        masked_softmax_row(row, a, lo, tk);
+      }
+      gemm(Trans::no, Trans::no, rows, dim, keys, T(1), p + j0, tk, vh + j0 * ldk, ldk, T(0),
+           oh + i0 * ldq, ldq);
+    }
+  }
+}
+
+template <typename T, typename L>
+void attention_backward_lse(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
+                            const T* out, const L* lse, const int64_t* key_start,
+                            const AttentionShape& s, double scale, int64_t window) {
+  const int64_t tq = s.q_seq, tk = s.kv_seq, offset = tk - tq, dim = s.head_dim;
+  const int64_t group = s.q_heads / s.kv_heads;
+  const int64_t ldq = s.q_heads * dim, ldk = s.kv_heads * dim;
+  const int64_t tasks = s.batch * s.kv_heads;
+  const T sc = static_cast<T>(scale);
+#pragma omp parallel for schedule(static) if (parallel_over_tasks(tasks, s))
+  for (int64_t task = 0; task < tasks; ++task) {
+    const int64_t b = task / s.kv_heads, g = task % s.kv_heads;
+    const T* kh = k + b * tk * ldk + g * dim;  // (Tk, D), stride ldk
+    const T* vh = v + b * tk * ldk + g * dim;
+    T* dkh = dk + b * tk * ldk + g * dim;
+    T* dvh = dv + b * tk * ldk + g * dim;
+    const int64_t* ks = key_start ? key_start + b * tq : nullptr;
+    for (int64_t t = 0; t < tk; ++t) {
+      std::fill(dkh + t * ldk, dkh + t * ldk + dim, T(0));
+      std::fill(dvh + t * ldk, dvh + t * ldk + dim, T(0));
+    }
+    const size_t block = static_cast<size_t>(std::min(tq, kRowBlock) * tk);
+    std::vector<T> p_buf(block), ds_buf(block);
+    for (int64_t h = g * group; h < (g + 1) * group; ++h) {
+      const T* qh = q + b * tq * ldq + h * dim;  // (Tq, D), stride ldq
+      const T* doh = dout + b * tq * ldq + h * dim;
+      const T* oh = out + b * tq * ldq + h * dim;
+      T* dqh = dq + b * tq * ldq + h * dim;
+      const L* lh = lse + (b * s.q_heads + h) * tq;
+      for (int64_t i0 = 0; i0 < tq; i0 += kRowBlock) {
+        const int64_t i1 = std::min(tq, i0 + kRowBlock), rows = i1 - i0;
+        int64_t j0 = offset + i0;
+        for (int64_t i = i0; i < i1; ++i) j0 = std::min(j0, first_key(offset + i, window, ks, i));
+        const int64_t keys = offset + i1 - j0;
+        T* p = p_buf.data();    // (rows, keys)
+        T* ds = ds_buf.data();  // (rows, keys)
+        gemm(Trans::no, Trans::yes, rows, keys, dim, sc, qh + i0 * ldq, ldq, kh + j0 * ldk, ldk,
+             T(0), p, keys);
+        gemm(Trans::no, Trans::yes, rows, keys, dim, T(1), doh + i0 * ldq, ldq, vh + j0 * ldk, ldk,
+             T(0), ds, keys);
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t i = i0 + r, a = offset + i, lo = first_key(a, window, ks, i);
+          const T l = static_cast<T>(lh[i]);
+          T d_i = 0;  // D_i = dout_i . out_i = sum_j P_ij dP_ij
+          for (int64_t c = 0; c < dim; ++c) d_i += doh[i * ldq + c] * oh[i * ldq + c];
+          T* pr = p + r * keys;
+          T* dsr = ds + r * keys;
+          for (int64_t jj = 0; jj < keys; ++jj) {
+            const int64_t j = j0 + jj;
+            pr[jj] = j >= lo && j <= a ? std::exp(pr[jj] - l) : T(0);
+            dsr[jj] = pr[jj] * (dsr[jj] - d_i);
+          }
+        }
+        gemm(Trans::no, Trans::no, rows, dim, keys, sc, ds, keys, kh + j0 * ldk, ldk, T(0),
+             dqh + i0 * ldq, ldq);
+        gemm(Trans::yes, Trans::no, keys, dim, rows, sc, ds, keys, qh + i0 * ldq, ldq, T(1),
+             dkh + j0 * ldk, ldk);
+        gemm(Trans::yes, Trans::no, keys, dim, rows, T(1), p, keys, doh + i0 * ldq, ldq, T(1),
+             dvh + j0 * ldk, ldk);
+      }
+    }
+  }
+}
+
 #define TUNE_INSTANTIATE(T)                                                                \
   template void attention_forward<T>(T*, T*, const T*, const T*, const T*, const int64_t*, \
                                      const AttentionShape&, double, int64_t);              \
@@ -169,5 +283,16 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T*
 TUNE_INSTANTIATE(float)
 TUNE_INSTANTIATE(double)
 #undef TUNE_INSTANTIATE
+
+#define TUNE_INSTANTIATE_LSE(T, L)                                                                \
+  template void attention_forward_lse<T, L>(T*, L*, const T*, const T*, const T*, const int64_t*, \
+                                            const AttentionShape&, double, int64_t);              \
+  template void attention_backward_lse<T, L>(T*, T*, T*, const T*, const T*, const T*, const T*,  \
+                                             const T*, const L*, const int64_t*,                  \
+                                             const AttentionShape&, double, int64_t);
+TUNE_INSTANTIATE_LSE(float, float)
+TUNE_INSTANTIATE_LSE(double, float)
+TUNE_INSTANTIATE_LSE(double, double)
+#undef TUNE_INSTANTIATE_LSE
 
 }  // namespace tune::cpu

@@ -97,6 +97,18 @@ void attention_forward(T* out, T* probs, const T* q, const T* k, const T* v,
 template <typename T>
 void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
                         const T* probs, const AttentionShape& s, double scale);
+// attention_forward that saves lse (B, Hq, Tq) in L (float, or T) instead of probs: the natural
+// log of each row's sum of exp(scaled score), -inf for a row that sees no key.
+template <typename T, typename L>
+void attention_forward_lse(T* out, L* lse, const T* q, const T* k, const T* v,
+                           const int64_t* key_start, const AttentionShape& s, double scale,
+                           int64_t window);
+// dq, dk, dv written; the probabilities recomputed from q, k and lse with the forward's masks,
+// D_i = rowsum(dout * out).
+template <typename T, typename L>
+void attention_backward_lse(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
+                            const T* out, const L* lse, const int64_t* key_start,
+                            const AttentionShape& s, double scale, int64_t window);
 
 // ---- activation.cpp ---- SwiGLU over (n) elements.
 template <typename T>

@@ -1,4 +1,5 @@
-// ops::attention_forward on the GPU (no saved probabilities: inference and prefill); measured in
+// ops::attention_forward (no saved probabilities: inference and prefill) and
+// ops::attention_forward_lse (training) on the GPU; measured in
 // dev/kernels/attention.cu. Design notes:
 // - bf16/f16 with more than a few queries: flash-attention 2. A block owns BM = 64 query rows of
 //   one (batch, query head) — warp w rows [16 w, 16 w + 16) — and walks the key tiles of BN keys
@@ -11,6 +12,9 @@
 // - The head dim is padded to a compiled size DP (64, 80, 96, 128 or 256) with zeros in shared
 //   memory, so any multiple of 8 up to 256 works; rows past Tq and keys past the range are
 //   zero-filled and masked.
+// - attention_forward_lse (training) runs the same kernel and writes each row's logsumexp from
+//   the online-softmax statistics it already holds (one branch after the loop: no slowdown when
+//   lse is not asked for).
 // - GQA/MQA: query head h reads kv head h / (Hq / Hkv) directly; nothing is repeated.
 // - f32, and few queries (decoding against a contiguous cache), go to attention_decode.cu's
 //   split-key kernel instead.
@@ -18,11 +22,14 @@
 #include <cstdint>
 
 #include "backend/cuda/attention_kernels.h"
+#include "backend/cuda/attention_mma.cuh"
 #include "backend/cuda/embedding_common.cuh"
 
 namespace tune::cuda {
 
 namespace {
+
+using namespace attention_mma;
 
 constexpr int kBM = 64, kWarpsTc = 4;
 // K/V buffers per block (flash_forward's STAGES); 1 and 2 measured the same in
@@ -30,72 +37,13 @@ constexpr int kBM = 64, kWarpsTc = 4;
 constexpr int kFlashStages = 2;
 constexpr float kLog2eTc = 1.4426950408889634f;
 
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16 bytes global -> shared; zero-filled when !valid (src not read).
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
-               "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::);
-}
-__device__ __forceinline__ void cp_async_wait_all() {
-  asm volatile("cp.async.wait_group 0;\n" ::);
-}
-// All but the most recent commit group have landed.
-__device__ __forceinline__ void cp_async_wait_all_but_one() {
-  asm volatile("cp.async.wait_group 1;\n" ::);
-}
-
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(p)));
-}
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(p)));
-}
-
-template <typename T>
-__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                         uint32_t b1) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  } else {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
-}
-
-template <typename T>
-__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<const uint32_t*>(&v);
-  } else {
-    const __half2 v = __floats2half2_rn(lo, hi);
-    return *reinterpret_cast<const uint32_t*>(&v);
-  }
-}
-
 struct FlashArgs {
   const int64_t* key_start;  // [B, Tq] or null
   int64_t q_seq, kv_seq;
   int q_heads, kv_heads, d;
   float scale_log2;
   int64_t window;
+  float* lse;  // [B, Hq, Tq] natural-log row logsumexp (attention_forward_lse), or null
 };
 
 // First visible key of query row i (absolute position a = Tk - Tq + i).
@@ -301,6 +249,13 @@ __global__ void __launch_bounds__(kWarpsTc * 32)
     l_b += __shfl_xor_sync(0xffffffffu, l_b, o2);
   }
   const float inv_a = l_a > 0.f ? 1.f / l_a : 0.f, inv_b = l_b > 0.f ? 1.f / l_b : 0.f;
+  if (p.lse && tig == 0) {
+    // m is the row max in log2 units of the scaled scores; a row that saw no key has l == 0.
+    constexpr float kLn2 = 0.6931471805599453f;
+    float* lse_h = p.lse + (b * p.q_heads + h) * p.q_seq;
+    if (row_a < p.q_seq) lse_h[row_a] = l_a > 0.f ? (m_a + log2f(l_a)) * kLn2 : -INFINITY;
+    if (row_b < p.q_seq) lse_h[row_b] = l_b > 0.f ? (m_b + log2f(l_b)) * kLn2 : -INFINITY;
+  }
   T* oa = out + (b * p.q_seq + row_a) * q_stride + static_cast<int64_t>(h) * p.d;
   T* ob = oa + 8 * q_stride;
 #pragma unroll
@@ -350,6 +305,28 @@ void flash_by_dim(void* out, const void* q, const void* k, const void* v, const 
 
 }  // namespace
 
+namespace {
+
+void flash(DType dtype, void* out, float* lse, const void* q, const void* k, const void* v,
+           const int64_t* key_start, const DenseShape& s, float scale, int64_t window) {
+  const FlashArgs p{key_start,
+                    s.q_seq,
+                    s.kv_seq,
+                    static_cast<int>(s.q_heads),
+                    static_cast<int>(s.kv_heads),
+                    static_cast<int>(s.head_dim),
+                    scale * kLog2eTc,
+                    window,
+                    lse};
+  if (dtype == DType::bf16) {
+    flash_by_dim<__nv_bfloat16>(out, q, k, v, s, p);
+  } else {
+    flash_by_dim<__half>(out, q, k, v, s, p);
+  }
+}
+
+}  // namespace
+
 void attention_forward(DType dtype, void* out, const void* q, const void* k, const void* v,
                        const int64_t* key_start, const DenseShape& s, float scale, int64_t window) {
   if (s.batch == 0 || s.q_seq == 0) return;
@@ -358,19 +335,20 @@ void attention_forward(DType dtype, void* out, const void* q, const void* k, con
     attention_forward_split(dtype, out, q, k, v, key_start, s, scale, window);
     return;
   }
-  const FlashArgs p{key_start,
-                    s.q_seq,
-                    s.kv_seq,
-                    static_cast<int>(s.q_heads),
-                    static_cast<int>(s.kv_heads),
-                    static_cast<int>(s.head_dim),
-                    scale * kLog2eTc,
-                    window};
-  if (dtype == DType::bf16) {
-    flash_by_dim<__nv_bfloat16>(out, q, k, v, s, p);
-  } else {
-    flash_by_dim<__half>(out, q, k, v, s, p);
+  flash(dtype, out, nullptr, q, k, v, key_start, s, scale, window);
+}
+
+void attention_forward_lse(DType dtype, void* out, float* lse, const void* q, const void* k,
+                           const void* v, const int64_t* key_start, const DenseShape& s,
+                           float scale, int64_t window) {
+  if (s.batch == 0 || s.q_seq == 0) return;
+  if (dtype == DType::f32) {
+    attention_forward_lse_f32(out, lse, q, k, v, key_start, s, scale, window);
+    return;
   }
+  // Training runs Tq == Tk, so the flash kernel serves every size here (a 1-4 query call only
+  // wastes most of one tile).
+  flash(dtype, out, lse, q, k, v, key_start, s, scale, window);
 }
 
 }  // namespace tune::cuda

@@ -39,6 +39,27 @@ struct DenseShape {
 void attention_forward(DType dtype, void* out, const void* q, const void* k, const void* v,
                        const int64_t* key_start, const DenseShape& s, float scale, int64_t window);
 
+// attention_forward that also writes lse [B, Hq, Tq] (f32, natural log; -inf for a row that
+// sees no key). bf16/f16: the flash kernel above with its row statistics written out; f32: a
+// simple one-warp-per-row kernel (attention_backward.cu) meant for parity checks, not speed.
+void attention_forward_lse(DType dtype, void* out, float* lse, const void* q, const void* k,
+                           const void* v, const int64_t* key_start, const DenseShape& s,
+                           float scale, int64_t window);
+
+// The flash-attention backward (attention_backward.cu), Tq == Tk: dq, dk, dv written from dout,
+// the forward's inputs, out and lse. Deterministic: a block owns each output tile (dK/dV of a key
+// tile summed over its kv group's query heads; dQ of a query tile), no atomics. Scratch for
+// D = rowsum(dout * out) (B * Hq * Tq f32) comes from the stream-ordered pool.
+void attention_backward_lse(DType dtype, void* dq, void* dk, void* dv, const void* dout,
+                            const void* q, const void* k, const void* v, const void* out,
+                            const float* lse, const int64_t* key_start, const DenseShape& s,
+                            float scale, int64_t window);
+
+// attention_forward_lse for f32 (attention_backward.cu).
+void attention_forward_lse_f32(void* out, float* lse, const void* q, const void* k, const void* v,
+                               const int64_t* key_start, const DenseShape& s, float scale,
+                               int64_t window);
+
 // The split-key kernel on dense keys (attention_decode.cu), for attention_forward.
 void attention_forward_split(DType dtype, void* out, const void* q, const void* k, const void* v,
                              const int64_t* key_start, const DenseShape& s, float scale,

@@ -1,0 +1,613 @@
+// The flash-attention backward (ops::attention_backward_lse) and the f32 forward that saves lse;
+// measured in dev/kernels/attention_backward.cu. Design notes:
+// - Training shapes only: Tq == Tk, so query i sits at key position i. Key j is visible to query
+//   i when lo(i) <= j <= i, lo(i) = max(i - window + 1, key_start[b, i]) (window > 0).
+// - The probabilities are recomputed, never stored: P = exp2(scale_log2 q.k - lse_i log2 e), and
+//   dS = P * (dP - D_i) with dP = dO V^T and D_i = rowsum(dO * O) (a pre-kernel, f32 scratch from
+//   the stream-ordered pool).
+// - Deterministic, no atomics: every output element has one owner that sums in a fixed order.
+//   dK/dV: a block owns BN = 64 keys of one (batch, kv head) and a range of output columns; it
+//   walks the group's query heads and, for each, the 64-query tiles that see its keys. Warp w owns
+//   keys [16 w, 16 w + 16): it computes S^T = K Q^T and dP^T = V dO^T for its keys against the
+//   tile's queries, so P^T and dS^T are born in its accumulators and feed dV += P^T dO and
+//   dK += dS^T Q straight from registers (no shared-memory round trip for P or dS).
+//   dQ: a block owns 64 queries of one (batch, query head) and walks the key tiles they see,
+//   recomputing S and dP (7 GEMMs in all instead of FA2's 5: the price of no atomics).
+// - dK/dV accumulators cost 2 x 16 x columns f32 per warp; D 256 would spill, so there the block
+//   owns half of the columns (two blocks per key tile, each recomputing S and dP).
+// - bf16/f16 on the tensor cores (mma.sync m16n8k16, f32 accumulators; attention_mma.cuh); f32
+//   on simple warp-per-row kernels (correctness for parity checks, not speed). Head dims are
+//   padded to 64/80/96/128/256 with zeros in shared memory, as in the forward.
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+
+#include "backend/cuda/attention_kernels.h"
+#include "backend/cuda/attention_mma.cuh"
+#include "backend/cuda/embedding_common.cuh"
+
+namespace tune::cuda {
+
+namespace {
+
+using namespace attention_mma;
+
+constexpr int kTile = 64;  // queries per dQ block and per dK/dV query tile; keys per dK/dV block
+constexpr int kThreads = 128;
+constexpr float kLog2eBwd = 1.4426950408889634f;
+
+struct BackwardArgs {
+  const int64_t* key_start;  // [B, T] or null
+  const float* lse;          // [B, Hq, T]
+  const float* delta;        // [B, Hq, T] D_i = rowsum(dO * O)
+  int seq, q_heads, kv_heads, d;
+  float scale, scale_log2;
+  int64_t window;
+};
+
+// First visible key of query i (Tq == Tk).
+__device__ __forceinline__ int first_key_of(const BackwardArgs& p, int64_t b, int i) {
+  int lo = p.window > 0 ? max(0, static_cast<int>(i - p.window + 1)) : 0;
+  if (p.key_start) lo = max(lo, static_cast<int>(p.key_start[b * p.seq + i]));
+  return lo;
+}
+
+// D_i = dO_i . O_i in f32: one warp per (b, i, h) row of the [B, T, Hq, D] tensors.
+template <typename T>
+__global__ void attention_delta(float* delta, const T* dout, const T* out, int64_t rows, int seq,
+                                int q_heads, int d) {
+  const int64_t row = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= rows) return;
+  const T* a = dout + row * d;
+  const T* o = out + row * d;
+  float sum = 0.f;
+  for (int c = lane; c < d; c += 32) sum += to_f(a[c]) * to_f(o[c]);
+#pragma unroll
+  for (int s = 16; s > 0; s /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, s);
+  if (lane == 0) {
+    const int64_t h = row % q_heads, bi = row / q_heads, i = bi % seq, b = bi / seq;
+    delta[(b * q_heads + h) * seq + i] = sum;
+  }
+}
+
+// Rows [r0, r0 + rows) of a head with row stride `stride` (rows >= limit zero) into sm
+// [rows][DP + 8]; columns past d zero.
+template <typename T, int DP>
+__device__ __forceinline__ void load_rows(T* sm, const T* g, int64_t stride, int r0, int rows,
+                                          int limit, int d) {
+  constexpr int kChunks = DP / 8, kLd = DP + 8;
+  for (int c = threadIdx.x; c < rows * kChunks; c += kThreads) {
+    const int r = c / kChunks, col = (c % kChunks) * 8;
+    const int row = r0 + r;
+    const bool valid = row < limit && row >= 0 && col < d;
+    cp_async16(sm + r * kLd + col, valid ? g + row * stride + col : g, valid);
+  }
+}
+
+// acc[n] (16 rows x BN cols of the warp) = A[16 rows of sa] . B[BN rows of sb]^T over DP.
+template <typename T, int DP, int BN>
+__device__ __forceinline__ void mma_abt(float (&acc)[BN / 8][4], const T* sa, const T* sb,
+                                        int lane) {
+  constexpr int kLd = DP + 8;
+#pragma unroll
+  for (int n = 0; n < BN / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < DP; kk += 16) {
+    uint32_t a[4];
+    ldmatrix_x4(a, sa + (lane % 16) * kLd + kk + (lane / 16) * 8);
+#pragma unroll
+    for (int n = 0; n < BN / 8; n += 2) {
+      uint32_t bf[4];
+      ldmatrix_x4(bf, sb + (n * 8 + lane % 8 + (lane / 16) * 8) * kLd + kk + ((lane / 8) % 2) * 8);
+      mma16816<T>(acc[n], a, bf[0], bf[1]);
+      mma16816<T>(acc[n + 1], a, bf[2], bf[3]);
+    }
+  }
+}
+
+// acc[NO / 8] (16 rows x NO cols from column c0) += X (16 x K, in accumulator layout) . sb[K
+// rows][c0 ..], X rounded to T as mma A fragments.
+template <typename T, int DP, int K, int NO>
+__device__ __forceinline__ void mma_xb(float (&acc)[NO / 8][4], const float (&x)[K / 8][4],
+                                       const T* sb, int c0, int lane) {
+  constexpr int kLd = DP + 8;
+#pragma unroll
+  for (int kt = 0; kt < K / 16; ++kt) {
+    uint32_t a[4];
+    a[0] = pack2<T>(x[2 * kt][0], x[2 * kt][1]);
+    a[1] = pack2<T>(x[2 * kt][2], x[2 * kt][3]);
+    a[2] = pack2<T>(x[2 * kt + 1][0], x[2 * kt + 1][1]);
+    a[3] = pack2<T>(x[2 * kt + 1][2], x[2 * kt + 1][3]);
+#pragma unroll
+    for (int n = 0; n < NO / 8; n += 2) {
+      uint32_t bf[4];
+      ldmatrix_x4_trans(bf, sb + (kt * 16 + lane % 8 + ((lane / 8) % 2) * 8) * kLd + c0 + n * 8 +
+                                (lane / 16) * 8);
+      mma16816<T>(acc[n], a, bf[0], bf[1]);
+      mma16816<T>(acc[n + 1], a, bf[2], bf[3]);
+    }
+  }
+}
+
+// dK, dV for keys [j0, j0 + 64) of (b, g = blockIdx.y), columns [c0, c0 + NO) with
+// c0 = NO * (blockIdx.z % chunks).
+template <typename T, int DP, int NO>
+__global__ void __launch_bounds__(kThreads)
+    flash_backward_dkdv(T* dk, T* dv, const T* q, const T* k, const T* v, const T* dout,
+                        BackwardArgs p) {
+  constexpr int kLd = DP + 8, kChunks = DP / NO;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* sK = reinterpret_cast<T*>(smem_raw);          // [64][kLd]
+  T* sV = sK + kTile * kLd;                        // [64][kLd]
+  T* sQ = sV + kTile * kLd;                        // [64][kLd] the query tile
+  T* sdO = sQ + kTile * kLd;                       // [64][kLd]
+  __shared__ float s_lse2[kTile], s_delta[kTile];  // lse in log2 units; D_i
+  __shared__ int s_lo[kTile];                      // first visible key; INT_MAX past T
+
+  const int64_t b = blockIdx.z / kChunks;
+  const int c0 = NO * (blockIdx.z % kChunks);
+  const int g = blockIdx.y, group = p.q_heads / p.kv_heads;
+  const int j0 = blockIdx.x * kTile;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int gid = lane / 4, tig = lane % 4;
+  const int64_t q_stride = static_cast<int64_t>(p.q_heads) * p.d;
+  const int64_t kv_stride = static_cast<int64_t>(p.kv_heads) * p.d;
+  const int64_t kv_off = b * p.seq * kv_stride + static_cast<int64_t>(g) * p.d;
+
+  load_rows<T, DP>(sK, k + kv_off, kv_stride, j0, kTile, p.seq, p.d);
+  load_rows<T, DP>(sV, v + kv_off, kv_stride, j0, kTile, p.seq, p.d);
+  cp_async_commit();
+
+  // This thread's keys: rows gid and gid + 8 of the warp's 16.
+  const int key_a = j0 + warp * 16 + gid, key_b = key_a + 8;
+  float dk_acc[NO / 8][4], dv_acc[NO / 8][4];
+#pragma unroll
+  for (int n = 0; n < NO / 8; ++n) {
+    dk_acc[n][0] = dk_acc[n][1] = dk_acc[n][2] = dk_acc[n][3] = 0.f;
+    dv_acc[n][0] = dv_acc[n][1] = dv_acc[n][2] = dv_acc[n][3] = 0.f;
+  }
+  // Queries that can see a key of the tile: i >= j0, and within the window of the last key.
+  const int i_begin = (j0 / kTile) * kTile;
+  int i_end = p.seq;
+  if (p.window > 0) i_end = static_cast<int>(min64(p.seq, j0 + kTile - 1 + p.window));
+
+  for (int h = g * group; h < (g + 1) * group; ++h) {
+    const int64_t q_off = b * p.seq * q_stride + static_cast<int64_t>(h) * p.d;
+    const int64_t row_off = (b * p.q_heads + h) * p.seq;
+    for (int i0 = i_begin; i0 < i_end; i0 += kTile) {
+      __syncthreads();  // every warp is done with the previous query tile
+      load_rows<T, DP>(sQ, q + q_off, q_stride, i0, kTile, p.seq, p.d);
+      load_rows<T, DP>(sdO, dout + q_off, q_stride, i0, kTile, p.seq, p.d);
+      cp_async_commit();
+      bool any = false, whole = true;
+      if (threadIdx.x < kTile) {
+        const int i = i0 + threadIdx.x;
+        const bool in = i < p.seq;
+        const int lo = in ? first_key_of(p, b, i) : INT_MAX;
+        s_lo[threadIdx.x] = lo;
+        s_lse2[threadIdx.x] = in ? p.lse[row_off + i] * kLog2eBwd : 0.f;
+        s_delta[threadIdx.x] = in ? p.delta[row_off + i] : 0.f;
+        any = in && i >= j0 && lo <= min(i, j0 + kTile - 1);
+        whole = in && lo <= j0 && i >= j0 + kTile - 1;
+      }
+      cp_async_wait_all();
+      whole = __syncthreads_and(whole);
+      if (!__syncthreads_or(any)) continue;  // uniform: no key of the tile is seen
+
+      float s[kTile / 8][4], dp[kTile / 8][4];
+      mma_abt<T, DP, kTile>(s, sK + warp * 16 * kLd, sQ, lane);
+      mma_abt<T, DP, kTile>(dp, sV + warp * 16 * kLd, sdO, lane);
+      // P^T and dS^T in place: s[n][e] is (key_a, query n*8 + 2 tig + e), s[n][2 + e] key_b's.
+#pragma unroll
+      for (int n = 0; n < kTile / 8; ++n) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int c = n * 8 + 2 * tig + e, i = i0 + c;
+          const float l2 = s_lse2[c], dl = s_delta[c];
+          float pa = exp2f(s[n][e] * p.scale_log2 - l2);
+          float pb = exp2f(s[n][2 + e] * p.scale_log2 - l2);
+          if (!whole) {
+            const int lo = s_lo[c];
+            if (!(key_a <= i && key_a >= lo)) pa = 0.f;
+            if (!(key_b <= i && key_b >= lo)) pb = 0.f;
+          }
+          s[n][e] = pa;
+          s[n][2 + e] = pb;
+          dp[n][e] = pa * (dp[n][e] - dl);
+          dp[n][2 + e] = pb * (dp[n][2 + e] - dl);
+        }
+      }
+      mma_xb<T, DP, kTile, NO>(dv_acc, s, sdO, c0, lane);
+      mma_xb<T, DP, kTile, NO>(dk_acc, dp, sQ, c0, lane);
+    }
+  }
+
+  T* dka = dk + kv_off + static_cast<int64_t>(key_a) * kv_stride;
+  T* dva = dv + kv_off + static_cast<int64_t>(key_a) * kv_stride;
+  const int64_t to_b = 8 * kv_stride;
+#pragma unroll
+  for (int n = 0; n < NO / 8; ++n) {
+    const int col = c0 + n * 8 + 2 * tig;
+    if (col >= p.d) continue;
+    if (key_a < p.seq) {
+      *reinterpret_cast<uint32_t*>(dka + col) =
+          pack2<T>(dk_acc[n][0] * p.scale, dk_acc[n][1] * p.scale);
+      *reinterpret_cast<uint32_t*>(dva + col) = pack2<T>(dv_acc[n][0], dv_acc[n][1]);
+    }
+    if (key_b < p.seq) {
+      *reinterpret_cast<uint32_t*>(dka + to_b + col) =
+          pack2<T>(dk_acc[n][2] * p.scale, dk_acc[n][3] * p.scale);
+      *reinterpret_cast<uint32_t*>(dva + to_b + col) = pack2<T>(dv_acc[n][2], dv_acc[n][3]);
+    }
+  }
+}
+
+// dQ for queries [i0, i0 + 64) of (b = blockIdx.z, h = blockIdx.y), key tiles of BN, K and V in
+// two buffers (the next tile loads while this one is computed).
+template <typename T, int DP, int BN>
+__global__ void __launch_bounds__(kThreads)
+    flash_backward_dq(T* dq, const T* q, const T* k, const T* v, const T* dout, BackwardArgs p) {
+  constexpr int kLd = DP + 8;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* sQ = reinterpret_cast<T*>(smem_raw);  // [64][kLd]
+  T* sdO = sQ + kTile * kLd;               // [64][kLd]
+  T* sK0 = sdO + kTile * kLd;              // [2][BN][kLd]
+  T* sV0 = sK0 + 2 * BN * kLd;             // [2][BN][kLd]
+  __shared__ int tile_lo;
+
+  const int64_t b = blockIdx.z;
+  const int h = blockIdx.y, g = h / (p.q_heads / p.kv_heads);
+  const int i0 = blockIdx.x * kTile;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int gid = lane / 4, tig = lane % 4;
+  const int last_row = min(p.seq, i0 + kTile) - 1;
+  const int64_t q_stride = static_cast<int64_t>(p.q_heads) * p.d;
+  const int64_t kv_stride = static_cast<int64_t>(p.kv_heads) * p.d;
+  const int64_t q_off = b * p.seq * q_stride + static_cast<int64_t>(h) * p.d;
+  const int64_t kv_off = b * p.seq * kv_stride + static_cast<int64_t>(g) * p.d;
+  const int64_t row_off = (b * p.q_heads + h) * p.seq;
+
+  if (threadIdx.x == 0) {
+    int lo = first_key_of(p, b, i0);
+    for (int i = i0 + 1; i <= last_row && p.key_start; ++i) lo = min(lo, first_key_of(p, b, i));
+    tile_lo = lo;
+  }
+  load_rows<T, DP>(sQ, q + q_off, q_stride, i0, kTile, p.seq, p.d);
+  load_rows<T, DP>(sdO, dout + q_off, q_stride, i0, kTile, p.seq, p.d);
+  __syncthreads();
+  const int j_begin = tile_lo, j_end = last_row + 1;
+  load_rows<T, DP>(sK0, k + kv_off, kv_stride, j_begin, BN, j_end, p.d);
+  load_rows<T, DP>(sV0, v + kv_off, kv_stride, j_begin, BN, j_end, p.d);
+  cp_async_commit();
+
+  const int row_a = i0 + warp * 16 + gid, row_b = row_a + 8;
+  const bool in_a = row_a < p.seq, in_b = row_b < p.seq;
+  const int lo_a = in_a ? first_key_of(p, b, row_a) : INT_MAX;
+  const int lo_b = in_b ? first_key_of(p, b, row_b) : INT_MAX;
+  const float l2_a = in_a ? p.lse[row_off + row_a] * kLog2eBwd : 0.f;
+  const float l2_b = in_b ? p.lse[row_off + row_b] * kLog2eBwd : 0.f;
+  const float d_a = in_a ? p.delta[row_off + row_a] : 0.f;
+  const float d_b = in_b ? p.delta[row_off + row_b] : 0.f;
+
+  float dq_acc[DP / 8][4];
+#pragma unroll
+  for (int n = 0; n < DP / 8; ++n) dq_acc[n][0] = dq_acc[n][1] = dq_acc[n][2] = dq_acc[n][3] = 0.f;
+
+  int stage = 0;
+  for (int j0 = j_begin; j0 < j_end; j0 += BN, stage ^= 1) {
+    T* sK = sK0 + stage * BN * kLd;
+    T* sV = sV0 + stage * BN * kLd;
+    // The buffers of the next tile were last read in the previous trip, which ended in a barrier.
+    if (j0 + BN < j_end) {
+      load_rows<T, DP>(sK0 + (stage ^ 1) * BN * kLd, k + kv_off, kv_stride, j0 + BN, BN, j_end,
+                       p.d);
+      load_rows<T, DP>(sV0 + (stage ^ 1) * BN * kLd, v + kv_off, kv_stride, j0 + BN, BN, j_end,
+                       p.d);
+    }
+    cp_async_commit();
+    cp_async_wait_all_but_one();
+    __syncthreads();
+
+    float s[BN / 8][4], dp[BN / 8][4];
+    mma_abt<T, DP, BN>(s, sQ + warp * 16 * kLd, sK, lane);
+    mma_abt<T, DP, BN>(dp, sdO + warp * 16 * kLd, sV, lane);
+    const bool whole = __all_sync(
+        0xffffffffu, in_a && in_b && j0 >= max(lo_a, lo_b) && j0 + BN - 1 <= min(row_a, row_b));
+#pragma unroll
+    for (int n = 0; n < BN / 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        float pa = exp2f(s[n][e] * p.scale_log2 - l2_a);
+        float pb = exp2f(s[n][2 + e] * p.scale_log2 - l2_b);
+        if (!whole) {
+          const int j = j0 + n * 8 + 2 * tig + e;
+          if (!(j <= row_a && j >= lo_a)) pa = 0.f;
+          if (!(j <= row_b && j >= lo_b)) pb = 0.f;
+        }
+        s[n][e] = pa * (dp[n][e] - d_a);
+        s[n][2 + e] = pb * (dp[n][2 + e] - d_b);
+      }
+    }
+    mma_xb<T, DP, BN, DP>(dq_acc, s, sK, 0, lane);
+    __syncthreads();  // every warp is done with this tile's buffers
+  }
+
+  T* qa = dq + q_off + static_cast<int64_t>(row_a) * q_stride;
+  T* qb = qa + 8 * q_stride;
+#pragma unroll
+  for (int n = 0; n < DP / 8; ++n) {
+    const int col = n * 8 + 2 * tig;
+    if (col >= p.d) continue;
+    if (in_a)
+      *reinterpret_cast<uint32_t*>(qa + col) =
+          pack2<T>(dq_acc[n][0] * p.scale, dq_acc[n][1] * p.scale);
+    if (in_b)
+      *reinterpret_cast<uint32_t*>(qb + col) =
+          pack2<T>(dq_acc[n][2] * p.scale, dq_acc[n][3] * p.scale);
+  }
+}
+
+// ---- the simple kernels: one warp per row, lanes across the head dim (f32, and the lab's
+// reference for the tensor-core kernels) ----
+constexpr int kMaxPerLane = 256 / 32;
+
+// A [D] row into registers: lane holds elements lane, lane + 32, ...
+template <typename T>
+__device__ __forceinline__ void load_row(float (&r)[kMaxPerLane], const T* g, int d, int lane) {
+#pragma unroll
+  for (int t = 0; t < kMaxPerLane; ++t) {
+    const int c = lane + 32 * t;
+    r[t] = c < d ? to_f(g[c]) : 0.f;
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ float dot_row(const float (&r)[kMaxPerLane], const T* g, int d,
+                                         int lane) {
+  float sum = 0.f;
+#pragma unroll
+  for (int t = 0; t < kMaxPerLane; ++t) {
+    const int c = lane + 32 * t;
+    if (c < d) sum += r[t] * to_f(g[c]);
+  }
+#pragma unroll
+  for (int s = 16; s > 0; s /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, s);
+  return sum;
+}
+
+// Forward with lse, warp per (b, h, i); any Tq <= Tk (query i at key position Tk - Tq + i).
+template <typename T>
+__global__ void attention_forward_lse_rows(T* out, float* lse, const T* q, const T* k, const T* v,
+                                           const int64_t* key_start, DenseShape s, float scale,
+                                           int64_t window) {
+  const int64_t row = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= s.batch * s.q_heads * s.q_seq) return;
+  const int64_t i = row % s.q_seq, bh = row / s.q_seq, h = bh % s.q_heads, b = bh / s.q_heads;
+  const int64_t g = h / (s.q_heads / s.kv_heads), d = s.head_dim;
+  const int64_t a = s.kv_seq - s.q_seq + i;
+  int64_t lo = window > 0 ? max64(0, a - window + 1) : 0;
+  if (key_start) lo = max64(lo, key_start[b * s.q_seq + i]);
+  const int64_t q_row = ((b * s.q_seq + i) * s.q_heads + h) * d;
+  float qr[kMaxPerLane], acc[kMaxPerLane] = {};
+  load_row(qr, q + q_row, static_cast<int>(d), lane);
+  float m = -INFINITY, l = 0.f;
+  for (int64_t j = lo; j <= a; ++j) {
+    const int64_t kv_row = ((b * s.kv_seq + j) * s.kv_heads + g) * d;
+    const float x = dot_row(qr, k + kv_row, static_cast<int>(d), lane) * scale;
+    const float mn = fmaxf(m, x), corr = expf(m - mn), e = expf(x - mn);
+    l = l * corr + e;
+#pragma unroll
+    for (int t = 0; t < kMaxPerLane; ++t) {
+      const int c = lane + 32 * t;
+      acc[t] = acc[t] * corr + (c < d ? e * to_f(v[kv_row + c]) : 0.f);
+    }
+    m = mn;
+  }
+  const float inv = l > 0.f ? 1.f / l : 0.f;
+#pragma unroll
+  for (int t = 0; t < kMaxPerLane; ++t) {
+    const int c = lane + 32 * t;
+    if (c < d) out[q_row + c] = from_f<T>(acc[t] * inv);
+  }
+  if (lane == 0) lse[row] = l > 0.f ? m + logf(l) : -INFINITY;
+}
+
+// dQ, warp per (b, h, i), Tq == Tk.
+template <typename T>
+__global__ void attention_backward_dq_rows(T* dq, const T* q, const T* k, const T* v, const T* dout,
+                                           BackwardArgs p, int64_t batch) {
+  const int64_t row = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= batch * p.q_heads * p.seq) return;
+  const int i = static_cast<int>(row % p.seq);
+  const int64_t bh = row / p.seq, h = bh % p.q_heads, b = bh / p.q_heads;
+  const int64_t g = h / (p.q_heads / p.kv_heads);
+  const int d = p.d;
+  const int64_t q_row = ((b * p.seq + i) * p.q_heads + h) * d;
+  const float lse = p.lse[row], delta = p.delta[row];
+  float qr[kMaxPerLane], dor[kMaxPerLane], acc[kMaxPerLane] = {};
+  load_row(qr, q + q_row, d, lane);
+  load_row(dor, dout + q_row, d, lane);
+  for (int j = first_key_of(p, b, i); j <= i; ++j) {
+    const int64_t kv_row = ((b * p.seq + j) * p.kv_heads + g) * d;
+    const float pr = expf(dot_row(qr, k + kv_row, d, lane) * p.scale - lse);
+    const float ds = pr * (dot_row(dor, v + kv_row, d, lane) - delta);
+#pragma unroll
+    for (int t = 0; t < kMaxPerLane; ++t) {
+      const int c = lane + 32 * t;
+      if (c < d) acc[t] += ds * to_f(k[kv_row + c]);
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < kMaxPerLane; ++t) {
+    const int c = lane + 32 * t;
+    if (c < d) dq[q_row + c] = from_f<T>(acc[t] * p.scale);
+  }
+}
+
+// dK, dV, warp per (b, g, j): over the group's query heads, then the queries that see key j.
+template <typename T>
+__global__ void attention_backward_dkdv_rows(T* dk, T* dv, const T* q, const T* k, const T* v,
+                                             const T* dout, BackwardArgs p, int64_t batch) {
+  const int64_t row = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= batch * p.kv_heads * p.seq) return;
+  const int j = static_cast<int>(row % p.seq);
+  const int64_t bg = row / p.seq, g = bg % p.kv_heads, b = bg / p.kv_heads;
+  const int group = p.q_heads / p.kv_heads, d = p.d;
+  const int64_t kv_row = ((b * p.seq + j) * p.kv_heads + g) * d;
+  float kr[kMaxPerLane], vr[kMaxPerLane], dk_acc[kMaxPerLane] = {}, dv_acc[kMaxPerLane] = {};
+  load_row(kr, k + kv_row, d, lane);
+  load_row(vr, v + kv_row, d, lane);
+  const int i_end = p.window > 0 ? static_cast<int>(min64(p.seq, j + p.window)) : p.seq;
+  for (int64_t h = g * group; h < (g + 1) * group; ++h) {
+    const int64_t row_off = (b * p.q_heads + h) * p.seq;
+    for (int i = j; i < i_end; ++i) {
+      if (first_key_of(p, b, i) > j) continue;
+      const int64_t q_row = ((b * p.seq + i) * p.q_heads + h) * d;
+      const float pr = expf(dot_row(kr, q + q_row, d, lane) * p.scale - p.lse[row_off + i]);
+      const float ds = pr * (dot_row(vr, dout + q_row, d, lane) - p.delta[row_off + i]);
+#pragma unroll
+      for (int t = 0; t < kMaxPerLane; ++t) {
+        const int c = lane + 32 * t;
+        if (c < d) {
+          dv_acc[t] += pr * to_f(dout[q_row + c]);
+          dk_acc[t] += ds * to_f(q[q_row + c]);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < kMaxPerLane; ++t) {
+    const int c = lane + 32 * t;
+    if (c < d) {
+      dk[kv_row + c] = from_f<T>(dk_acc[t] * p.scale);
+      dv[kv_row + c] = from_f<T>(dv_acc[t]);
+    }
+  }
+}
+
+unsigned rows_grid(int64_t rows) {
+  return static_cast<unsigned>((rows * 32 + kThreads - 1) / kThreads);
+}
+
+template <typename T, int DP, int NO>
+void launch_dkdv(T* dk, T* dv, const T* q, const T* k, const T* v, const T* dout,
+                 const DenseShape& s, const BackwardArgs& p) {
+  const size_t smem = static_cast<size_t>(4 * kTile * (DP + 8)) * sizeof(T);
+  auto kernel = flash_backward_dkdv<T, DP, NO>;
+  TUNE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(smem)));
+  const dim3 grid(static_cast<unsigned>((s.kv_seq + kTile - 1) / kTile),
+                  static_cast<unsigned>(s.kv_heads), static_cast<unsigned>(s.batch * (DP / NO)));
+  kernel<<<grid, kThreads, smem, cudaStreamPerThread>>>(dk, dv, q, k, v, dout, p);
+  TUNE_CUDA_CHECK(cudaGetLastError());
+}
+
+template <typename T, int DP, int BN>
+void launch_dq(T* dq, const T* q, const T* k, const T* v, const T* dout, const DenseShape& s,
+               const BackwardArgs& p) {
+  const size_t smem = static_cast<size_t>((2 * kTile + 4 * BN) * (DP + 8)) * sizeof(T);
+  auto kernel = flash_backward_dq<T, DP, BN>;
+  TUNE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(smem)));
+  const dim3 grid(static_cast<unsigned>((s.q_seq + kTile - 1) / kTile),
+                  static_cast<unsigned>(s.q_heads), static_cast<unsigned>(s.batch));
+  kernel<<<grid, kThreads, smem, cudaStreamPerThread>>>(dq, q, k, v, dout, p);
+  TUNE_CUDA_CHECK(cudaGetLastError());
+}
+
+template <typename T, int DP, int NO, int BN>
+void flash_backward_at(T* dq, T* dk, T* dv, const T* q, const T* k, const T* v, const T* dout,
+                       const DenseShape& s, const BackwardArgs& p) {
+  launch_dkdv<T, DP, NO>(dk, dv, q, k, v, dout, s, p);
+  launch_dq<T, DP, BN>(dq, q, k, v, dout, s, p);
+}
+
+template <typename T>
+void flash_backward(T* dq, T* dk, T* dv, const T* q, const T* k, const T* v, const T* dout,
+                    const DenseShape& s, const BackwardArgs& p) {
+  const int64_t d = s.head_dim;
+  if (d <= 64) {
+    flash_backward_at<T, 64, 64, 64>(dq, dk, dv, q, k, v, dout, s, p);
+  } else if (d <= 80) {
+    flash_backward_at<T, 80, 80, 64>(dq, dk, dv, q, k, v, dout, s, p);
+  } else if (d <= 96) {
+    flash_backward_at<T, 96, 96, 64>(dq, dk, dv, q, k, v, dout, s, p);
+  } else if (d <= 128) {
+    flash_backward_at<T, 128, 128, 64>(dq, dk, dv, q, k, v, dout, s, p);
+  } else {
+    flash_backward_at<T, 256, 128, 32>(dq, dk, dv, q, k, v, dout, s, p);
+  }
+}
+
+// The simple kernels for any storage type (f32 in the engine; bf16 in the lab as a reference).
+template <typename T>
+void rows_backward(T* dq, T* dk, T* dv, const T* q, const T* k, const T* v, const T* dout,
+                   const DenseShape& s, const BackwardArgs& p) {
+  attention_backward_dq_rows<T>
+      <<<rows_grid(s.batch * s.q_heads * s.q_seq), kThreads, 0, cudaStreamPerThread>>>(
+          dq, q, k, v, dout, p, s.batch);
+  TUNE_CUDA_CHECK(cudaGetLastError());
+  attention_backward_dkdv_rows<T>
+      <<<rows_grid(s.batch * s.kv_heads * s.kv_seq), kThreads, 0, cudaStreamPerThread>>>(
+          dk, dv, q, k, v, dout, p, s.batch);
+  TUNE_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace
+
+void attention_forward_lse_f32(void* out, float* lse, const void* q, const void* k, const void* v,
+                               const int64_t* key_start, const DenseShape& s, float scale,
+                               int64_t window) {
+  attention_forward_lse_rows<float>
+      <<<rows_grid(s.batch * s.q_heads * s.q_seq), kThreads, 0, cudaStreamPerThread>>>(
+          static_cast<float*>(out), lse, static_cast<const float*>(q), static_cast<const float*>(k),
+          static_cast<const float*>(v), key_start, s, scale, window);
+  TUNE_CUDA_CHECK(cudaGetLastError());
+}
+
+void attention_backward_lse(DType dtype, void* dq, void* dk, void* dv, const void* dout,
+                            const void* q, const void* k, const void* v, const void* out,
+                            const float* lse, const int64_t* key_start, const DenseShape& s,
+                            float scale, int64_t window) {
+  if (s.batch == 0 || s.q_seq == 0) return;
+  const int64_t rows = s.batch * s.q_seq * s.q_heads;
+  float* delta = nullptr;
+  TUNE_CUDA_CHECK(
+      cudaMallocAsync(reinterpret_cast<void**>(&delta), rows * sizeof(float), cudaStreamPerThread));
+  const BackwardArgs p{key_start,
+                       lse,
+                       delta,
+                       static_cast<int>(s.q_seq),
+                       static_cast<int>(s.q_heads),
+                       static_cast<int>(s.kv_heads),
+                       static_cast<int>(s.head_dim),
+                       scale,
+                       scale * kLog2eBwd,
+                       window};
+  dispatch_storage(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    attention_delta<T><<<rows_grid(rows), kThreads, 0, cudaStreamPerThread>>>(
+        delta, static_cast<const T*>(dout), static_cast<const T*>(out), rows,
+        static_cast<int>(s.q_seq), static_cast<int>(s.q_heads), static_cast<int>(s.head_dim));
+    TUNE_CUDA_CHECK(cudaGetLastError());
+    T* dq_t = static_cast<T*>(dq);
+    T* dk_t = static_cast<T*>(dk);
+    T* dv_t = static_cast<T*>(dv);
+    const T* q_t = static_cast<const T*>(q);
+    const T* k_t = static_cast<const T*>(k);
+    const T* v_t = static_cast<const T*>(v);
+    const T* do_t = static_cast<const T*>(dout);
+    if constexpr (std::is_same_v<T, float>) {
+      rows_backward<T>(dq_t, dk_t, dv_t, q_t, k_t, v_t, do_t, s, p);
+    } else {
+      flash_backward<T>(dq_t, dk_t, dv_t, q_t, k_t, v_t, do_t, s, p);
+    }
+  });
+  TUNE_CUDA_CHECK(cudaFreeAsync(delta, cudaStreamPerThread));
+}
+
+}  // namespace tune::cuda
