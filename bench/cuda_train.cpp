@@ -237,10 +237,6 @@ int run(const Options& o) {
   auto sync = [&] {
     if (!o.cpu) tune::cuda_synchronize();
   };
-  // Keeping block inputs in pinned host memory is not in nn::Context yet.
-  TUNE_CHECK(o.checkpointing != Checkpointing::blocks_offload,
-             "--checkpointing blocks+offload is not supported by the library yet "
-             "(nn::Context has recompute_blocks but no host offload); use blocks");
   const tune::DType dtype = o.cpu              ? tune::DType::f32
                             : o.dtype == "f16" ? tune::DType::f16
                                                : tune::DType::bf16;
@@ -287,13 +283,15 @@ int run(const Options& o) {
   std::vector<int64_t> token_ids(static_cast<size_t>(o.batch * o.seq));
   for (size_t i = 0; i < token_ids.size(); ++i)
     token_ids[i] = static_cast<int64_t>(tune::uniform01(o.seed, 1u << 20, i) * vocab) % vocab;
-  const tune::Tensor ids = tune::Tensor::from_i64({o.batch, o.seq}, token_ids).to(device);
+  // Host tensors, as the trainer passes them: the model copies them over without a sync.
+  const tune::Tensor ids = tune::Tensor::from_i64({o.batch, o.seq}, token_ids);
   const tune::Tensor labels = ids;
-  const tune::Tensor positions = tune::nn::default_positions(o.batch, o.seq).to(device);
+  const tune::Tensor positions = tune::nn::default_positions(o.batch, o.seq);
 
   tune::nn::Context ctx(device);
   ctx.dtype = dtype;
   ctx.recompute_blocks = o.checkpointing != Checkpointing::none;
+  ctx.offload_blocks = o.checkpointing == Checkpointing::blocks_offload;
   tune::nn::CausalLM& lm = model.lm();
 
   struct Phases {
@@ -307,10 +305,15 @@ int run(const Options& o) {
     const tune::nn::LossResult r = lm.forward_backward(ctx, ids, positions, labels, 0);
     if (phases) sync();
     const auto t1 = Clock::now();
-    if (o.max_grad_norm > 0) tune::train::clip_grad_norm(params, o.max_grad_norm);
+    // As the trainer does: under mixed precision the clipping factor rides along in the update.
+    double grad_scale = 1.0;
+    if (opt.mixed_precision())
+      grad_scale = tune::train::clip_factor(tune::train::grad_norm(params), o.max_grad_norm);
+    else if (o.max_grad_norm > 0)
+      tune::train::clip_grad_norm(params, o.max_grad_norm);
     if (phases) sync();
     const auto t2 = Clock::now();
-    opt.step(o.lr);
+    opt.step(o.lr, grad_scale);
     if (phases) {
       sync();
       auto ms = [](Clock::duration d) { return std::chrono::duration<double>(d).count() * 1e3; };

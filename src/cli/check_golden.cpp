@@ -126,14 +126,15 @@ class Case {
     Tensor logits;
     nn::LossResult loss;
   };
+  // The logits of a plain forward, then the loss and gradients the way training takes them
+  // (CausalLM::forward_backward: the head and the loss fused, chunk by chunk).
   Pass forward_backward(models::Model& m, nn::Context& ctx) {
     ctx.arena.reset();
     m.params().zero_grads();
     Pass p;
-    p.logits = m.lm().forward(ctx, ids_, positions_);
-    Tensor dlogits = ctx.arena.alloc(p.logits.shape(), p.logits.dtype());
-    p.loss = nn::causal_lm_loss(dlogits, p.logits, labels_);
-    m.lm().backward(ctx, dlogits);
+    p.logits = m.lm().forward(ctx, ids_, positions_).to(Device::cpu).clone();
+    ctx.arena.reset();
+    p.loss = m.lm().forward_backward(ctx, ids_, positions_, labels_, 0);
     return p;
   }
 

@@ -65,8 +65,14 @@ uint64_t stream_of(const Context& ctx, uint64_t layer_stream) {
 }  // namespace
 
 Tensor Linear::forward(Context& ctx, const Tensor& x) {
+  return forward(ctx, x, x.dtype());
+}
+
+Tensor Linear::forward(Context& ctx, const Tensor& x, DType out) {
   const int64_t n = x.size(0);
-  Tensor y = ctx.arena.alloc({n, out_}, x.dtype());
+  TUNE_CHECK(out == x.dtype() || bias_ < 0, module_, ": a ", dtype_name(out), " result of ",
+             dtype_name(x.dtype()), " inputs cannot take the bias");
+  Tensor y = ctx.arena.alloc({n, out_}, out);
   ops::matmul(y, x, Transpose::no, params_->param(weight_),
               layout_ == Layout::out_in ? Transpose::yes : Transpose::no);
   if (bias_ >= 0) ops::add_bias(y, params_->param(bias_));

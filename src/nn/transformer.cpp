@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "tune/core/device.h"
 #include "tune/ops/ops.h"
 
 namespace tune::nn {
@@ -135,7 +136,7 @@ void Attention::project(Context& ctx, const Tensor& x, Tensor& q, Tensor& k, Ten
 }
 
 Tensor Attention::forward(Context& ctx, const Tensor& x, const Tensor& positions,
-                          const RotaryEmbedding& rope) {
+                          const Tensor& key_start, const RotaryEmbedding& rope) {
   const int64_t B = positions.size(0), T = positions.size(1), N = B * T, D = head_dim_;
   Tensor q, k, v;  // (N, Hq*D), (N, Hkv*D), (N, Hkv*D)
   project(ctx, x, q, k, v);
@@ -152,12 +153,20 @@ Tensor Attention::forward(Context& ctx, const Tensor& x, const Tensor& positions
     rope.forward(k_rot_, positions);
   }
   positions_ = positions;
+  key_start_ = key_start;
 
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
   Tensor out = ctx.arena.alloc({B, T, heads_, D}, x.dtype());
-  probs_ = ctx.arena.alloc({B, heads_, T, T}, x.dtype());
-  ops::attention_forward(out, probs_, q_rot_, k_rot_, v_saved_,
-                         1.0 / std::sqrt(static_cast<double>(D)), window_,
-                         document_key_starts(positions));
+  if (x.device() == Device::cuda) {
+    // Flash attention: the [B, H, T, T] probabilities never exist; backward recomputes them
+    // from q, k and each row's logsumexp.
+    out_ = out;
+    lse_ = ctx.arena.alloc({B, heads_, T}, DType::f32);
+    ops::attention_forward_lse(out, lse_, q_rot_, k_rot_, v_saved_, scale, window_, key_start);
+  } else {
+    probs_ = ctx.arena.alloc({B, heads_, T, T}, x.dtype());
+    ops::attention_forward(out, probs_, q_rot_, k_rot_, v_saved_, scale, window_, key_start);
+  }
   return o_.forward(ctx, out.view({N, heads_ * D}));
 }
 
@@ -169,8 +178,14 @@ void Attention::backward(Context& ctx, const Tensor& dy, Tensor& dx, const Rotar
   Tensor dq = ctx.arena.alloc(q_rot_.shape(), dy.dtype());
   Tensor dk = ctx.arena.alloc(k_rot_.shape(), dy.dtype());
   Tensor dv = ctx.arena.alloc(v_saved_.shape(), dy.dtype());
-  ops::attention_backward(dq, dk, dv, dout.view({B, T, heads_, D}), q_rot_, k_rot_, v_saved_,
-                          probs_, 1.0 / std::sqrt(static_cast<double>(D)));
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  if (dy.device() == Device::cuda) {
+    ops::attention_backward_lse(dq, dk, dv, dout.view({B, T, heads_, D}), q_rot_, k_rot_, v_saved_,
+                                out_, lse_, scale, window_, key_start_);
+  } else {
+    ops::attention_backward(dq, dk, dv, dout.view({B, T, heads_, D}), q_rot_, k_rot_, v_saved_,
+                            probs_, scale);
+  }
   if (use_rope_) {
     rope.backward(dq, positions_);
     rope.backward(dk, positions_);
@@ -364,8 +379,8 @@ DecoderBlock::DecoderBlock(ParamStore& params, const TransformerConfig& c, const
       mlp_(params, c, names, layer, options) {}
 
 Tensor DecoderBlock::forward(Context& ctx, const Tensor& x, const Tensor& positions,
-                             const RotaryEmbedding& rope) {
-  Tensor a = attn_.forward(ctx, attn_norm_.forward(ctx, x), positions, rope);
+                             const Tensor& key_start, const RotaryEmbedding& rope) {
+  Tensor a = attn_.forward(ctx, attn_norm_.forward(ctx, x), positions, key_start, rope);
   return residual_mlp(ctx, x, a);
 }
 
@@ -454,29 +469,42 @@ Tensor CausalLM::forward(Context& ctx, const Tensor& ids, const Tensor& position
   return lm_head_.forward(ctx, forward_hidden(ctx, ids, positions));  // (B*T, V)
 }
 
-Tensor CausalLM::forward_hidden(Context& ctx, const Tensor& ids, const Tensor& positions) {
-  TUNE_CHECK(ids.dim() == 2 && positions.shape() == ids.shape(), "CausalLM::forward: ids ",
-             shape_str(ids.shape()), " and positions ", shape_str(positions.shape()),
+Tensor CausalLM::forward_hidden(Context& ctx, const Tensor& ids_in, const Tensor& positions_in) {
+  TUNE_CHECK(ids_in.dim() == 2 && positions_in.shape() == ids_in.shape(), "CausalLM::forward: ids ",
+             shape_str(ids_in.shape()), " and positions ", shape_str(positions_in.shape()),
              " must both be (batch, seq)");
   ensure_rope();
   ctx.dtype = params_->dtype();
+  const Device device = params_->device();
+  TUNE_CHECK(ctx.device() == device, "CausalLM::forward: the context's arena is on ",
+             device_name(ctx.device()), " but the model is on ", device_name(device),
+             "; make the context with nn::Context(model device)");
 
+  // Packed documents are found on the host; everything then lives on the model's device.
+  key_start_ = document_key_starts(positions_in.to(Device::cpu));
+  if (key_start_.defined()) key_start_ = key_start_.to(device);
+  const Tensor ids = ids_in.to(device), positions = positions_in.to(device);
   Tensor x = embed(ctx, ids.view({-1}), positions.view({-1}));  // (B*T, C)
   hidden_.assign(1, x);  // hidden_[l] is block l's input, which recomputation keeps
   positions_ = positions;
   recompute_ = ctx.recompute_blocks && ctx.mode == Mode::train;
-  for (size_t l = 0; l < blocks_.size(); ++l) {
-    if (recompute_) {
-      // Only the block's output outlives it; backward reruns the block from its input.
-      Tensor out = ctx.arena.alloc(x.shape(), x.dtype());
-      const Arena::Mark mark = ctx.arena.mark();
-      ops::copy(out, blocks_[l]->forward(ctx, x, positions, rope_));
-      ctx.arena.release(mark);
-      x = out;
-    } else {
-      x = blocks_[l]->forward(ctx, x, positions, rope_);
+  offloaded_ = recompute_ && ctx.offload_blocks && device == Device::cuda;
+  if (offloaded_) {
+    x = forward_blocks_offloaded(ctx, x);
+  } else {
+    for (size_t l = 0; l < blocks_.size(); ++l) {
+      if (recompute_) {
+        // Only the block's output outlives it; backward reruns the block from its input.
+        Tensor out = ctx.arena.alloc(x.shape(), x.dtype());
+        const Arena::Mark mark = ctx.arena.mark();
+        ops::copy(out, blocks_[l]->forward(ctx, x, positions, key_start_, rope_));
+        ctx.arena.release(mark);
+        x = out;
+      } else {
+        x = blocks_[l]->forward(ctx, x, positions, key_start_, rope_);
+      }
+      if (l + 1 < blocks_.size()) hidden_.push_back(x);
     }
-    if (l + 1 < blocks_.size()) hidden_.push_back(x);
   }
   Tensor xn = final_norm_.forward(ctx, x);
   hidden_.push_back(xn);
@@ -490,29 +518,37 @@ void CausalLM::backward(Context& ctx, const Tensor& dlogits) {
 }
 
 int64_t CausalLM::head_chunk_rows(int64_t rows, int64_t chunk_rows) const {
-  // About 16M logits (64 MiB in f32) per chunk: the GEMMs stay large, the memory small.
-  constexpr int64_t kChunkElements = int64_t{1} << 24;
-  if (chunk_rows <= 0) chunk_rows = std::max<int64_t>(1, kChunkElements / config_.vocab_size);
+  // About 16M logits (64 MiB in f32) per chunk on the CPU: the GEMMs stay large, the memory
+  // small. On CUDA 64M (256 MiB in f32): a chunk's loss is read back (a sync), so fewer, larger
+  // chunks keep the GPU busy and the head's GEMMs near full speed.
+  const int64_t chunk_elements = device() == Device::cuda ? int64_t{1} << 26 : int64_t{1} << 24;
+  if (chunk_rows <= 0) chunk_rows = std::max<int64_t>(1, chunk_elements / config_.vocab_size);
   return std::min(chunk_rows, std::max<int64_t>(rows, 1));
 }
 
 LossResult CausalLM::head_loss(Context& ctx, const Tensor& xn, const Tensor& labels,
                                double normalizer, Tensor* dxn, int64_t chunk_rows) {
-  const Tensor targets = shift_labels(labels);
+  // The targets are shifted and counted on the host, then live on the model's device.
+  const Tensor host_targets = shift_labels(labels.to(Device::cpu));
   const int64_t N = xn.size(0);
-  TUNE_CHECK(targets.numel() == N, "CausalLM: labels ", shape_str(labels.shape()),
+  TUNE_CHECK(host_targets.numel() == N, "CausalLM: labels ", shape_str(labels.shape()),
              " do not match the ", N, " positions of the batch");
   LossResult r;
-  r.count = ops::count_targets(targets);
+  r.count = ops::count_targets(host_targets);
+  const Tensor targets = host_targets.to(xn.device());
   const double denom = normalizer > 0 ? normalizer : static_cast<double>(r.count);
   const double scale = denom > 0 ? 1.0 / denom : 0.0;
   const int64_t rows = head_chunk_rows(N, chunk_rows);
   for (int64_t r0 = 0; r0 < N; r0 += rows) {
     const int64_t n = std::min(rows, N - r0);
     const Arena::Mark mark = ctx.arena.mark();
-    Tensor logits = lm_head_.forward(ctx, xn.narrow(r0, n));
+    // bf16/f16 on CUDA: the logits come out in f32 (rounding them would bias the loss upwards,
+    // by a few percent on a small model) and the gradient goes back in the activation dtype.
+    const bool f32_logits = xn.device() == Device::cuda && xn.dtype() != DType::f32;
+    Tensor logits = lm_head_.forward(ctx, xn.narrow(r0, n), f32_logits ? DType::f32 : xn.dtype());
+    // Otherwise the gradient overwrites the logits in place: one [rows, V] buffer, not two.
     Tensor dlogits;
-    if (dxn) dlogits = ctx.arena.alloc(logits.shape(), logits.dtype());
+    if (dxn) dlogits = f32_logits ? ctx.arena.alloc(logits.shape(), xn.dtype()) : logits;
     r.sum += ops::cross_entropy(dlogits, logits, targets.narrow(r0, n), scale);
     if (dxn) {
       Tensor dx = dxn->narrow(r0, n);
@@ -539,20 +575,94 @@ LossResult CausalLM::forward_loss(Context& ctx, const Tensor& ids, const Tensor&
 
 void CausalLM::backward_hidden(Context& ctx, const Tensor& dxn) {
   Tensor dx = final_norm_.backward(ctx, dxn);
-  for (size_t l = blocks_.size(); l-- > 0;) {
-    if (recompute_) {
+  if (offloaded_) {
+    dx = backward_blocks_offloaded(ctx, dx);
+  } else {
+    // Each block's backward temporaries live only while it runs: the arena then peaks at the
+    // forward's activations plus one block's gradients, not every block's.
+    for (size_t l = blocks_.size(); l-- > 0;) {
       Tensor dx_in = ctx.arena.alloc(dx.shape(), dx.dtype());
       const Arena::Mark mark = ctx.arena.mark();
-      blocks_[l]->forward(ctx, hidden_[l], positions_, rope_);  // same step, same dropout masks
+      if (recompute_)
+        blocks_[l]->forward(ctx, hidden_[l], positions_, key_start_, rope_);  // same masks
       ops::copy(dx_in, blocks_[l]->backward(ctx, dx, rope_));
       ctx.arena.release(mark);
       dx = dx_in;
-    } else {
-      dx = blocks_[l]->backward(ctx, dx, rope_);
     }
   }
   embed_.backward(ctx, dx);
   if (config_.positions == PositionKind::learned) pos_embed_.backward(ctx, dx);
+}
+
+// ---- Activation offload (Context::offload_blocks) ----
+//
+// Forward: block l reads its input from device buffer l % 2 and writes its output to buffer
+// (l + 1) % 2. Each input is copied to its pinned host slot on the copy stream as soon as it is
+// ready; before block l overwrites buffer (l + 1) % 2, the compute stream waits for the copy of
+// block l - 1's input, which lived there (a copy of one block input takes far less time than a
+// block's compute, so the wait is normally already over).
+// Backward: the last block's input is still in its buffer. Before block l is recomputed, block
+// l - 1's input is brought back into the other buffer on the copy stream (after everything queued
+// so far, so after block l + 1, which used that buffer, is done); the compute stream waits for it
+// only when it reaches block l - 1.
+struct CausalLM::Offload {
+  CopyStream stream;
+  std::vector<Tensor> host;  // per block: its input, pinned [N, C]
+  std::vector<CopyStream::Ticket> tickets;
+  Tensor buffers[2];
+  size_t bytes = 0;
+};
+
+Tensor CausalLM::forward_blocks_offloaded(Context& ctx, Tensor x) {
+  const size_t L = blocks_.size();
+  const size_t bytes = x.nbytes();
+  if (!offload_) offload_ = std::make_shared<Offload>();
+  Offload& o = *offload_;
+  if (o.bytes < bytes || o.host.size() != L) {
+    o.host.clear();
+    for (size_t l = 0; l < L; ++l) {
+      void* data = nullptr;
+      std::shared_ptr<void> owner = cuda_allocate_pinned(bytes, &data);
+      o.host.push_back(Tensor::wrap(data, {x.numel()}, x.dtype(), std::move(owner)));
+    }
+    o.bytes = bytes;
+  }
+  o.tickets.assign(L, nullptr);
+  o.buffers[0] = x;  // the embeddings' own memory is buffer 0
+  o.buffers[1] = ctx.arena.alloc(x.shape(), x.dtype());
+  hidden_.clear();
+  for (size_t l = 0; l < L; ++l) {
+    Tensor in = o.buffers[l % 2], out = o.buffers[(l + 1) % 2];
+    o.tickets[l] = o.stream.copy(o.host[l].raw(), in.raw(), bytes, CopyKind::device_to_host);
+    hidden_.push_back(o.host[l].narrow(0, x.numel()).view(x.shape()));
+    if (l > 0) o.stream.wait(o.tickets[l - 1]);  // `out` held block l - 1's input
+    const Arena::Mark mark = ctx.arena.mark();
+    ops::copy(out, blocks_[l]->forward(ctx, in, positions_, key_start_, rope_));
+    ctx.arena.release(mark);
+  }
+  return o.buffers[L % 2];
+}
+
+Tensor CausalLM::backward_blocks_offloaded(Context& ctx, Tensor dx) {
+  Offload& o = *offload_;
+  const size_t L = blocks_.size();
+  // Copies on the one copy stream run in order: a buffer's copy out finishes before a later copy
+  // into it starts, and a host slot is written before it is read back.
+  for (size_t l = L; l-- > 0;) {
+    Tensor in = o.buffers[l % 2];
+    if (l + 1 < L) o.stream.wait(o.tickets[l]);  // its input is back on the device
+    if (l > 0) {
+      o.tickets[l - 1] = o.stream.copy(o.buffers[(l - 1) % 2].raw(), o.host[l - 1].raw(),
+                                       in.nbytes(), CopyKind::host_to_device);
+    }
+    Tensor dx_in = ctx.arena.alloc(dx.shape(), dx.dtype());
+    const Arena::Mark mark = ctx.arena.mark();
+    blocks_[l]->forward(ctx, in, positions_, key_start_, rope_);  // same masks
+    ops::copy(dx_in, blocks_[l]->backward(ctx, dx, rope_));
+    ctx.arena.release(mark);
+    dx = dx_in;
+  }
+  return dx;
 }
 
 Tensor CausalLM::forward_cached(Context& ctx, const Tensor& ids, KvCache& cache, Logits which) {

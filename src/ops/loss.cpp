@@ -30,13 +30,18 @@ double cross_entropy(Tensor& dlogits, const Tensor& logits, const Tensor& target
   const Device dev =
       with_grad ? detail::check_device(op, {da, la, ta}) : detail::check_device(op, {la, ta});
   if (dev == Device::cuda) {
-    const DType dt =
-        with_grad ? detail::check_cuda_float(op, {da, la}) : detail::check_cuda_float(op, {la});
+    // f32 logits may hand back a bf16/f16 gradient (the output head of low-precision training).
+    const DType dt = detail::check_cuda_float(op, {la});
+    const bool mixed = with_grad && dt == DType::f32 && dlogits.dtype() != DType::f32;
+    if (with_grad) detail::check_cuda_float(op, {da});
+    if (with_grad && !mixed) detail::check_cuda_float(op, {da, la});
+    if (mixed && dlogits.raw() == logits.raw())
+      detail::fail(op, "an in-place gradient needs dlogits of the logits' dtype");
     detail::check_index(op, ta);
     // Targets stay on the device; the kernel reports the first bad row, read back here.
-    const cuda::CrossEntropyResult res =
-        cuda::cross_entropy(dt, targets.dtype(), with_grad ? dlogits.raw() : nullptr, logits.raw(),
-                            targets.raw(), n, v, grad_scale);
+    const cuda::CrossEntropyResult res = cuda::cross_entropy(
+        dt, with_grad ? dlogits.dtype() : dt, targets.dtype(), with_grad ? dlogits.raw() : nullptr,
+        logits.raw(), targets.raw(), n, v, grad_scale);
     if (res.bad_row >= 0) {
       Tensor one = Tensor::empty({1}, targets.dtype());
       one.copy_from(targets.narrow(res.bad_row, 1));

@@ -54,8 +54,10 @@ void matmul(Tensor& c, const Tensor& a, Transpose ta, const Tensor& b, Transpose
   detail::check_no_overlap(kOp, ca, aa);
   detail::check_no_overlap(kOp, ca, ba);
   if (on_cuda) {
-    cuda::gemm(detail::check_cuda_float(kOp, {ca, aa, ba}),
-               ta == Transpose::yes ? cuda::Trans::yes : cuda::Trans::no,
+    // c may be f32 when a and b are bf16 or f16: full-precision results of low-precision inputs.
+    const DType ab = detail::check_cuda_float(kOp, {aa, ba});
+    if (c.dtype() != DType::f32 || ab == DType::f32) detail::check_cuda_float(kOp, {ca, aa, ba});
+    cuda::gemm(ab, c.dtype(), ta == Transpose::yes ? cuda::Trans::yes : cuda::Trans::no,
                tb == Transpose::yes ? cuda::Trans::yes : cuda::Trans::no, m, n, k,
                static_cast<float>(alpha), a.raw(), a.size(1), b.raw(), b.size(1),
                static_cast<float>(beta), c.raw(), n);

@@ -143,8 +143,9 @@ std::vector<OptionSpec> train_option_specs() {
        K::choice,
        "none",
        "blocks: keep only each decoder block's input and recompute the block in backward (same "
-       "gradients, much less activation memory, ~1/3 more compute)",
-       {"none", "blocks"}},
+       "gradients, much less activation memory, ~1/3 more compute); blocks+offload (CUDA): "
+       "keep those inputs in pinned host memory, copied while the next block computes",
+       {"none", "blocks", "blocks+offload"}},
       // output
       {"output.dir", K::text, "output",
        "where the adapter or model, tokenizer, config.yaml, metrics.jsonl and checkpoints go"},
@@ -335,7 +336,9 @@ TrainConfig make_train_config(const Options& o) {
   t.keep_last = positive(o, "training.keep_last", 1);
   t.log_every = positive(o, "training.log_every", 1);
   t.threads = static_cast<int>(positive(o, "training.threads", 0));
-  t.recompute_blocks = o.text("training.activation_checkpointing") == "blocks";
+  const std::string checkpointing = o.text("training.activation_checkpointing");
+  t.recompute_blocks = checkpointing != "none";
+  t.offload_blocks = checkpointing == "blocks+offload";
   t.device = o.text("training.device") == "cuda" ? Device::cuda : Device::cpu;
   const std::string precision = o.text("training.precision");
   t.dtype = precision == "bf16"        ? DType::bf16
@@ -343,6 +346,11 @@ TrainConfig make_train_config(const Options& o) {
             : precision == "f32"       ? DType::f32
             : t.device == Device::cuda ? DType::bf16
                                        : DType::f32;
+  if (t.device == Device::cpu && t.offload_blocks) {
+    throw bad(o, "training.activation_checkpointing",
+              "is blocks+offload, which moves block inputs from the GPU to host memory; on the "
+              "CPU use blocks");
+  }
   if (t.device == Device::cpu && t.dtype != DType::f32) {
     throw bad(o, "training.precision",
               str("is ", precision,

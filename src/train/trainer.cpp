@@ -173,6 +173,9 @@ void Trainer::prepare_output_dir(RunMode mode) {
 }
 
 void Trainer::build_model() {
+  TUNE_CHECK(cfg_.training.device != Device::cuda || cuda_available(),
+             "training.device is cuda but ", cuda_describe(),
+             "; train on the CPU with training.device: cpu");
   models::ModelOptions mo;
   mo.dtype = cfg_.training.dtype;
   mo.device = cfg_.training.device;
@@ -394,6 +397,7 @@ RunResult Trainer::run(RunMode mode, const std::atomic<bool>* stop) {
       ctx_.arena.reset();
       ctx_.mode = nn::Mode::train;
       ctx_.recompute_blocks = t.recompute_blocks;
+      ctx_.offload_blocks = t.offload_blocks;
       ctx_.step = static_cast<uint64_t>(state_.step * G + g);  // dropout masks
       // The output head and the loss go in chunks: the [tokens, vocab] logits never exist whole.
       const double normalizer = static_cast<double>(std::max<int64_t>(counted, 1)) / loss_scale;
@@ -460,7 +464,9 @@ RunResult Trainer::run(RunMode mode, const std::atomic<bool>* stop) {
     if (!reported_memory_) {
       reported_memory_ = true;
       say(str("activation memory: ", ctx_.arena.peak_bytes() >> 20, " MiB per micro-batch",
-              t.recompute_blocks ? " (blocks recomputed)" : "",
+              t.offload_blocks     ? " (blocks recomputed, their inputs in host memory)"
+              : t.recompute_blocks ? " (blocks recomputed)"
+                                   : "",
               t.device == Device::cuda
                   ? str("; device memory in use ", cuda_memory_in_use() >> 20, " MiB")
                   : std::string()));

@@ -180,7 +180,7 @@ TEST(NnGradGpt2, FusedAttentionGeluMlpAndBlock) {
     Context ctx = f64_context();
     auto loss = [&] {
       ctx.arena.reset();
-      return dot(dy, attn.forward(ctx, x, positions, no_rope));
+      return dot(dy, attn.forward(ctx, x, positions, Tensor(), no_rope));
     };
     loss();
     params.zero_grads();
@@ -225,7 +225,7 @@ TEST(NnGradGpt2, FusedAttentionGeluMlpAndBlock) {
     Context ctx = f64_context();
     auto loss = [&] {
       ctx.arena.reset();
-      return dot(dy, block.forward(ctx, x, positions, no_rope));
+      return dot(dy, block.forward(ctx, x, positions, Tensor(), no_rope));
     };
     loss();
     params.zero_grads();

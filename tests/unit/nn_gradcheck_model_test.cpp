@@ -108,7 +108,7 @@ TEST(NnGradAttention, InputAndParameterGradients) {
     Context ctx = f64_context();
     auto loss = [&] {
       ctx.arena.reset();
-      return dot(dy, attn.forward(ctx, x, positions, rope));
+      return dot(dy, attn.forward(ctx, x, positions, Tensor(), rope));
     };
     loss();
     params.zero_grads();
@@ -132,7 +132,9 @@ TEST(NnGradAttention, SlidingWindowChangesOnlyPositionsPastTheWindow) {
     fill_params(params, 1100);
     const nn::RotaryEmbedding rope(c.rope, c.head_dim, c.max_positions, f64);
     Context ctx = f64_context();
-    return attn.forward(ctx, randn({kB * kT, c.hidden_size}, f64, 1101), offset_positions(), rope)
+    return attn
+        .forward(ctx, randn({kB * kT, c.hidden_size}, f64, 1101), offset_positions(), Tensor(),
+                 rope)
         .clone();
   };
   const Tensor full = output(0), windowed = output(3);
@@ -199,7 +201,7 @@ TEST(NnGradBlock, InputAndParameterGradients) {
     Context ctx = f64_context();
     auto loss = [&] {
       ctx.arena.reset();
-      return dot(dy, block.forward(ctx, x, positions, rope));
+      return dot(dy, block.forward(ctx, x, positions, Tensor(), rope));
     };
     loss();
     params.zero_grads();

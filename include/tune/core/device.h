@@ -35,6 +35,25 @@ void cuda_synchronize();
 size_t cuda_peak_memory();
 void cuda_reset_peak_memory();
 
+// Page-locked host memory (cudaMallocHost), freed when the owner is released: copies between it
+// and the device run asynchronously, at full PCIe speed.
+std::shared_ptr<void> cuda_allocate_pinned(size_t bytes, void** data);
+
+// A second stream for copies that overlap compute (activation offload). copy() first waits for
+// everything queued so far on the calling thread's stream (so it copies finished values), then
+// copies on its own stream and returns a ticket; wait(ticket) makes the calling thread's stream
+// wait for that copy before anything queued after it. Nothing blocks the host.
+class CopyStream {
+ public:
+  using Ticket = std::shared_ptr<void>;  // the copy's completion event
+  CopyStream();
+  Ticket copy(void* dst, const void* src, size_t bytes, CopyKind kind);
+  void wait(const Ticket& ticket);
+
+ private:
+  std::shared_ptr<void> stream_;
+};
+
 // A CUDA graph of the work queued on the calling thread's stream between begin_capture() and
 // end_capture(), replayed by launch() with the same kernels and arguments: a decode step, whose
 // hundreds of small kernels then cost one launch. Nothing may wait for the device or copy from

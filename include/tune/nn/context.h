@@ -63,6 +63,10 @@ struct Context {
   // Activation checkpointing per block (DESIGN.md decision 3): forward keeps only each block's
   // input and backward reruns the block's forward first. Same gradients, far less memory.
   bool recompute_blocks = false;
+  // With recompute_blocks on CUDA: the kept block inputs go to pinned host memory, copied on a
+  // side stream while the next block computes, and come back one block ahead in backward; the
+  // device holds two block inputs instead of one per layer (the longest sequences).
+  bool offload_blocks = false;
 };
 
 }  // namespace tune::nn

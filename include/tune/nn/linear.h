@@ -33,6 +33,9 @@ class Linear {
   void add_lora(const LoraConfig& config, uint64_t dropout_stream);
 
   Tensor forward(Context& ctx, const Tensor& x);
+  // The same with the result in `out` (f32 from bf16/f16 x on CUDA: the output head's logits,
+  // whose rounding to bf16 would bias the loss). No bias then.
+  Tensor forward(Context& ctx, const Tensor& x, DType out);
   void backward(Context& ctx, const Tensor& dy, Tensor& dx, Accumulate accumulate);
 
   // The weights of `linears` stacked, [sum of their out, in], as one view of the parameter buffer

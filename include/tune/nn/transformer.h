@@ -163,8 +163,9 @@ class Attention {
   Attention() = default;
   Attention(ParamStore& params, const TransformerConfig& c, const TensorNames& names, int64_t layer,
             const BuildOptions& options);
-  // x [B*T, C] -> [B*T, C]
-  Tensor forward(Context& ctx, const Tensor& x, const Tensor& positions,
+  // x [B*T, C] -> [B*T, C]; positions [B, T] and key_start (document_key_starts, or undefined)
+  // on the model's device.
+  Tensor forward(Context& ctx, const Tensor& x, const Tensor& positions, const Tensor& key_start,
                  const RotaryEmbedding& rope);
   // dx is written (=).
   void backward(Context& ctx, const Tensor& dy, Tensor& dx, const RotaryEmbedding& rope);
@@ -191,8 +192,10 @@ class Attention {
   std::unique_ptr<RMSNorm> q_norm_, k_norm_;
   int64_t heads_ = 0, kv_heads_ = 0, head_dim_ = 0, window_ = 0;
   bool fused_ = false, use_rope_ = true;
-  // Saved: rotated q, k and v as [B, T, H, D] views, attention probabilities, positions.
-  Tensor q_rot_, k_rot_, v_saved_, probs_, positions_;
+  // Saved: rotated q, k and v as [B, T, H, D] views, positions, and what attention's backward
+  // needs: on the CPU the probabilities; on CUDA (flash attention, which recomputes them) the
+  // output, each query row's logsumexp and the documents' first keys.
+  Tensor q_rot_, k_rot_, v_saved_, positions_, probs_, out_, lse_, key_start_;
 };
 
 class Mlp {
@@ -222,7 +225,7 @@ class DecoderBlock {
   DecoderBlock(ParamStore& params, const TransformerConfig& c, const TensorNames& names,
                int64_t layer, const BuildOptions& options);
   // h = x + attn(norm(x)); y = h + mlp(norm(h))
-  Tensor forward(Context& ctx, const Tensor& x, const Tensor& positions,
+  Tensor forward(Context& ctx, const Tensor& x, const Tensor& positions, const Tensor& key_start,
                  const RotaryEmbedding& rope);
   Tensor backward(Context& ctx, const Tensor& dy, const RotaryEmbedding& rope);
   // Inference with a KV cache (see Attention::forward_cached).
@@ -251,7 +254,9 @@ class CausalLM {
   Device device() const { return params_->device(); }
 
   // ids [B, T] (i64), positions [B, T] (i64) -> logits [B*T, V]. Builds the rotary tables for the
-  // parameter dtype on first use.
+  // parameter dtype on first use. ids, positions and labels (below) may be on the host or on the
+  // model's device; host tensors are copied over (positions are read on the host, for packed
+  // documents, so host tensors cost no synchronisation).
   Tensor forward(Context& ctx, const Tensor& ids, const Tensor& positions);
   // dlogits [B*T, V]: accumulates every trainable parameter's gradient.
   void backward(Context& ctx, const Tensor& dlogits);
@@ -307,6 +312,8 @@ class CausalLM {
   friend class BatchedDecode;
   Tensor forward_hidden(Context& ctx, const Tensor& ids, const Tensor& positions);  // -> xn
   void backward_hidden(Context& ctx, const Tensor& dxn);
+  Tensor forward_blocks_offloaded(Context& ctx, Tensor x);
+  Tensor backward_blocks_offloaded(Context& ctx, Tensor dx);
   int64_t head_chunk_rows(int64_t rows, int64_t chunk_rows) const;
   LossResult head_loss(Context& ctx, const Tensor& xn, const Tensor& labels, double normalizer,
                        Tensor* dxn, int64_t chunk_rows);
@@ -322,8 +329,13 @@ class CausalLM {
   Linear lm_head_;
   RotaryEmbedding rope_;
   std::vector<Tensor> hidden_;
-  Tensor positions_;        // of the last forward, for recomputation
-  bool recompute_ = false;  // the last forward kept only block inputs
+  Tensor positions_, key_start_;  // of the last forward (on the model's device), for recomputation
+  bool recompute_ = false;        // the last forward kept only block inputs
+  // Context::offload_blocks: the block inputs' pinned host copies, the two device buffers they
+  // take turns in, and the copy stream; built on the first offloaded forward.
+  struct Offload;
+  std::shared_ptr<Offload> offload_;
+  bool offloaded_ = false;  // the last forward offloaded its block inputs
 };
 
 // Packed rows (several documents in one row, positions restarting at 0 at each): each query's

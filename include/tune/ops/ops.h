@@ -18,7 +18,8 @@ namespace tune::ops {
 enum class Transpose : uint8_t { no, yes };
 
 // c = alpha * op(a) @ op(b) + beta * c, for 2-D a, b, c (pass views for higher ranks).
-// beta = 0 overwrites c (NaNs in c are not propagated); beta = 1 accumulates.
+// beta = 0 overwrites c (NaNs in c are not propagated); beta = 1 accumulates. One dtype for all
+// three, except on CUDA, where c may be f32 for bf16/f16 a and b (f32 accumulation either way).
 void matmul(Tensor& c, const Tensor& a, Transpose ta, const Tensor& b, Transpose tb,
             double alpha = 1.0, double beta = 0.0);
 
@@ -186,7 +187,7 @@ void dropout(Tensor& out, const Tensor& x, double p, uint64_t seed, uint64_t str
 // on ignored rows; dlogits may be logits itself (in place, to save an (N, V) buffer). A target
 // outside [0, V) other than -100 throws, naming row and value. On CUDA (f32, bf16, f16 logits;
 // math in f32) targets stay on the device, the loss is summed there in a fixed order, and the call
-// waits for it (one sync). ----
+// waits for it (one sync); f32 logits may have a bf16 or f16 dlogits (not in place). ----
 double cross_entropy(Tensor& dlogits, const Tensor& logits, const Tensor& targets,
                      double grad_scale);
 // Number of targets that are not -100 (on CUDA the targets are copied to the host).

@@ -48,7 +48,8 @@ struct TrainingSection {
   int64_t keep_last = 2;
   int64_t log_every = 1;
   int threads = 0;
-  bool recompute_blocks = false;  // training.activation_checkpointing: blocks
+  bool recompute_blocks = false;  // training.activation_checkpointing: blocks (or +offload)
+  bool offload_blocks = false;    // training.activation_checkpointing: blocks+offload
   Device device = Device::cpu;    // training.device
   DType dtype = DType::f32;       // training.precision (auto resolved by device)
 };

@@ -15,10 +15,12 @@ enum class Trans : uint8_t { no, yes };
 // Builds without CUDA: the stubs (no_cuda*.cpp) throw this, saying what was called and what to do.
 [[noreturn]] void no_cuda(const char* what);
 
-// Row-major c (m, n) = alpha * op(a) (m, k) @ op(b) (k, n) + beta * c through cuBLASLt; a, b and
-// c share one dtype (f32, bf16 or f16) and accumulate in f32 (f32 inputs: full f32, no TF32).
+// Row-major c (m, n) = alpha * op(a) (m, k) @ op(b) (k, n) + beta * c through cuBLASLt; a and b
+// share one dtype (f32, bf16 or f16), c is that dtype or f32 (f32 results of bf16/f16 inputs:
+// the output head's logits), and products accumulate in f32 (f32 inputs: full f32, no TF32).
 // lda, ldb, ldc are the row strides of a, b and c as stored.
-void gemm(DType dtype, Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, float alpha,
-          const void* a, int64_t lda, const void* b, int64_t ldb, float beta, void* c, int64_t ldc);
+void gemm(DType dtype, DType c_dtype, Trans ta, Trans tb, int64_t m, int64_t n, int64_t k,
+          float alpha, const void* a, int64_t lda, const void* b, int64_t ldb, float beta, void* c,
+          int64_t ldc);
 
 }  // namespace tune::cuda

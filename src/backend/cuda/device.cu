@@ -37,8 +37,27 @@ std::string cuda_describe() {
   return out;
 }
 
+namespace {
+// The pool's default release threshold is 0: every synchronisation would hand its free memory
+// back to the driver and the next step would map it again. Keeping it (as torch's caching
+// allocator does) makes a training step's frees and re-allocations free.
+void keep_pool_memory() {
+  static const bool done = [] {
+    int device = 0;
+    TUNE_CUDA_CHECK(cudaGetDevice(&device));
+    cudaMemPool_t pool;
+    TUNE_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
+    uint64_t keep = UINT64_MAX;
+    TUNE_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+    return true;
+  }();
+  (void)done;
+}
+}  // namespace
+
 std::shared_ptr<void> cuda_allocate(size_t bytes, void** data) {
   TUNE_CHECK(cuda_available(), "cuda_allocate: no CUDA device is visible");
+  keep_pool_memory();
   void* p = nullptr;
   TUNE_CUDA_CHECK(cudaMallocAsync(&p, bytes == 0 ? 1 : bytes, cudaStreamPerThread));
   *data = p;
@@ -88,6 +107,47 @@ void cuda_reset_peak_memory() {
   // The only value the attribute accepts is 0, which sets the mark to what is in use now.
   uint64_t zero = 0;
   TUNE_CUDA_CHECK(cudaMemPoolSetAttribute(current_pool(), cudaMemPoolAttrUsedMemHigh, &zero));
+}
+
+std::shared_ptr<void> cuda_allocate_pinned(size_t bytes, void** data) {
+  void* p = nullptr;
+  TUNE_CUDA_CHECK(cudaMallocHost(&p, bytes == 0 ? 1 : bytes));
+  *data = p;
+  return std::shared_ptr<void>(p, [](void* q) { cudaFreeHost(q); });
+}
+
+namespace {
+std::shared_ptr<void> new_event() {
+  cudaEvent_t e = nullptr;
+  TUNE_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  return std::shared_ptr<void>(e, [](void* q) { cudaEventDestroy(static_cast<cudaEvent_t>(q)); });
+}
+}  // namespace
+
+CopyStream::CopyStream() {
+  cudaStream_t s = nullptr;
+  TUNE_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  stream_ =
+      std::shared_ptr<void>(s, [](void* q) { cudaStreamDestroy(static_cast<cudaStream_t>(q)); });
+}
+
+CopyStream::Ticket CopyStream::copy(void* dst, const void* src, size_t bytes, CopyKind kind) {
+  const auto stream = static_cast<cudaStream_t>(stream_.get());
+  const std::shared_ptr<void> ready = new_event(), done = new_event();
+  TUNE_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(ready.get()), cudaStreamPerThread));
+  TUNE_CUDA_CHECK(cudaStreamWaitEvent(stream, static_cast<cudaEvent_t>(ready.get()), 0));
+  const cudaMemcpyKind k = kind == CopyKind::host_to_device   ? cudaMemcpyHostToDevice
+                           : kind == CopyKind::device_to_host ? cudaMemcpyDeviceToHost
+                                                              : cudaMemcpyDeviceToDevice;
+  TUNE_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, k, stream));
+  TUNE_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(done.get()), stream));
+  return done;
+}
+
+void CopyStream::wait(const Ticket& ticket) {
+  if (ticket)
+    TUNE_CUDA_CHECK(
+        cudaStreamWaitEvent(cudaStreamPerThread, static_cast<cudaEvent_t>(ticket.get()), 0));
 }
 
 void CudaGraph::begin_capture() {

@@ -4,6 +4,9 @@
 // call with the operands swapped and every matrix described by its transposed shape.
 #include <cublasLt.h>
 
+#include <memory>
+#include <unordered_map>
+
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_kernels.h"
 #include "backend/cuda/gemv_kernels.h"
@@ -80,56 +83,100 @@ uint32_t alignment(const void* p) {
 
 }  // namespace
 
-void gemm(DType dtype, Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, float alpha,
-          const void* a, int64_t lda, const void* b, int64_t ldb, float beta, void* c,
-          int64_t ldc) {
-  if (m == 0 || n == 0) return;
-  // A few rows times a Linear's weight (b = W [n, k], transposed): decoding's products, bound by
-  // reading W, go to the warp-per-column kernel.
-  if (m <= kGemvMaxRows && ta == Trans::no && tb == Trans::yes && k > 0) {
-    gemv(dtype, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-    return;
+namespace {
+
+// What cuBLASLt's heuristic depends on: asked once per distinct product, then remembered (a
+// training step runs the same few hundred products every step, and the query costs tens of
+// microseconds of host time each).
+struct Key {
+  DType dtype, c_dtype;
+  Trans ta, tb;
+  int64_t m, n, k, lda, ldb, ldc;
+  uint32_t align_a, align_b, align_c;
+  bool operator==(const Key&) const = default;
+};
+struct KeyHash {
+  size_t operator()(const Key& k) const {
+    size_t h = 0;
+    for (int64_t v :
+         {int64_t(k.dtype), int64_t(k.c_dtype), int64_t(k.ta), int64_t(k.tb), k.m, k.n, k.k, k.lda,
+          k.ldb, k.ldc, int64_t(k.align_a), int64_t(k.align_b), int64_t(k.align_c)})
+      h = h * 1000003u ^ std::hash<int64_t>()(v);
+    return h;
   }
-  const cudaDataType_t type = data_type(dtype);
+};
+
+// One product's descriptors and its chosen algorithm, kept for every later call of the same key.
+struct Plan {
   Descriptors d;
+  cublasLtMatmulAlgo_t algo{};
+};
+
+std::shared_ptr<Plan> make_plan(const Key& key) {
+  auto plan = std::make_shared<Plan>();
+  Descriptors& d = plan->d;
+  const cudaDataType_t type = data_type(key.dtype), c_type = data_type(key.c_dtype);
   TUNE_CUBLAS_CHECK(cublasLtMatmulDescCreate(&d.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   // Column-major: C^T (n, m) = op(B)^T (n, k) @ op(A)^T (k, m); first operand b, second a.
-  const cublasOperation_t op_first = tb == Trans::yes ? CUBLAS_OP_T : CUBLAS_OP_N;
-  const cublasOperation_t op_second = ta == Trans::yes ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_first = key.tb == Trans::yes ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_second = key.ta == Trans::yes ? CUBLAS_OP_T : CUBLAS_OP_N;
   TUNE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSA, &op_first,
                                                    sizeof op_first));
   TUNE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSB, &op_second,
                                                    sizeof op_second));
+  const auto m = static_cast<uint64_t>(key.m), n = static_cast<uint64_t>(key.n),
+             k = static_cast<uint64_t>(key.k);
   // Stored shapes, read column-major: b is (k, n) or, transposed, (n, k) row-major.
-  const uint64_t b_rows = tb == Trans::no ? n : k, b_cols = tb == Trans::no ? k : n;
-  const uint64_t a_rows = ta == Trans::no ? k : m, a_cols = ta == Trans::no ? m : k;
-  TUNE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.a, type, b_rows, b_cols, ldb));
-  TUNE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.b, type, a_rows, a_cols, lda));
-  TUNE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.c, type, n, m, ldc));
+  const uint64_t b_rows = key.tb == Trans::no ? n : k, b_cols = key.tb == Trans::no ? k : n;
+  const uint64_t a_rows = key.ta == Trans::no ? k : m, a_cols = key.ta == Trans::no ? m : k;
+  TUNE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.a, type, b_rows, b_cols, key.ldb));
+  TUNE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.b, type, a_rows, a_cols, key.lda));
+  TUNE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.c, c_type, n, m, key.ldc));
 
   TUNE_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&d.pref));
   TUNE_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
       d.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &kWorkspaceBytes, sizeof kWorkspaceBytes));
-  const uint32_t align_first = alignment(b), align_second = alignment(a), align_c = alignment(c);
   for (const auto& [attribute, value] :
-       {std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_first},
-        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_second},
-        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c},
-        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c}}) {
+       {std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &key.align_b},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &key.align_a},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &key.align_c},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &key.align_c}}) {
     TUNE_CUBLAS_CHECK(
         cublasLtMatmulPreferenceSetAttribute(d.pref, attribute, value, sizeof(uint32_t)));
   }
-  Lt& h = lt();
   cublasLtMatmulHeuristicResult_t heuristic{};
   int found = 0;
-  TUNE_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(h.handle, d.op, d.a, d.b, d.c, d.c, d.pref, 1,
+  TUNE_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt().handle, d.op, d.a, d.b, d.c, d.c, d.pref, 1,
                                                    &heuristic, &found));
-  TUNE_CHECK(found > 0, "cuda::gemm: cuBLASLt has no algorithm for ", dtype_name(dtype), " (", m,
-             " x ", k, ") @ (", k, " x ", n, ")");
+  TUNE_CHECK(found > 0, "cuda::gemm: cuBLASLt has no algorithm for ", dtype_name(key.dtype), " -> ",
+             dtype_name(key.c_dtype), " (", key.m, " x ", key.k, ") @ (", key.k, " x ", key.n, ")");
+  plan->algo = heuristic.algo;
+  return plan;
+}
+
+}  // namespace
+
+void gemm(DType dtype, DType c_dtype, Trans ta, Trans tb, int64_t m, int64_t n, int64_t k,
+          float alpha, const void* a, int64_t lda, const void* b, int64_t ldb, float beta, void* c,
+          int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  // A few rows times a Linear's weight (b = W [n, k], transposed): decoding's products, bound by
+  // reading W, go to the warp-per-column kernel.
+  if (c_dtype == dtype && m <= kGemvMaxRows && ta == Trans::no && tb == Trans::yes && k > 0) {
+    gemv(dtype, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  const Key key{dtype, c_dtype, ta,           tb,           m,           n, k, lda,
+                ldb,   ldc,     alignment(a), alignment(b), alignment(c)};
+  thread_local std::unordered_map<Key, std::shared_ptr<Plan>, KeyHash> plans;
+  if (plans.size() > 4096) plans.clear();  // shapes that keep changing (serving's prefills)
+  std::shared_ptr<Plan>& plan = plans[key];
+  if (!plan) plan = make_plan(key);
+  Descriptors& d = plan->d;
+  Lt& h = lt();
   // k == 0 is a valid product (C = beta C); cuBLASLt handles it.
   TUNE_CUBLAS_CHECK(cublasLtMatmul(h.handle, d.op, &alpha, b, d.a, a, d.b, &beta, c, d.c, c, d.c,
-                                   &heuristic.algo, h.workspace, kWorkspaceBytes,
-                                   cudaStreamPerThread));
+                                   &plan->algo, h.workspace, kWorkspaceBytes, cudaStreamPerThread));
 }
 
 }  // namespace tune::cuda

@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <type_traits>
 
 #include <cooperative_groups.h>
 
@@ -95,19 +96,20 @@ __device__ __forceinline__ void accumulate(MaxSum& a, const Pack<T, V>& p) {
 }
 
 // Row blockIdx.x. V elements per load, U loads in flight per thread. row_loss [n] f64.
-template <typename T, typename I, int V, int U>
-__global__ void cross_entropy_rows(T* dlogits, const T* logits, const I* targets, int64_t v,
+template <typename T, typename G, typename I, int V, int U>
+__global__ void cross_entropy_rows(G* dlogits, const T* logits, const I* targets, int64_t v,
                                    float grad_scale, double* row_loss, unsigned long long* bad) {
   using P = Pack<T, V>;
+  using PG = Pack<G, V>;
   __shared__ MaxSum scratch[32];
   const int64_t r = blockIdx.x;
   const T* x = logits + r * v;
-  T* d = dlogits ? dlogits + r * v : nullptr;
+  G* d = dlogits ? dlogits + r * v : nullptr;
   const auto t = static_cast<int64_t>(targets[r]);
   if (t == kIgnoreIndex || t < 0 || t >= v) {
     if (t != kIgnoreIndex && threadIdx.x == 0) atomicMin(bad, static_cast<unsigned long long>(r));
     if (d) {
-      for (int64_t j = threadIdx.x; j < v; j += blockDim.x) d[j] = from_f<T>(0.f);
+      for (int64_t j = threadIdx.x; j < v; j += blockDim.x) d[j] = from_f<G>(0.f);
     }
     if (threadIdx.x == 0) row_loss[r] = 0.0;
     return;
@@ -130,16 +132,16 @@ __global__ void cross_entropy_rows(T* dlogits, const T* logits, const I* targets
     row_loss[r] = static_cast<double>(a.m) + log(static_cast<double>(a.s)) - xt;
   }
   if (!d) return;
-  P* dp = reinterpret_cast<P*>(d);
+  PG* dp = reinterpret_cast<PG*>(d);
   const float coef = grad_scale / a.s, mb = a.m * kLog2e;
   for (q = threadIdx.x; q < packs; q += stride) {
     const P p = xp[q];
-    P o;
+    PG o;
 #pragma unroll
     for (int k = 0; k < V; ++k) {
       float g = exp2f(fmaf(to_f(p.v[k]), kLog2e, -mb)) * coef;
       if (q * V + k == t) g -= grad_scale;
-      o.v[k] = from_f<T>(g);
+      o.v[k] = from_f<G>(g);
     }
     dp[q] = o;
   }
@@ -150,13 +152,14 @@ __global__ void cross_entropy_rows(T* dlogits, const T* logits, const I* targets
 // (max, sum) pair; after a cluster barrier every block combines the kCluster pairs in rank order
 // through distributed shared memory (the same result in every block), then writes the gradient of
 // its chunk from shared memory. chunk_packs: packs of V elements per block.
-template <typename T, typename I, int V>
+template <typename T, typename G, typename I, int V>
 __global__ void __launch_bounds__(kClusterThreads<T>)
-    cross_entropy_cluster(T* dlogits, const T* logits, const I* targets, int64_t v,
+    cross_entropy_cluster(G* dlogits, const T* logits, const I* targets, int64_t v,
                           int64_t chunk_packs, float grad_scale, double* row_loss,
                           unsigned long long* bad) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   using P = Pack<T, V>;
+  using PG = Pack<G, V>;
   extern __shared__ __align__(16) unsigned char smem[];
   P* chunk = reinterpret_cast<P*>(smem);  // [chunk_packs]
   __shared__ MaxSum scratch[32];
@@ -165,7 +168,7 @@ __global__ void __launch_bounds__(kClusterThreads<T>)
   const auto rank = static_cast<int64_t>(cluster.block_rank());
   const int64_t r = blockIdx.x / kCluster;
   const T* x = logits + r * v;
-  T* d = dlogits ? dlogits + r * v : nullptr;
+  G* d = dlogits ? dlogits + r * v : nullptr;
   const P* xp = reinterpret_cast<const P*>(x);
   const int64_t packs = v / V, q0 = rank * chunk_packs, q1 = min64(packs, q0 + chunk_packs);
   const auto t = static_cast<int64_t>(targets[r]);
@@ -173,10 +176,11 @@ __global__ void __launch_bounds__(kClusterThreads<T>)
     const bool first = rank == 0 && threadIdx.x == 0;
     if (t != kIgnoreIndex && first) atomicMin(bad, static_cast<unsigned long long>(r));
     if (d) {
-      P zero;
+      PG zero;
 #pragma unroll
-      for (int k = 0; k < V; ++k) zero.v[k] = from_f<T>(0.f);
-      for (int64_t q = q0 + threadIdx.x; q < q1; q += blockDim.x) reinterpret_cast<P*>(d)[q] = zero;
+      for (int k = 0; k < V; ++k) zero.v[k] = from_f<G>(0.f);
+      for (int64_t q = q0 + threadIdx.x; q < q1; q += blockDim.x)
+        reinterpret_cast<PG*>(d)[q] = zero;
     }
     if (first) row_loss[r] = 0.0;
     return;
@@ -208,16 +212,16 @@ __global__ void __launch_bounds__(kClusterThreads<T>)
     row_loss[r] = static_cast<double>(total.m) + log(static_cast<double>(total.s)) - xt;
   }
   if (!d) return;
-  P* dp = reinterpret_cast<P*>(d);
+  PG* dp = reinterpret_cast<PG*>(d);
   const float coef = grad_scale / total.s, mb = total.m * kLog2e;
   for (q = q0 + threadIdx.x; q < q1; q += blockDim.x) {
     const P p = chunk[q - q0];
-    P o;
+    PG o;
 #pragma unroll
     for (int k = 0; k < V; ++k) {
       float g = exp2f(fmaf(to_f(p.v[k]), kLog2e, -mb)) * coef;
       if (q * V + k == t) g -= grad_scale;
-      o.v[k] = from_f<T>(g);
+      o.v[k] = from_f<G>(g);
     }
     dp[q] = o;
   }
@@ -245,13 +249,13 @@ bool aligned16(const void* p) {
   return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }
 
-template <typename T, typename I, int V, int U>
-void launch(T* d, const T* x, const I* t, int64_t n, int64_t v, float grad_scale, double* row_loss,
+template <typename T, typename G, typename I, int V, int U>
+void launch(G* d, const T* x, const I* t, int64_t n, int64_t v, float grad_scale, double* row_loss,
             unsigned long long* bad) {
   const int64_t per_thread_units = (v / V + U - 1) / U;
   const int threads =
       static_cast<int>(std::clamp<int64_t>((per_thread_units + 31) / 32 * 32, 32, kMaxThreads));
-  cross_entropy_rows<T, I, V, U><<<static_cast<unsigned>(n), threads, 0, cudaStreamPerThread>>>(
+  cross_entropy_rows<T, G, I, V, U><<<static_cast<unsigned>(n), threads, 0, cudaStreamPerThread>>>(
       d, x, t, v, grad_scale, row_loss, bad);
 }
 
@@ -267,8 +271,8 @@ bool has_clusters() {
 
 // Launches the cluster kernel and returns true when the rows suit it (see kClusterRowMin,
 // kClusterChunkMax); false leaves the work to the two-pass kernel.
-template <typename T, typename I, int V>
-bool launch_cluster(T* d, const T* x, const I* t, int64_t n, int64_t v, float grad_scale,
+template <typename T, typename G, typename I, int V>
+bool launch_cluster(G* d, const T* x, const I* t, int64_t n, int64_t v, float grad_scale,
                     double* row_loss, unsigned long long* bad) {
   const int64_t packs = v / V, chunk_packs = (packs + kCluster - 1) / kCluster;
   const size_t chunk_bytes = static_cast<size_t>(chunk_packs) * V * sizeof(T);
@@ -277,7 +281,7 @@ bool launch_cluster(T* d, const T* x, const I* t, int64_t n, int64_t v, float gr
       n > INT_MAX / kCluster) {
     return false;
   }
-  auto* kernel = cross_entropy_cluster<T, I, V>;
+  auto* kernel = cross_entropy_cluster<T, G, I, V>;
   TUNE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        static_cast<int>(chunk_bytes)));
   cudaLaunchConfig_t cfg = {};
@@ -306,10 +310,16 @@ struct Scratch {
 
 }  // namespace
 
-CrossEntropyResult cross_entropy(DType dtype, DType target_type, void* dlogits, const void* logits,
-                                 const void* targets, int64_t n, int64_t v, double grad_scale) {
+CrossEntropyResult cross_entropy(DType dtype, DType grad_type, DType target_type, void* dlogits,
+                                 const void* logits, const void* targets, int64_t n, int64_t v,
+                                 double grad_scale) {
   if (n == 0) return {0.0, -1};
   if (n > INT_MAX) throw Error(str("cuda::cross_entropy: ", n, " rows exceed the grid"));
+  if (grad_type != dtype && dtype != DType::f32)
+    throw Error(str("cuda::cross_entropy: a ", dtype_name(grad_type), " gradient of ",
+                    dtype_name(dtype),
+                    " logits; only f32 logits may have a gradient of another "
+                    "dtype"));
   const cudaStream_t stream = cudaStreamPerThread;
   // [n row losses][total][bad word]: one allocation from the stream-ordered pool.
   void* mem = nullptr;
@@ -321,26 +331,31 @@ CrossEntropyResult cross_entropy(DType dtype, DType target_type, void* dlogits, 
   const auto scale = static_cast<float>(grad_scale);
   dispatch_storage(dtype, [&](auto tag) {
     using T = decltype(tag);
-    constexpr int V = 16 / sizeof(T);
-    auto* d = static_cast<T*>(dlogits);
-    const auto* x = static_cast<const T*>(logits);
-    const bool vec = v % V == 0 && aligned16(x) && (d == nullptr || aligned16(d));
-    auto run = [&](auto itag) {
-      using I = decltype(itag);
-      const auto* t = static_cast<const I*>(targets);
-      if (vec) {
-        if (!launch_cluster<T, I, V>(d, x, t, n, v, scale, s.row_loss, s.bad))
-          launch<T, I, V, 2>(d, x, t, n, v, scale, s.row_loss, s.bad);
-      } else {
-        if (!launch_cluster<T, I, 1>(d, x, t, n, v, scale, s.row_loss, s.bad))
-          launch<T, I, 1, 4>(d, x, t, n, v, scale, s.row_loss, s.bad);
+    dispatch_storage(grad_type, [&](auto gtag) {
+      using G = decltype(gtag);
+      if constexpr (std::is_same_v<T, G> || std::is_same_v<T, float>) {
+        constexpr int V = 16 / sizeof(T);
+        auto* d = static_cast<G*>(dlogits);
+        const auto* x = static_cast<const T*>(logits);
+        const bool vec = v % V == 0 && aligned16(x) && (d == nullptr || aligned16(d));
+        auto run = [&](auto itag) {
+          using I = decltype(itag);
+          const auto* t = static_cast<const I*>(targets);
+          if (vec) {
+            if (!launch_cluster<T, G, I, V>(d, x, t, n, v, scale, s.row_loss, s.bad))
+              launch<T, G, I, V, 2>(d, x, t, n, v, scale, s.row_loss, s.bad);
+          } else {
+            if (!launch_cluster<T, G, I, 1>(d, x, t, n, v, scale, s.row_loss, s.bad))
+              launch<T, G, I, 1, 4>(d, x, t, n, v, scale, s.row_loss, s.bad);
+          }
+        };
+        if (target_type == DType::i32) {
+          run(int32_t{});
+        } else {
+          run(int64_t{});
+        }
       }
-    };
-    if (target_type == DType::i32) {
-      run(int32_t{});
-    } else {
-      run(int64_t{});
-    }
+    });
   });
   TUNE_CUDA_CHECK(cudaGetLastError());
   sum_rows<<<1, kSumThreads, 0, stream>>>(s.row_loss, n, s.total);

@@ -15,11 +15,14 @@ struct CrossEntropyResult {
 };
 
 // logits [n, v] of `dtype` (f32, bf16, f16), targets [n] of `target_type` (i32, i64; -100
-// ignored). When dlogits is not null it is written with grad_scale * (softmax - onehot(target))
-// (0 on ignored rows); it may be logits itself (in place), not a partial overlap. Math in f32;
-// the per-row losses are summed in f64 in row order (no atomics), so the result is the same on
-// every run. Waits for the stream: the loss is read back (one sync per call).
-CrossEntropyResult cross_entropy(DType dtype, DType target_type, void* dlogits, const void* logits,
-                                 const void* targets, int64_t n, int64_t v, double grad_scale);
+// ignored). When dlogits is not null it is written, in `grad_type` (dtype, or bf16/f16 for f32
+// logits: the output head computes f32 logits from bf16 activations and hands back a bf16
+// gradient), with grad_scale * (softmax - onehot(target)) (0 on ignored rows); it may be logits
+// itself (in place, same dtype), not a partial overlap. Math in f32; the per-row losses are
+// summed in f64 in row order (no atomics), so the result is the same on every run. Waits for the
+// stream: the loss is read back (one sync per call).
+CrossEntropyResult cross_entropy(DType dtype, DType grad_type, DType target_type, void* dlogits,
+                                 const void* logits, const void* targets, int64_t n, int64_t v,
+                                 double grad_scale);
 
 }  // namespace tune::cuda

@@ -47,6 +47,19 @@ void cuda_reset_peak_memory() {
   no_cuda("cuda_reset_peak_memory");
 }
 
+std::shared_ptr<void> cuda_allocate_pinned(size_t, void**) {
+  no_cuda("cuda_allocate_pinned");
+}
+CopyStream::CopyStream() {
+  no_cuda("CopyStream");
+}
+CopyStream::Ticket CopyStream::copy(void*, const void*, size_t, CopyKind) {
+  no_cuda("CopyStream::copy");
+}
+void CopyStream::wait(const Ticket&) {
+  no_cuda("CopyStream::wait");
+}
+
 void CudaGraph::begin_capture() {
   no_cuda("CudaGraph::begin_capture");
 }
@@ -59,8 +72,8 @@ void CudaGraph::launch() {
 }
 
 namespace cuda {
-void gemm(DType, Trans, Trans, int64_t, int64_t, int64_t, float, const void*, int64_t, const void*,
-          int64_t, float, void*, int64_t) {
+void gemm(DType, DType, Trans, Trans, int64_t, int64_t, int64_t, float, const void*, int64_t,
+          const void*, int64_t, float, void*, int64_t) {
   no_cuda("cuda::gemm");
 }
 }  // namespace cuda

@@ -4,8 +4,8 @@
 
 namespace tune::cuda {
 
-CrossEntropyResult cross_entropy(DType, DType, void*, const void*, const void*, int64_t, int64_t,
-                                 double) {
+CrossEntropyResult cross_entropy(DType, DType, DType, void*, const void*, const void*, int64_t,
+                                 int64_t, double) {
   no_cuda("cuda::cross_entropy");
 }
 

@@ -1,0 +1,109 @@
+// Training on CUDA, beyond the golden cases (ctest gpu.golden_*): activation checkpointing per
+// block, with and without offloading the block inputs to pinned host memory, must give the very
+// same loss and gradients as keeping every activation (the kernels are deterministic and dropout
+// masks are a function of the step), with less device memory; and the mixed-precision optimizer's
+// f32 masters must carry updates that bf16 parameters alone would round away.
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "test_util.h"
+#include "tune/models/model.h"
+#include "tune/nn/context.h"
+#include "tune/train/init.h"
+#include "tune/train/optim.h"
+
+namespace tune {
+namespace {
+
+const std::string kGolden = std::string(TUNE_TEST_DATA) + "/golden/";
+
+enum class Checkpointing { none, blocks, offload };
+
+struct Pass {
+  std::vector<float> grads;
+  double loss = 0;
+  size_t arena = 0;
+};
+
+Pass run(const std::string& name, models::Training training, DType dtype, Checkpointing ckpt) {
+  models::ModelOptions options;
+  options.training = training;
+  options.dtype = dtype;
+  options.device = Device::cuda;
+  options.lora.r = 4;
+  options.lora.dropout = 0.2;  // the recomputed forward must draw the same masks
+  auto model = models::load_model(kGolden + name, options);
+  if (training == models::Training::lora) train::init_lora_weights(*model, 3);
+  // Packed rows (two documents in the first row) of a length no tile divides.
+  const int64_t B = 2, T = 37;
+  std::vector<int64_t> ids(B * T), pos(B * T);
+  for (int64_t i = 0; i < B * T; ++i) {
+    ids[i] = (i * 7 + 3) % model->config().arch.vocab_size;
+    pos[i] = i < T ? (i < 20 ? i : i - 20) : i - T;
+  }
+  const Tensor t_ids = Tensor::from_i64({B, T}, ids), t_pos = Tensor::from_i64({B, T}, pos);
+  nn::Context ctx(Device::cuda);
+  ctx.step = 5;
+  ctx.recompute_blocks = ckpt != Checkpointing::none;
+  ctx.offload_blocks = ckpt == Checkpointing::offload;
+  model->params().zero_grads();
+  Pass p;
+  p.loss = model->lm().forward_backward(ctx, t_ids, t_pos, t_ids, 0).mean();
+  p.grads = model->params().grads().to(Device::cpu).to(DType::f32).to_f32_vector();
+  p.arena = ctx.arena.peak_bytes();
+  return p;
+}
+
+TEST(CudaTrain, CheckpointingAndOffloadGiveTheSameGradients) {
+  for (const char* name : {"llama_gqa", "qwen3_qknorm", "mistral_swa", "gpt2_tiny"}) {
+    for (auto training : {models::Training::full, models::Training::lora}) {
+      for (DType dtype : {DType::f32, DType::bf16}) {
+        SCOPED_TRACE(
+            str(name, training == models::Training::lora ? " lora " : " full ", dtype_name(dtype)));
+        const Pass plain = run(name, training, dtype, Checkpointing::none);
+        for (Checkpointing ckpt : {Checkpointing::blocks, Checkpointing::offload}) {
+          SCOPED_TRACE(ckpt == Checkpointing::blocks ? "blocks" : "blocks+offload");
+          const Pass again = run(name, training, dtype, ckpt);
+          EXPECT_EQ(plain.loss, again.loss);
+          ASSERT_EQ(plain.grads.size(), again.grads.size());
+          EXPECT_EQ(0, std::memcmp(plain.grads.data(), again.grads.data(),
+                                   plain.grads.size() * sizeof(float)));
+          EXPECT_LT(again.arena, plain.arena);
+        }
+      }
+    }
+  }
+}
+
+// An update of 1e-4 on weights near 1 is far below bf16's resolution (2^-8 to 2^-7 there): a bf16
+// weight updated in place would never move, but the f32 master accumulates the steps and the bf16
+// copy follows once they add up.
+TEST(CudaTrain, MixedPrecisionMastersKeepSmallUpdates) {
+  models::ModelOptions options;
+  options.training = models::Training::full;
+  options.dtype = DType::bf16;
+  options.device = Device::cuda;
+  auto model = models::load_model(kGolden + "llama_gqa", options);
+  nn::ParamStore& params = model->params();
+  const int norm = params.index("model.norm.weight");
+  ASSERT_GE(norm, 0);
+  const float before = static_cast<float>(params.param(norm).to(Device::cpu).item(0));
+  train::AdamWConfig cfg;
+  cfg.lr = 1e-4;
+  cfg.weight_decay = 0;
+  train::AdamW opt(params, cfg);
+  ASSERT_TRUE(opt.mixed_precision());
+  // A constant gradient of 1 everywhere: Adam moves every weight by lr each step.
+  Tensor ones = test::full({params.trainable_numel()}, DType::f32, 1.0);
+  params.grads().copy_from(ones);
+  for (int s = 0; s < 80; ++s) opt.step(cfg.lr);
+  const Tensor master = opt.weights().narrow(params.info(norm).offset, 1).to(Device::cpu);
+  EXPECT_NEAR(master.item(0), before - 80 * 1e-4, 1e-5);
+  const double after = params.param(norm).to(Device::cpu).item(0);
+  EXPECT_NE(after, before);  // 80 steps of 1e-4 = 8e-3: at least one bf16 step below 2.0
+  EXPECT_NEAR(after, before - 80 * 1e-4, 8e-3);
+}
+
+}  // namespace
+}  // namespace tune
