@@ -6,7 +6,21 @@
 // Backward variants (each includes the D = rowsum(dO * O) pre-kernel):
 //   1: the simple warp-per-row kernels (what f32 runs; the reference on the GPU);
 //   2: the tensor-core kernels as the engine runs them (dK/dV block owns all columns up to D 128);
-//   3: dK/dV blocks owning half of the columns (two blocks per key tile, each recomputing S, dP).
+//   3: dK/dV blocks owning half of the columns (two blocks per key tile, each recomputing S, dP);
+//   4: variant 2 with one Q/dO buffer in the dK/dV kernel (the tile loads, then is computed).
+// History (H100 SXM, bf16, causal, T 4096; TFLOP/s as counted below; fwd is the unchanged forward):
+//   config                  fwd  fwd+lse  bwd2   bwd3   bwd4
+//   B 4  Hq 16 Hkv 16 D 128 202  204      170    118    172
+//   B 1  Hq 32 Hkv 8  D 128 190  188      137    104    141
+//   B 4  Hq 16 Hkv 16 D 64  185  185      147    146    144
+//   B 2  Hq 16 Hkv 16 D 256 187  188      105     63    101
+//   Writing lse costs nothing measurable. Splitting the dK/dV columns (3) loses to the extra S and
+//   dP it recomputes; the second Q/dO buffer (2 vs 4) is within run-to-run noise (2 blocks per SM
+//   at D 128 already overlap one block's loads with the other's math). The backward computes 7
+//   GEMM-sized products (S and dP in both kernels: the price of no atomics) where FA2 computes 5;
+//   per product it runs at about the forward's rate (170 x 7 / 5 = 238 TFLOP/s of products vs
+//   the forward's 203). Next: wgmma/TMA (FA3-style) in both directions, 8-warp dK/dV blocks of
+//   128 keys (half the Q/dO traffic per key).
 // Checked: the forward's lse and out against a CPU reference in double (one head pair, small
 // size), and every backward variant against variant 1 on the GPU (small size) or variant 2 (large).
 // Timed: median of 10 (events), TFLOP/s counted as flash-attention does: causal forward
@@ -33,8 +47,9 @@ using bf16 = __nv_bfloat16;
     }                                                                                \
   } while (0)
 
-// The engine's backward with the dK/dV column split chosen here (variant 2: NO = DP up to 128).
-template <int NO_128>
+// The engine's backward with the dK/dV column split (NO_128: columns per block at D 128) and
+// query-tile buffers (QST) chosen here.
+template <int NO_128, int QST>
 void backward_variant(int variant, bf16* dq, bf16* dk, bf16* dv, const bf16* q, const bf16* k,
                       const bf16* v, const bf16* dout, const bf16* out, const float* lse,
                       float* delta, const DenseShape& s, float scale) {
@@ -54,12 +69,12 @@ void backward_variant(int variant, bf16* dq, bf16* dk, bf16* dv, const bf16* q, 
   if (variant == 1) {
     rows_backward<bf16>(dq, dk, dv, q, k, v, dout, s, p);
   } else if (s.head_dim == 64) {
-    flash_backward_at<bf16, 64, (NO_128 < 64 ? NO_128 : 64), 64>(dq, dk, dv, q, k, v, dout, s, p);
+    flash_backward_at<bf16, 64, 64, 64, QST>(dq, dk, dv, q, k, v, dout, s, p);
   } else if (s.head_dim == 128) {
-    flash_backward_at<bf16, 128, NO_128, 64>(dq, dk, dv, q, k, v, dout, s, p);
+    flash_backward_at<bf16, 128, NO_128, 64, QST>(dq, dk, dv, q, k, v, dout, s, p);
   } else {
-    flash_backward_at<bf16, 256, (NO_128 < 128 ? NO_128 : 128), 32>(dq, dk, dv, q, k, v, dout, s,
-                                                                    p);
+    flash_backward_at<bf16, 256, (NO_128 < 128 ? NO_128 : 128), 32, QST>(dq, dk, dv, q, k, v, dout,
+                                                                         s, p);
   }
 }
 
@@ -171,12 +186,14 @@ int main() {
 
     // Backward variants; the reference is variant 1 (small) or 2 (large).
     std::vector<bf16> ref[3];
-    for (int var = small ? 1 : 2; var <= 3; ++var) {
+    for (int var = small ? 1 : 2; var <= 4; ++var) {
       auto call = [&] {
         if (var == 3) {
-          backward_variant<64>(var, dq, dk, dv, q, k, v, dout, out, lse, delta, s, scale);
+          backward_variant<64, 2>(var, dq, dk, dv, q, k, v, dout, out, lse, delta, s, scale);
+        } else if (var == 4) {
+          backward_variant<128, 1>(var, dq, dk, dv, q, k, v, dout, out, lse, delta, s, scale);
         } else {
-          backward_variant<128>(var, dq, dk, dv, q, k, v, dout, out, lse, delta, s, scale);
+          backward_variant<128, 2>(var, dq, dk, dv, q, k, v, dout, out, lse, delta, s, scale);
         }
       };
       CK(cudaMemset(dq, 0xff, nq * 2));
@@ -197,7 +214,7 @@ int main() {
       }
       const double ms = median_ms(call, var == 1 ? 3 : 10);
       std::printf("%-38s %8s %10.3f %10.1f %10.2e%s\n", name,
-                  var == 1 ? "bwd1" : (var == 2 ? "bwd2" : "bwd3"), ms,
+                  var == 1 ? "bwd1" : (var == 2 ? "bwd2" : (var == 3 ? "bwd3" : "bwd4")), ms,
                   2.5 * fwd_flops / (ms * 1e-3) / 1e12, err, err < 1e-2 ? "" : "  FAIL");
     }
     for (void* ptr : {(void*)q, (void*)k, (void*)v, (void*)dout, (void*)out, (void*)dq, (void*)dk,
