@@ -151,7 +151,7 @@ class Case {
     rows.push_back({"loss",
                     std::abs(p.loss.mean() - ref("loss").item()) / std::abs(ref("loss").item()),
                     tol.forward});
-    Group grads{{"gradients", 0, tol.gradient}, Measure::every_tensor};
+    Group grads{{"gradients", 0, tol.gradient}, gradient_measure()};
     const auto& params = model.params();
     for (int i = 0; i < static_cast<int>(params.infos().size()); ++i) {
       std::string name = "grad." + params.info(i).name;
@@ -178,7 +178,7 @@ class Case {
     double ref_loss = ref("lora.loss").item();
     rows.push_back(
         {"lora.loss", std::abs(p.loss.mean() - ref_loss) / std::abs(ref_loss), tol.lora});
-    Group grads{{"lora.gradients", 0, tol.lora}, Measure::every_tensor};
+    Group grads{{"lora.gradients", 0, tol.lora}, gradient_measure()};
     const auto& params = model->params();
     for (int i = 0; i < static_cast<int>(params.infos().size()); ++i) {
       if (params.info(i).role != nn::Role::trainable) continue;
@@ -227,6 +227,15 @@ class Case {
     rows.push_back(params.row);
   }
 
+  // f32 and f64 hold every gradient tensor to the tolerance. In bf16/f16 a tensor whose gradient
+  // nearly cancels to zero (qwen2's k_proj bias: RoPE almost cancels it) has a relative error
+  // set by the rounding of the many terms that cancel, not by the model's accuracy, so the
+  // gradients are held together (‖Δ‖ / ‖ref‖ over all of them), the worst tensor shown beside.
+  Measure gradient_measure() const {
+    return dtype_ == DType::bf16 || dtype_ == DType::f16 ? Measure::whole_set
+                                                         : Measure::every_tensor;
+  }
+
   std::string dir_;
   Device device_;
   DType dtype_;
@@ -246,7 +255,10 @@ void print_help() {
       "is within tolerance: forward 1e-5; every gradient tensor and LoRA 1e-4; AdamW losses\n"
       "1e-5; AdamW final parameters 1e-4 over all parameters together (the worst tensor is\n"
       "shown beside it). On CUDA in f32 every tolerance is 1e-4; in bf16 and f16 (weights,\n"
-      "activations and gradients; f32 master weights in AdamW) every tolerance is 2e-2.\n\n"
+      "activations and gradients; f32 master weights in AdamW) 2e-2 with the gradients held\n"
+      "together like the AdamW parameters (a gradient that nearly cancels to zero has a\n"
+      "relative error set by rounding), and 5e-2 for the AdamW final parameters (Adam's\n"
+      "sign-like first steps turn the rounding of near-zero gradients into whole updates).\n\n"
       "  --device cpu|cuda           where to compute (default cpu)\n"
       "  --dtype f32|f64|bf16|f16    compute precision (default f32, as the references were\n"
       "                              made); f64 on the CPU only, bf16 and f16 on CUDA only\n"
@@ -291,7 +303,10 @@ int check_golden_command(const Args& args) {
     // The bar for the CUDA backend: f32 like the CPU's gradients (1e-4 for everything),
     // bf16/f16 within 2e-2 relative on logits and gradients.
     const double t = low_precision ? 2e-2 : 1e-4;
-    tol = {t, t, t, t, t};
+    // Three AdamW steps from bf16 gradients: Adam's first updates are about lr * sign(g), so
+    // the rounding of gradients near zero flips whole updates (see Measure above); the
+    // trajectory is held to 5e-2 there, the losses along it to 2e-2.
+    tol = {t, t, t, t, low_precision ? 5e-2 : t};
   }
   bool all_ok = true;
   for (const std::string& dir : dirs) {

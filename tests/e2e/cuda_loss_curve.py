@@ -10,7 +10,8 @@ must agree (final loss within 1%, issue 5's bar). Run on the GPU machine.
 2. Pretrains the quickstart's tiny Llama (examples/quickstart/model, 3.2M parameters) from
    scratch on the CPU, so that the fine-tune starts from a model that knows the text.
 3. LoRA-fine-tunes it for --steps steps twice with the same config and seed: on the CPU in f32,
-   and on CUDA in --precision (bf16 or f16), both logging every step.
+   and on CUDA in --precision (bf16 or f16; f32 to check the CUDA kernels alone), both logging
+   every step.
 4. Prints both curves (every 25 steps, averaged over the 10 steps before), and passes when the
    final loss (the mean of the last 10 steps, which evens out one batch's noise) differs by at
    most 1% and the held-out losses by at most 1%.
@@ -90,7 +91,7 @@ def main():
     ap.add_argument("--tune", required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--precision", default="bf16", choices=["bf16", "f16"])
+    ap.add_argument("--precision", default="bf16", choices=["bf16", "f16", "f32"])
     args = ap.parse_args()
     work = os.path.abspath(args.work)
     shutil.rmtree(work, ignore_errors=True)
