@@ -6,6 +6,8 @@
 // identical across runs; a bad target throws naming its row and value.
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include <cmath>
 
 #include "gpu/gpu_test_util.h"
@@ -110,8 +112,35 @@ TEST(CudaCrossEntropy, RejectsPartialOverlapAndMixedDtypes) {
   Tensor x = buf.narrow(0, 32).view({2, 16}), d = buf.narrow(16, 32).view({2, 16});
   const Tensor t = Tensor::zeros({2}, DType::i64).to(Device::cuda);
   EXPECT_THROW(ops::cross_entropy(d, x, t, 1.0), Error);
-  Tensor d16 = Tensor::zeros({2, 16}, DType::bf16, Device::cuda);
-  EXPECT_THROW(ops::cross_entropy(d16, x, t, 1.0), Error);
+  // Only f32 logits may hand back a gradient of another dtype.
+  Tensor x16 = Tensor::zeros({2, 16}, DType::bf16, Device::cuda);
+  Tensor d32 = Tensor::zeros({2, 16}, DType::f32, Device::cuda);
+  EXPECT_THROW(ops::cross_entropy(d32, x16, t, 1.0), Error);
+}
+
+// The output head of bf16 training: f32 logits, a bf16 gradient. The loss is the f32 loss and the
+// gradient is the f32 gradient rounded once (the kernel computes it in f32 either way), at a
+// Llama 3 vocabulary (the cluster kernel) and GPT-2's (the row kernel, odd width).
+TEST(CudaCrossEntropy, F32LogitsWithALowPrecisionGradient) {
+  for (int64_t v : {int64_t{128256}, int64_t{50257}}) {
+    for (DType g : {DType::bf16, DType::f16}) {
+      SCOPED_TRACE(str("V ", v, " ", dtype_name(g)));
+      const int64_t n = 7;
+      const Tensor x = test::to_device(test::randn({n, v}, DType::f32, 11, 3.0), DType::f32);
+      std::vector<int64_t> tv(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) tv[static_cast<size_t>(i)] = i == 3 ? -100 : (i * 7919) % v;
+      const Tensor t = Tensor::from_i64({n}, tv).to(Device::cuda);
+      Tensor d32 = Tensor::empty({n, v}, DType::f32, Device::cuda);
+      Tensor dlow = Tensor::empty({n, v}, g, Device::cuda);
+      const double want = ops::cross_entropy(d32, x, t, 0.25);
+      const double got = ops::cross_entropy(dlow, x, t, 0.25);
+      EXPECT_EQ(got, want);
+      const std::vector<float> a = d32.to(Device::cpu).to(g).to_f32_vector();
+      const std::vector<float> b = dlow.to(Device::cpu).to_f32_vector();
+      ASSERT_EQ(a.size(), b.size());
+      EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
+    }
+  }
 }
 
 }  // namespace
