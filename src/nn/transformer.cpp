@@ -579,9 +579,12 @@ void CausalLM::backward_hidden(Context& ctx, const Tensor& dxn) {
     dx = backward_blocks_offloaded(ctx, dx);
   } else {
     // Each block's backward temporaries live only while it runs: the arena then peaks at the
-    // forward's activations plus one block's gradients, not every block's.
+    // forward's activations plus one block's gradients, not every block's. The gradient flowing
+    // between blocks takes turns in two buffers.
+    Tensor turns[2] = {ctx.arena.alloc(dx.shape(), dx.dtype()),
+                       ctx.arena.alloc(dx.shape(), dx.dtype())};
     for (size_t l = blocks_.size(); l-- > 0;) {
-      Tensor dx_in = ctx.arena.alloc(dx.shape(), dx.dtype());
+      Tensor dx_in = turns[l % 2];
       const Arena::Mark mark = ctx.arena.mark();
       if (recompute_)
         blocks_[l]->forward(ctx, hidden_[l], positions_, key_start_, rope_);  // same masks
@@ -648,6 +651,8 @@ Tensor CausalLM::backward_blocks_offloaded(Context& ctx, Tensor dx) {
   const size_t L = blocks_.size();
   // Copies on the one copy stream run in order: a buffer's copy out finishes before a later copy
   // into it starts, and a host slot is written before it is read back.
+  Tensor turns[2] = {ctx.arena.alloc(dx.shape(), dx.dtype()),
+                     ctx.arena.alloc(dx.shape(), dx.dtype())};
   for (size_t l = L; l-- > 0;) {
     Tensor in = o.buffers[l % 2];
     if (l + 1 < L) o.stream.wait(o.tickets[l]);  // its input is back on the device
@@ -655,7 +660,7 @@ Tensor CausalLM::backward_blocks_offloaded(Context& ctx, Tensor dx) {
       o.tickets[l - 1] = o.stream.copy(o.buffers[(l - 1) % 2].raw(), o.host[l - 1].raw(),
                                        in.nbytes(), CopyKind::host_to_device);
     }
-    Tensor dx_in = ctx.arena.alloc(dx.shape(), dx.dtype());
+    Tensor dx_in = turns[l % 2];  // the gradient between blocks takes turns in two buffers
     const Arena::Mark mark = ctx.arena.mark();
     blocks_[l]->forward(ctx, in, positions_, key_start_, rope_);  // same masks
     ops::copy(dx_in, blocks_[l]->backward(ctx, dx, rope_));
