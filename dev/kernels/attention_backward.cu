@@ -5,22 +5,27 @@
 // Forward variants: f1 the flash forward without lse (inference), f2 with lse (training).
 // Backward variants (each includes the D = rowsum(dO * O) pre-kernel):
 //   1: the simple warp-per-row kernels (what f32 runs; the reference on the GPU);
-//   2: the tensor-core kernels as the engine runs them (dK/dV block owns all columns up to D 128);
+//   2: the tensor-core kernels as the engine runs them (dK/dV block owns all columns up to D 128,
+//      dK/dV and dQ blocks in one launch);
 //   3: dK/dV blocks owning half of the columns (two blocks per key tile, each recomputing S, dP);
-//   4: variant 2 with one Q/dO buffer in the dK/dV kernel (the tile loads, then is computed).
-// History (H100 SXM, bf16, causal, T 4096; TFLOP/s as counted below; fwd is the unchanged forward):
-//   config                  fwd  fwd+lse  bwd2   bwd3   bwd4
-//   B 4  Hq 16 Hkv 16 D 128 202  204      170    118    172
-//   B 1  Hq 32 Hkv 8  D 128 190  188      137    104    141
-//   B 4  Hq 16 Hkv 16 D 64  185  185      147    146    144
-//   B 2  Hq 16 Hkv 16 D 256 187  188      105     63    101
-//   Writing lse costs nothing measurable. Splitting the dK/dV columns (3) loses to the extra S and
-//   dP it recomputes; the second Q/dO buffer (2 vs 4) is within run-to-run noise (2 blocks per SM
-//   at D 128 already overlap one block's loads with the other's math). The backward computes 7
-//   GEMM-sized products (S and dP in both kernels: the price of no atomics) where FA2 computes 5;
-//   per product it runs at about the forward's rate (170 x 7 / 5 = 238 TFLOP/s of products vs
-//   the forward's 203). Next: wgmma/TMA (FA3-style) in both directions, 8-warp dK/dV blocks of
-//   128 keys (half the Q/dO traffic per key).
+//   4: variant 2 with one Q/dO buffer in the dK/dV kernel (the tile loads, then is computed);
+//   5: variant 2 as two launches, dK/dV then dQ (the engine before the fused launch).
+// History (H100 SXM, bf16, causal, T 4096; TFLOP/s as counted below; fwd is the unchanged forward;
+// bwd5 is what the engine ran before the fused launch):
+//   config                  fwd  fwd+lse  bwd2   bwd3   bwd4   bwd5
+//   B 4  Hq 16 Hkv 16 D 128 203  202      182    130    187    169
+//   B 1  Hq 32 Hkv 8  D 128 188  189      182    129    185    138
+//   B 4  Hq 16 Hkv 16 D 64  184  184      147    147    149    146
+//   B 2  Hq 16 Hkv 16 D 256 188  186      103     73    100    106
+//   Writing lse costs nothing measurable. One launch for dK/dV and dQ (2 vs 5) gains most where
+//   few long dK/dV blocks leave a tail (GQA: 4 query heads per block, +32%); at D 256 the fused
+//   kernel spills a little and is within noise of two launches. Splitting the dK/dV columns (3)
+//   loses to the extra S and dP it recomputes. The second Q/dO buffer (2 vs 4) is within
+//   run-to-run noise (2 blocks per SM at D 128 already overlap one block's loads with the other's
+//   math). The backward computes 7 GEMM-sized products (S and dP in both kernels: the price of no
+//   atomics) where FA2 computes 5; per product it runs faster than the forward (182 x 7 / 5 = 255
+//   TFLOP/s of products vs the forward's 203). Next: wgmma/TMA (FA3-style) in both directions,
+//   8-warp dK/dV blocks of 128 keys (half the Q/dO traffic per key).
 // Checked: the forward's lse and out against a CPU reference in double (one head pair, small
 // size), and every backward variant against variant 1 on the GPU (small size) or variant 2 (large).
 // Timed: median of 10 (events), TFLOP/s counted as flash-attention does: causal forward
@@ -29,6 +34,7 @@
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <type_traits>
 #include <vector>
 
 #include "../../src/backend/cuda/attention.cu"
@@ -49,7 +55,7 @@ using bf16 = __nv_bfloat16;
 
 // The engine's backward with the dK/dV column split (NO_128: columns per block at D 128) and
 // query-tile buffers (QST) chosen here.
-template <int NO_128, int QST>
+template <int NO_128, int QST, bool TWO_LAUNCHES = false>
 void backward_variant(int variant, bf16* dq, bf16* dk, bf16* dv, const bf16* q, const bf16* k,
                       const bf16* v, const bf16* dout, const bf16* out, const float* lse,
                       float* delta, const DenseShape& s, float scale) {
@@ -66,15 +72,26 @@ void backward_variant(int variant, bf16* dq, bf16* dk, bf16* dv, const bf16* q, 
   const int64_t rows = s.batch * s.q_seq * s.q_heads;
   attention_delta<bf16><<<rows_grid(rows), kThreads, 0, cudaStreamPerThread>>>(
       delta, dout, out, rows, (int)s.q_seq, (int)s.q_heads, (int)s.head_dim);
+  auto run = [&](auto dp_tag, auto no_tag, auto bn_tag) {
+    constexpr int DP = decltype(dp_tag)::value, NO = decltype(no_tag)::value;
+    constexpr int BN = decltype(bn_tag)::value;
+    if constexpr (TWO_LAUNCHES) {
+      flash_backward_two_launches<bf16, DP, NO, BN, QST>(dq, dk, dv, q, k, v, dout, s, p);
+    } else {
+      flash_backward_at<bf16, DP, NO, BN, QST>(dq, dk, dv, q, k, v, dout, s, p);
+    }
+  };
+  using std::integral_constant;
   if (variant == 1) {
     rows_backward<bf16>(dq, dk, dv, q, k, v, dout, s, p);
   } else if (s.head_dim == 64) {
-    flash_backward_at<bf16, 64, 64, 64, QST>(dq, dk, dv, q, k, v, dout, s, p);
+    run(integral_constant<int, 64>{}, integral_constant<int, 64>{}, integral_constant<int, 64>{});
   } else if (s.head_dim == 128) {
-    flash_backward_at<bf16, 128, NO_128, 64, QST>(dq, dk, dv, q, k, v, dout, s, p);
+    run(integral_constant<int, 128>{}, integral_constant<int, NO_128>{},
+        integral_constant<int, 64>{});
   } else {
-    flash_backward_at<bf16, 256, (NO_128 < 128 ? NO_128 : 128), 32, QST>(dq, dk, dv, q, k, v, dout,
-                                                                         s, p);
+    run(integral_constant<int, 256>{}, integral_constant<int, (NO_128 < 128 ? NO_128 : 128)>{},
+        integral_constant<int, 32>{});
   }
 }
 
@@ -186,9 +203,11 @@ int main() {
 
     // Backward variants; the reference is variant 1 (small) or 2 (large).
     std::vector<bf16> ref[3];
-    for (int var = small ? 1 : 2; var <= 4; ++var) {
+    for (int var = small ? 1 : 2; var <= 5; ++var) {
       auto call = [&] {
-        if (var == 3) {
+        if (var == 5) {
+          backward_variant<128, 2, true>(var, dq, dk, dv, q, k, v, dout, out, lse, delta, s, scale);
+        } else if (var == 3) {
           backward_variant<64, 2>(var, dq, dk, dv, q, k, v, dout, out, lse, delta, s, scale);
         } else if (var == 4) {
           backward_variant<128, 1>(var, dq, dk, dv, q, k, v, dout, out, lse, delta, s, scale);
@@ -214,8 +233,10 @@ int main() {
       }
       const double ms = median_ms(call, var == 1 ? 3 : 10);
       std::printf("%-38s %8s %10.3f %10.1f %10.2e%s\n", name,
-                  var == 1 ? "bwd1" : (var == 2 ? "bwd2" : (var == 3 ? "bwd3" : "bwd4")), ms,
-                  2.5 * fwd_flops / (ms * 1e-3) / 1e12, err, err < 1e-2 ? "" : "  FAIL");
+                  var == 1
+                      ? "bwd1"
+                      : (var == 2 ? "bwd2" : (var == 3 ? "bwd3" : (var == 4 ? "bwd4" : "bwd5"))),
+                  ms, 2.5 * fwd_flops / (ms * 1e-3) / 1e12, err, err < 1e-2 ? "" : "  FAIL");
     }
     for (void* ptr : {(void*)q, (void*)k, (void*)v, (void*)dout, (void*)out, (void*)dq, (void*)dk,
                       (void*)dv, (void*)lse, (void*)delta})

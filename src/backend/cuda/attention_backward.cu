@@ -1,5 +1,5 @@
 // The flash-attention backward (ops::attention_backward_lse) and the f32 forward that saves lse;
-// measured in dev/kernels/attention_backward.cu (H100, bf16, causal, T 4096, D 128: 170 TFLOP/s
+// measured in dev/kernels/attention_backward.cu (H100, bf16, causal, T 4096, D 128: 182 TFLOP/s
 // counted as FA does, 2.5 x the forward's flops). Design notes:
 // - Training shapes only: Tq == Tk, so query i sits at key position i. Key j is visible to query
 //   i when lo(i) <= j <= i, lo(i) = max(i - window + 1, key_start[b, i]) (window > 0).
@@ -15,6 +15,8 @@
 //   The next query tile's Q and dO load (cp.async, two buffers) while this one is computed.
 //   dQ: a block owns 64 queries of one (batch, query head) and walks the key tiles they see,
 //   recomputing S and dP (7 GEMMs in all instead of FA2's 5: the price of no atomics).
+//   Both kinds of block run in one launch, dK/dV first: dQ blocks fill the SMs while the long
+//   dK/dV blocks finish (+32% for GQA, where each dK/dV block walks its group's query heads).
 // - dK/dV accumulators cost 2 x 16 x columns f32 per warp; D 256 would spill, so there the block
 //   owns half of the columns (two blocks per key tile, each recomputing S and dP).
 // - bf16/f16 on the tensor cores (mma.sync m16n8k16, f32 accumulators; attention_mma.cuh); f32
@@ -134,14 +136,13 @@ __device__ __forceinline__ void mma_xb(float (&acc)[NO / 8][4], const float (&x)
   }
 }
 
-// dK, dV for keys [j0, j0 + 64) of (b, g = blockIdx.y), columns [c0, c0 + NO) with
-// c0 = NO * (blockIdx.z % chunks).
+// dK, dV for keys [j0, j0 + 64), j0 = 64 bx, of (b, g = by), columns [c0, c0 + NO) with
+// b = bz / chunks, c0 = NO * (bz % chunks).
 template <typename T, int DP, int NO, int QSTAGES>
-__global__ void __launch_bounds__(kThreads)
-    flash_backward_dkdv(T* dk, T* dv, const T* q, const T* k, const T* v, const T* dout,
-                        BackwardArgs p) {
+__device__ __forceinline__ void dkdv_tile(T* dk, T* dv, const T* q, const T* k, const T* v,
+                                          const T* dout, const BackwardArgs& p,
+                                          unsigned char* smem_raw, int bx, int by, int bz) {
   constexpr int kLd = DP + 8, kChunks = DP / NO;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
   T* sK = reinterpret_cast<T*>(smem_raw);          // [64][kLd]
   T* sV = sK + kTile * kLd;                        // [64][kLd]
   T* sQ0 = sV + kTile * kLd;                       // [QSTAGES][64][kLd] query tiles
@@ -149,10 +150,10 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ float s_lse2[kTile], s_delta[kTile];  // lse in log2 units; D_i
   __shared__ int s_lo[kTile];                      // first visible key; INT_MAX past T
 
-  const int64_t b = blockIdx.z / kChunks;
-  const int c0 = NO * (blockIdx.z % kChunks);
-  const int g = blockIdx.y, group = p.q_heads / p.kv_heads;
-  const int j0 = blockIdx.x * kTile;
+  const int64_t b = bz / kChunks;
+  const int c0 = NO * (bz % kChunks);
+  const int g = by, group = p.q_heads / p.kv_heads;
+  const int j0 = bx * kTile;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int gid = lane / 4, tig = lane % 4;
   const int64_t q_stride = static_cast<int64_t>(p.q_heads) * p.d;
@@ -271,22 +272,22 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// dQ for queries [i0, i0 + 64) of (b = blockIdx.z, h = blockIdx.y), key tiles of BN, K and V in
+// dQ for queries [i0, i0 + 64), i0 = 64 bx, of (b = bz, h = by), key tiles of BN, K and V in
 // two buffers (the next tile loads while this one is computed).
 template <typename T, int DP, int BN>
-__global__ void __launch_bounds__(kThreads)
-    flash_backward_dq(T* dq, const T* q, const T* k, const T* v, const T* dout, BackwardArgs p) {
+__device__ __forceinline__ void dq_tile(T* dq, const T* q, const T* k, const T* v, const T* dout,
+                                        const BackwardArgs& p, unsigned char* smem_raw, int bx,
+                                        int by, int bz) {
   constexpr int kLd = DP + 8;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
   T* sQ = reinterpret_cast<T*>(smem_raw);  // [64][kLd]
   T* sdO = sQ + kTile * kLd;               // [64][kLd]
   T* sK0 = sdO + kTile * kLd;              // [2][BN][kLd]
   T* sV0 = sK0 + 2 * BN * kLd;             // [2][BN][kLd]
   __shared__ int tile_lo;
 
-  const int64_t b = blockIdx.z;
-  const int h = blockIdx.y, g = h / (p.q_heads / p.kv_heads);
-  const int i0 = blockIdx.x * kTile;
+  const int64_t b = bz;
+  const int h = by, g = h / (p.q_heads / p.kv_heads);
+  const int i0 = bx * kTile;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int gid = lane / 4, tig = lane % 4;
   const int last_row = min(p.seq, i0 + kTile) - 1;
@@ -373,6 +374,42 @@ __global__ void __launch_bounds__(kThreads)
     if (in_b)
       *reinterpret_cast<uint32_t*>(qb + col) =
           pack2<T>(dq_acc[n][2] * p.scale, dq_acc[n][3] * p.scale);
+  }
+}
+
+template <typename T, int DP, int NO, int QSTAGES>
+__global__ void __launch_bounds__(kThreads)
+    flash_backward_dkdv(T* dk, T* dv, const T* q, const T* k, const T* v, const T* dout,
+                        BackwardArgs p) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  dkdv_tile<T, DP, NO, QSTAGES>(dk, dv, q, k, v, dout, p, smem_raw, blockIdx.x, blockIdx.y,
+                                blockIdx.z);
+}
+
+template <typename T, int DP, int BN>
+__global__ void __launch_bounds__(kThreads)
+    flash_backward_dq(T* dq, const T* q, const T* k, const T* v, const T* dout, BackwardArgs p) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  dq_tile<T, DP, BN>(dq, q, k, v, dout, p, smem_raw, blockIdx.x, blockIdx.y, blockIdx.z);
+}
+
+// Both in one launch: blocks [0, dkdv_blocks) are dK/dV tiles (x fastest over key tiles), the
+// rest dQ tiles. The dQ blocks fill the SMs while the long dK/dV blocks of the first key tiles
+// finish, instead of waiting for a second launch behind the first one's tail.
+template <typename T, int DP, int NO, int BN, int QSTAGES>
+__global__ void __launch_bounds__(kThreads)
+    flash_backward_fused(T* dq, T* dk, T* dv, const T* q, const T* k, const T* v, const T* dout,
+                         BackwardArgs p, int dkdv_blocks) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const int tiles = (p.seq + kTile - 1) / kTile;
+  const int id = blockIdx.x;
+  if (id < dkdv_blocks) {
+    dkdv_tile<T, DP, NO, QSTAGES>(dk, dv, q, k, v, dout, p, smem_raw, id % tiles,
+                                  (id / tiles) % p.kv_heads, id / (tiles * p.kv_heads));
+  } else {
+    const int e = id - dkdv_blocks;
+    dq_tile<T, DP, BN>(dq, q, k, v, dout, p, smem_raw, e % tiles, (e / tiles) % p.q_heads,
+                       e / (tiles * p.q_heads));
   }
 }
 
@@ -547,11 +584,29 @@ void launch_dq(T* dq, const T* q, const T* k, const T* v, const T* dout, const D
   TUNE_CUDA_CHECK(cudaGetLastError());
 }
 
+// Two launches (dK/dV, then dQ): the lab's comparison for the fused launch.
+template <typename T, int DP, int NO, int BN, int QSTAGES = kQStages>
+void flash_backward_two_launches(T* dq, T* dk, T* dv, const T* q, const T* k, const T* v,
+                                 const T* dout, const DenseShape& s, const BackwardArgs& p) {
+  launch_dkdv<T, DP, NO, QSTAGES>(dk, dv, q, k, v, dout, s, p);
+  launch_dq<T, DP, BN>(dq, q, k, v, dout, s, p);
+}
+
 template <typename T, int DP, int NO, int BN, int QSTAGES = kQStages>
 void flash_backward_at(T* dq, T* dk, T* dv, const T* q, const T* k, const T* v, const T* dout,
                        const DenseShape& s, const BackwardArgs& p) {
-  launch_dkdv<T, DP, NO, QSTAGES>(dk, dv, q, k, v, dout, s, p);
-  launch_dq<T, DP, BN>(dq, q, k, v, dout, s, p);
+  const size_t dkdv_smem = static_cast<size_t>((2 + 2 * QSTAGES) * kTile * (DP + 8)) * sizeof(T);
+  const size_t dq_smem = static_cast<size_t>((2 * kTile + 4 * BN) * (DP + 8)) * sizeof(T);
+  const size_t smem = std::max(dkdv_smem, dq_smem);
+  auto kernel = flash_backward_fused<T, DP, NO, BN, QSTAGES>;
+  TUNE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(smem)));
+  const int64_t tiles = (s.q_seq + kTile - 1) / kTile;
+  const int64_t dkdv_blocks = tiles * s.kv_heads * s.batch * (DP / NO);
+  const int64_t blocks = dkdv_blocks + tiles * s.q_heads * s.batch;
+  kernel<<<static_cast<unsigned>(blocks), kThreads, smem, cudaStreamPerThread>>>(
+      dq, dk, dv, q, k, v, dout, p, static_cast<int>(dkdv_blocks));
+  TUNE_CUDA_CHECK(cudaGetLastError());
 }
 
 template <typename T>
