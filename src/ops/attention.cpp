@@ -94,8 +94,8 @@ void attention_forward(Tensor& out, Tensor& probs, const Tensor& q, const Tensor
     if (save) {
       detail::fail(op,
                    "saving probs is not supported on CUDA: pass an undefined probs (inference); "
-                   "training on CUDA needs the flash-attention backward, which recomputes "
-                   "them instead");
+                   "to train, call attention_forward_lse and attention_backward_lse, which "
+                   "save lse and recompute the probabilities");
     }
     const DType dt = detail::check_cuda_float(op, {oa, qa, ka, va});
     check_cuda_attention_layout(op, s.head_dim, {oa, qa, ka, va});

@@ -96,7 +96,8 @@ void rope_backward(Tensor& dx, const Tensor& cos, const Tensor& sin, const Tenso
 // masked); pass an undefined probs when no backward follows (inference) and nothing is saved.
 // scale multiplies q.k (usually D^-0.5).
 // On CUDA (f32, bf16, f16; head dims a multiple of 8 up to 256; 16-byte aligned tensors) probs
-// must be undefined (inference: flash attention, nothing saved), and key_start stays on the
+// must be undefined (inference: flash attention, nothing saved; training calls
+// attention_forward_lse below), and key_start stays on the
 // device unchecked (its range above is the caller's contract).
 void attention_forward(Tensor& out, Tensor& probs, const Tensor& q, const Tensor& k,
                        const Tensor& v, double scale, int64_t window,
