@@ -301,7 +301,8 @@ Tensor BatchEngine::batch_logits(std::vector<std::unique_ptr<Sequence>>& active)
   }
   nn::Context ctx(lm.device());
   ctx.mode = nn::Mode::eval;
-  return lm.forward_batch(ctx, steps, bank_, options_.rows).to(Device::cpu);
+  // The logits live in ctx's arena, which goes with ctx: a copy leaves (on the CPU as well).
+  return lm.forward_batch(ctx, steps, bank_, options_.rows).to(Device::cpu).clone();
 }
 
 Tensor BatchEngine::paged_logits(std::vector<std::unique_ptr<Sequence>>& active) {

@@ -9,14 +9,11 @@
 
 namespace tune::nn {
 
-// A bump allocator for one step's activations (DESIGN.md decision 3). The first step of a shape
-// discovers the memory it needs: when a tensor does not fit, a block for it is added. Blocks are
-// kept and reused in the same order by every later step (reset() rewinds, release() rewinds to a
-// mark), so a step of a shape seen before allocates nothing and its tensors land where they did
-// the step before. Nothing is ever freed in the middle of training: a tensor a layer still holds
-// from the last step (a saved activation) never pins memory beside the memory in use. Tensors
-// handed out stay valid until the next reset() or release() past them; then their memory is
-// reused.
+// A bump allocator for one step's activations. The first step discovers how much memory a step
+// of this shape needs (spilling into extra blocks as it goes); reset() then replaces the blocks
+// by a single one of that size, so later steps of the same shape allocate nothing. Tensors handed
+// out stay valid until the next reset() (or a release() past them); after it their memory is
+// reused or freed: they do not keep it alive.
 class Arena {
  public:
   // Memory on `device`: host memory, or CUDA's stream-ordered pool.
@@ -26,10 +23,10 @@ class Arena {
   Tensor zeros(const Shape& shape, DType dtype);
   void reset();
   // Stack-like release, for recomputation: everything allocated after mark() is given back by
-  // release(mark) (tensors from it must no longer be used) and its memory serves what comes next,
-  // so a block's activations can live only while that block runs.
+  // release(mark) (tensors from it must no longer be used), so a block's activations can live
+  // only while that block runs.
   struct Mark {
-    size_t blocks = 0, used = 0;  // the current block's index and its bytes in use
+    size_t blocks = 0, used = 0;
   };
   Mark mark() const;
   void release(const Mark& m);
@@ -45,7 +42,6 @@ class Arena {
   };
   Device device_ = Device::cpu;
   std::vector<Block> blocks_;
-  size_t current_ = 0;  // the block allocations come from
   size_t in_use_ = 0, peak_ = 0;
 };
 
