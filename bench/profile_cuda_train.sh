@@ -60,7 +60,8 @@ for r in csv.DictReader(rows):
     if r.get("Metric Name") != "gpu__time_duration.sum":
         continue
     name = r["Kernel Name"]
-    name = re.sub(r"^void ", "", name).replace("(anonymous namespace)::", "")
+    name = re.sub(r"^void ", "", name)
+    name = name.replace("(anonymous namespace)::", "").replace("<unnamed>::", "")
     name = re.split(r"[<(]", name)[0].split("::")[-1]
     total[name] += float(r["Metric Value"].replace(",", ""))
     count[name] += 1
