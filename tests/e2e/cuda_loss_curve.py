@@ -14,7 +14,9 @@ must agree (final loss within 1%, issue 5's bar). Run on the GPU machine.
    every step.
 4. Prints both curves (every 25 steps, averaged over the 10 steps before), and passes when the
    final loss (the mean of the last 10 steps, which evens out one batch's noise) differs by at
-   most 1% and the held-out losses by at most 1%.
+   most --tolerance (1%) and the held-out losses too. In f16 the loss scaler starts at 65536
+   and skips the first steps whose gradients overflow (--expect-skips requires it to): the
+   trajectory is then a few steps behind, which a looser --tolerance allows for.
 """
 import argparse
 import json
@@ -92,6 +94,10 @@ def main():
     ap.add_argument("--work", required=True)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--precision", default="bf16", choices=["bf16", "f16", "f32"])
+    ap.add_argument("--tolerance", type=float, default=0.01,
+                    help="final and held-out losses may differ by this fraction (default 0.01)")
+    ap.add_argument("--expect-skips", action="store_true",
+                    help="f16: require the loss scaler to have skipped at least one step")
     args = ap.parse_args()
     work = os.path.abspath(args.work)
     shutil.rmtree(work, ignore_errors=True)
@@ -142,8 +148,13 @@ def main():
     if not a < 0.8 * start:
         print(f"FAIL: the fine-tune did not learn (loss {start:.4f} -> {a:.4f}); the test is void")
         sys.exit(1)
-    if final > 0.01 or eval_diff > 0.01:
-        print("FAIL: the CUDA loss curve does not track the CPU's within 1%")
+    skips = open(os.path.join(work, names[1] + ".log")).read().count("overflowed")
+    print(f"steps skipped by the f16 loss scaler: {skips}")
+    if args.expect_skips and skips == 0:
+        print("FAIL: no f16 overflow was met, so the scaler's skip path went untested")
+        sys.exit(1)
+    if final > args.tolerance or eval_diff > args.tolerance:
+        print(f"FAIL: the CUDA loss curve does not track the CPU's within {args.tolerance:.0%}")
         sys.exit(1)
     print("PASS: cuda_loss_curve")
 

@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """End-to-end tests of `tune train` as users run it: the real binary, real files, real signals.
 
-    train_e2e.py --tune PATH/TO/tune --work DIR CASE
+    train_e2e.py --tune PATH/TO/tune --work DIR [--device cuda] CASE
+
+With --device cuda every run trains on the GPU (training.device=cuda, bf16 with f32 masters):
+the resume cases then show that CUDA training is deterministic and that its checkpoints (f32
+master weights, moments) resume exactly.
 
 Cases:
   resume-lora, resume-full, resume-accum   SIGKILL a run mid-way, --resume it, and require the
@@ -56,8 +60,9 @@ def write_messages(path, n, seed):
 
 
 class Env:
-    def __init__(self, tune, work):
+    def __init__(self, tune, work, device="cpu"):
         self.tune = tune
+        self.device = device
         self.work = work
         shutil.rmtree(work, ignore_errors=True)
         os.makedirs(work)
@@ -67,7 +72,8 @@ class Env:
 
     def args(self, out, extra):
         return [self.tune, "train", f"data.path={self.data}", f"data.cache_dir={self.cache}",
-                "data.seq_len=96", f"output.dir={out}", "training.log_every=1"] + extra
+                "data.seq_len=96", f"output.dir={out}", "training.log_every=1",
+                f"training.device={self.device}"] + extra
 
     def run(self, out, extra, check=True, **kw):
         p = subprocess.run(self.args(out, extra), capture_output=True, text=True, **kw)
@@ -309,9 +315,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tune", required=True)
     ap.add_argument("--work", required=True)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("case")
     a = ap.parse_args()
-    env = Env(os.path.abspath(a.tune), os.path.abspath(a.work))
+    env = Env(os.path.abspath(a.tune), os.path.abspath(a.work), a.device)
     lora = lambda: [f"model.path={env.base_model()}", "adapter.type=lora", "adapter.r=4"]
     if a.case == "resume-lora":
         check_resume(env, "lora", lora(), total=24, save_every=5, kill_step=12)
