@@ -261,12 +261,13 @@ class CausalLM {
   // dlogits [B*T, V]: accumulates every trainable parameter's gradient.
   void backward(Context& ctx, const Tensor& dlogits);
 
-  // Training without the [B*T, V] logits (the fused linear + cross-entropy of Unsloth and Liger,
-  // on the CPU): the model runs to the final norm, then the output head, the causal-LM loss and
-  // the head's backward go chunk by chunk, each chunk's logits living only while its loss and
-  // gradient are taken, then backward runs through the rest. Accumulates every trainable
-  // parameter's gradient and returns what causal_lm_loss(..., labels, normalizer) would.
-  // chunk_rows 0: chunks of about 16M logits.
+  // Training without the [B*T, V] logits (the fused linear + cross-entropy of Unsloth and Liger):
+  // the model runs to the final norm, then the output head, the causal-LM loss and the head's
+  // backward go chunk by chunk, each chunk's logits living only while its loss and gradient are
+  // taken, then backward runs through the rest. Accumulates every trainable parameter's gradient
+  // and returns what causal_lm_loss(..., labels, normalizer) would. In bf16/f16 on CUDA the
+  // logits are computed in f32 and the gradient handed back in the activation dtype.
+  // chunk_rows 0: chunks of about 16M logits on the CPU, 64M on CUDA.
   LossResult forward_backward(Context& ctx, const Tensor& ids, const Tensor& positions,
                               const Tensor& labels, double normalizer, int64_t chunk_rows = 0);
   // The same loss without gradients (evaluation).
