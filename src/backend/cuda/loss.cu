@@ -95,6 +95,22 @@ __device__ __forceinline__ void accumulate(MaxSum& a, const Pack<T, V>& p) {
   for (int k = 0; k < V; ++k) a.s += exp2f(fmaf(f[k], kLog2e, -mb));
 }
 
+// The gradient of the V logits p starting at column `first` of a row whose target is t:
+// grad_scale * (softmax - onehot), softmax = exp2(x log2e - mb) * coef with coef = grad_scale /
+// sum.
+template <typename G, typename T, int V>
+__device__ __forceinline__ Pack<G, V> gradient(const Pack<T, V>& p, int64_t first, int64_t t,
+                                               float mb, float coef, float grad_scale) {
+  Pack<G, V> o;
+#pragma unroll
+  for (int k = 0; k < V; ++k) {
+    float g = exp2f(fmaf(to_f(p.v[k]), kLog2e, -mb)) * coef;
+    if (first + k == t) g -= grad_scale;
+    o.v[k] = from_f<G>(g);
+  }
+  return o;
+}
+
 // Row blockIdx.x. V elements per load, U loads in flight per thread. row_loss [n] f64.
 template <typename T, typename G, typename I, int V, int U>
 __global__ void cross_entropy_rows(G* dlogits, const T* logits, const I* targets, int64_t v,
@@ -134,17 +150,8 @@ __global__ void cross_entropy_rows(G* dlogits, const T* logits, const I* targets
   if (!d) return;
   PG* dp = reinterpret_cast<PG*>(d);
   const float coef = grad_scale / a.s, mb = a.m * kLog2e;
-  for (q = threadIdx.x; q < packs; q += stride) {
-    const P p = xp[q];
-    PG o;
-#pragma unroll
-    for (int k = 0; k < V; ++k) {
-      float g = exp2f(fmaf(to_f(p.v[k]), kLog2e, -mb)) * coef;
-      if (q * V + k == t) g -= grad_scale;
-      o.v[k] = from_f<G>(g);
-    }
-    dp[q] = o;
-  }
+  for (q = threadIdx.x; q < packs; q += stride)
+    dp[q] = gradient<G>(xp[q], q * V, t, mb, coef, grad_scale);
 }
 
 // Long rows on Hopper: a cluster of kCluster blocks per row, each holding its chunk of the row in
@@ -214,17 +221,8 @@ __global__ void __launch_bounds__(kClusterThreads<T>)
   if (!d) return;
   PG* dp = reinterpret_cast<PG*>(d);
   const float coef = grad_scale / total.s, mb = total.m * kLog2e;
-  for (q = q0 + threadIdx.x; q < q1; q += blockDim.x) {
-    const P p = chunk[q - q0];
-    PG o;
-#pragma unroll
-    for (int k = 0; k < V; ++k) {
-      float g = exp2f(fmaf(to_f(p.v[k]), kLog2e, -mb)) * coef;
-      if (q * V + k == t) g -= grad_scale;
-      o.v[k] = from_f<G>(g);
-    }
-    dp[q] = o;
-  }
+  for (q = q0 + threadIdx.x; q < q1; q += blockDim.x)
+    dp[q] = gradient<G>(chunk[q - q0], q * V, t, mb, coef, grad_scale);
 #else
   __trap();  // launched only on compute capability 9.0 and later
 #endif
