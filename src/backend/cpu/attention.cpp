@@ -66,12 +66,11 @@ void masked_softmax_row(T* row, int64_t a, int64_t lo, int64_t kv_seq) {
   std::fill(row + a + 1, row + kv_seq, T(0));
 }
 
-}  // namespace
-
-template <typename T>
-void attention_forward(T* out, T* probs, const T* q, const T* k, const T* v,
-                       const int64_t* key_start, const AttentionShape& s, double scale,
-                       int64_t window) {
+// The forward of both pairs: probs (Tq, Tk per head) saved when not null, lse (one per row)
+// when not null; with neither, each task computes its scores in a scratch block.
+template <typename T, typename L>
+void forward(T* out, T* probs, L* lse, const T* q, const T* k, const T* v, const int64_t* key_start,
+             const AttentionShape& s, double scale, int64_t window) {
   const int64_t tq = s.q_seq, tk = s.kv_seq, offset = tk - tq, dim = s.head_dim;
   const int64_t group = s.q_heads / s.kv_heads;
   const int64_t ldq = s.q_heads * dim, ldk = s.kv_heads * dim;  // row strides of one head
@@ -83,8 +82,9 @@ void attention_forward(T* out, T* probs, const T* q, const T* k, const T* v,
     const T* kh = k + b * tk * ldk + g * dim;  // (Tk, D), stride ldk
     const T* vh = v + b * tk * ldk + g * dim;
     T* oh = out + b * tq * ldq + h * dim;
+    L* lh = lse ? lse + task * tq : nullptr;                       // (Tq)
     const int64_t* ks = key_start ? key_start + b * tq : nullptr;  // (Tq)
-    // Scores: the saved probs (Tq, Tk), or one row block of scratch when nothing is saved.
+    // Scores: the saved probs (Tq, Tk), or one row block of scratch when they are not saved.
     std::vector<T> scratch(probs ? 0 : static_cast<size_t>(std::min(tq, kRowBlock) * tk));
     for (int64_t i0 = 0; i0 < tq; i0 += kRowBlock) {
       const int64_t i1 = std::min(tq, i0 + kRowBlock), rows = i1 - i0;
@@ -95,114 +95,19 @@ void attention_forward(T* out, T* probs, const T* q, const T* k, const T* v,
       gemm(Trans::no, Trans::yes, rows, keys, dim, static_cast<T>(scale), qh + i0 * ldq, ldq,
            kh + j0 * ldk, ldk, T(0), p + j0, tk);
       for (int64_t i = i0; i < i1; ++i) {
-        masked_softmax_row(p + (i - i0) * tk, offset + i, first_key(offset + i, window, ks, i), tk);
-      }
-      gemm(Trans::no, Trans::no, rows, dim, keys, T(1), p + j0, tk, vh + j0 * ldk, ldk, T(0),
-           oh + i0 * ldq, ldq);
-    }
-  }
-}
-
-template <typename T>
-void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
-                        const T* probs, const AttentionShape& s, double scale) {
-  const int64_t tq = s.q_seq, tk = s.kv_seq, offset = tk - tq, dim = s.head_dim;
-  const int64_t group = s.q_heads / s.kv_heads;
-  const int64_t ldq = s.q_heads * dim, ldk = s.kv_heads * dim;
-  const int64_t tasks = s.batch * s.kv_heads;
-  const T sc = static_cast<T>(scale);
-#pragma omp parallel for schedule(static) if (parallel_over_tasks(tasks, s))
-  for (int64_t task = 0; task < tasks; ++task) {
-    const int64_t b = task / s.kv_heads, g = task % s.kv_heads;
-    const T* kh = k + b * tk * ldk + g * dim;  // (Tk, D), stride ldk
-    const T* vh = v + b * tk * ldk + g * dim;
-    T* dkh = dk + b * tk * ldk + g * dim;
-    T* dvh = dv + b * tk * ldk + g * dim;
-    for (int64_t t = 0; t < tk; ++t) {
-      std::fill(dkh + t * ldk, dkh + t * ldk + dim, T(0));
-      std::fill(dvh + t * ldk, dvh + t * ldk + dim, T(0));
-    }
-    std::vector<T> ds_buf(static_cast<size_t>(std::min(tq, kRowBlock) * tk));
-    for (int64_t h = g * group; h < (g + 1) * group; ++h) {
-      const T* qh = q + b * tq * ldq + h * dim;  // (Tq, D), stride ldq
-      const T* doh = dout + b * tq * ldq + h * dim;
-      T* dqh = dq + b * tq * ldq + h * dim;
-      const T* p = probs + (b * s.q_heads + h) * tq * tk;  // (Tq, Tk)
-      for (int64_t i0 = 0; i0 < tq; i0 += kRowBlock) {
-        const int64_t i1 = std::min(tq, i0 + kRowBlock);
-        // Keys left of every row's first nonzero probability add nothing; the block needs
-        // [j0, offset + i1). Scanning each row (not only the first) stays exact when a visible
-        // key's probability underflowed to zero in one row but not in the next.
-        int64_t j0 = offset + i0;
-        for (int64_t i = i0; i < i1; ++i) {
-          int64_t j = 0;
-          while (j < j0 && p[i * tk + j] == T(0)) ++j;
-          j0 = std::min(j0, j);
-        }
-        const int64_t rows = i1 - i0, keys = offset + i1 - j0;
-        const T* pb = p + i0 * tk + j0;  // (rows, keys), stride Tk
-        T* ds = ds_buf.data();           // (rows, keys), stride keys
-        gemm(Trans::no, Trans::yes, rows, keys, dim, T(1), doh + i0 * ldq, ldq, vh + j0 * ldk, ldk,
-             T(0), ds, keys);
-        for (int64_t r = 0; r < rows; ++r) {
-          const T* pr = pb + r * tk;
-          T* dsr = ds + r * keys;
-          T dot = 0;
-          for (int64_t j = 0; j < keys; ++j) dot += dsr[j] * pr[j];
-          for (int64_t j = 0; j < keys; ++j) dsr[j] = pr[j] * (dsr[j] - dot);
-        }
-        gemm(Trans::no, Trans::no, rows, dim, keys, sc, ds, keys, kh + j0 * ldk, ldk, T(0),
-             dqh + i0 * ldq, ldq);
-        gemm(Trans::yes, Trans::no, keys, dim, rows, sc, ds, keys, qh + i0 * ldq, ldq, T(1),
-             dkh + j0 * ldk, ldk);
-        gemm(Trans::yes, Trans::no, keys, dim, rows, T(1), pb, tk, doh + i0 * ldq, ldq, T(1),
-             dvh + j0 * ldk, ldk);
-      }
-    }
-  }
-}
-
-// The lse variants (training without saved probabilities): the forward keeps one number per row,
-// the backward rebuilds each row block's probabilities as exp(scale q.k - lse) over the visible
-// keys, then runs the same GEMMs as attention_backward.
-template <typename T, typename L>
-void attention_forward_lse(T* out, L* lse, const T* q, const T* k, const T* v,
-                           const int64_t* key_start, const AttentionShape& s, double scale,
-                           int64_t window) {
-  const int64_t tq = s.q_seq, tk = s.kv_seq, offset = tk - tq, dim = s.head_dim;
-  const int64_t group = s.q_heads / s.kv_heads;
-  const int64_t ldq = s.q_heads * dim, ldk = s.kv_heads * dim;
-  const int64_t tasks = s.batch * s.q_heads;
-#pragma omp parallel for schedule(static) if (parallel_over_tasks(tasks, s))
-  for (int64_t task = 0; task < tasks; ++task) {
-    const int64_t b = task / s.q_heads, h = task % s.q_heads, g = h / group;
-    const T* qh = q + b * tq * ldq + h * dim;  // (Tq, D), stride ldq
-    const T* kh = k + b * tk * ldk + g * dim;  // (Tk, D), stride ldk
-    const T* vh = v + b * tk * ldk + g * dim;
-    T* oh = out + b * tq * ldq + h * dim;
-    L* lh = lse + task * tq;  // (Tq)
-    const int64_t* ks = key_start ? key_start + b * tq : nullptr;
-    std::vector<T> scratch(static_cast<size_t>(std::min(tq, kRowBlock) * tk));
-    for (int64_t i0 = 0; i0 < tq; i0 += kRowBlock) {
-      const int64_t i1 = std::min(tq, i0 + kRowBlock), rows = i1 - i0;
-      int64_t j0 = offset + i0;
-      for (int64_t i = i0; i < i1; ++i) j0 = std::min(j0, first_key(offset + i, window, ks, i));
-      const int64_t keys = offset + i1 - j0;
-      T* p = scratch.data();  // (rows, Tk)
-      gemm(Trans::no, Trans::yes, rows, keys, dim, static_cast<T>(scale), qh + i0 * ldq, ldq,
-           kh + j0 * ldk, ldk, T(0), p + j0, tk);
-      for (int64_t i = i0; i < i1; ++i) {
         const int64_t a = offset + i, lo = first_key(a, window, ks, i);
         T* row = p + (i - i0) * tk;
-        if (lo > a) {  // sees no key (key_start past the query: outside the contract)
-          std::fill(row, row + tk, T(0));
-          lh[i] = static_cast<L>(-INFINITY);
-          continue;
+        if (lh) {
+          if (lo > a) {  // sees no key (key_start past the query: outside the contract)
+            std::fill(row, row + tk, T(0));
+            lh[i] = static_cast<L>(-INFINITY);
+            continue;
+          }
+          const T m = vector_math::max(row + lo, a - lo + 1);
+          T sum = 0;
+          for (int64_t j = lo; j <= a; ++j) sum += std::exp(row[j] - m);
+          lh[i] = static_cast<L>(m + std::log(sum));
         }
-        const T m = vector_math::max(row + lo, a - lo + 1);
-        T sum = 0;
-        for (int64_t j = lo; j <= a; ++j) sum += std::exp(row[j] - m);
-        lh[i] = static_cast<L>(m + std::log(sum));
         masked_softmax_row(row, a, lo, tk);
       }
       gemm(Trans::no, Trans::no, rows, dim, keys, T(1), p + j0, tk, vh + j0 * ldk, ldk, T(0),
@@ -211,10 +116,13 @@ void attention_forward_lse(T* out, L* lse, const T* q, const T* k, const T* v,
   }
 }
 
+// The backward of both pairs, with P = the saved probs when probs is not null (the mask read
+// from their zeros, D_i = rowsum(dP * P)), else rebuilt per row block as exp(scale q.k - lse)
+// over the visible keys (D_i = dout_i . out_i).
 template <typename T, typename L>
-void attention_backward_lse(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
-                            const T* out, const L* lse, const int64_t* key_start,
-                            const AttentionShape& s, double scale, int64_t window) {
+void backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
+              const T* probs, const T* out, const L* lse, const int64_t* key_start,
+              const AttentionShape& s, double scale, int64_t window) {
   const int64_t tq = s.q_seq, tk = s.kv_seq, offset = tk - tq, dim = s.head_dim;
   const int64_t group = s.q_heads / s.kv_heads;
   const int64_t ldq = s.q_heads * dim, ldk = s.kv_heads * dim;
@@ -233,31 +141,57 @@ void attention_backward_lse(T* dq, T* dk, T* dv, const T* dout, const T* q, cons
       std::fill(dvh + t * ldk, dvh + t * ldk + dim, T(0));
     }
     const size_t block = static_cast<size_t>(std::min(tq, kRowBlock) * tk);
-    std::vector<T> p_buf(block), ds_buf(block);
+    std::vector<T> p_buf(probs ? 0 : block), ds_buf(block);
     for (int64_t h = g * group; h < (g + 1) * group; ++h) {
       const T* qh = q + b * tq * ldq + h * dim;  // (Tq, D), stride ldq
       const T* doh = dout + b * tq * ldq + h * dim;
-      const T* oh = out + b * tq * ldq + h * dim;
       T* dqh = dq + b * tq * ldq + h * dim;
-      const L* lh = lse + (b * s.q_heads + h) * tq;
       for (int64_t i0 = 0; i0 < tq; i0 += kRowBlock) {
         const int64_t i1 = std::min(tq, i0 + kRowBlock), rows = i1 - i0;
         int64_t j0 = offset + i0;
-        for (int64_t i = i0; i < i1; ++i) j0 = std::min(j0, first_key(offset + i, window, ks, i));
+        const T* pb = nullptr;  // (rows, keys), stride ldp
+        int64_t ldp = 0;
+        if (probs) {
+          const T* ph = probs + (b * s.q_heads + h) * tq * tk;  // (Tq, Tk)
+          // Keys left of every row's first nonzero probability add nothing; the block needs
+          // [j0, offset + i1). Scanning each row (not only the first) stays exact when a visible
+          // key's probability underflowed to zero in one row but not in the next.
+          for (int64_t i = i0; i < i1; ++i) {
+            int64_t j = 0;
+            while (j < j0 && ph[i * tk + j] == T(0)) ++j;
+            j0 = std::min(j0, j);
+          }
+          pb = ph + i0 * tk + j0;
+          ldp = tk;
+        } else {
+          for (int64_t i = i0; i < i1; ++i) j0 = std::min(j0, first_key(offset + i, window, ks, i));
+        }
         const int64_t keys = offset + i1 - j0;
-        T* p = p_buf.data();    // (rows, keys)
-        T* ds = ds_buf.data();  // (rows, keys)
-        gemm(Trans::no, Trans::yes, rows, keys, dim, sc, qh + i0 * ldq, ldq, kh + j0 * ldk, ldk,
-             T(0), p, keys);
+        T* ds = ds_buf.data();  // (rows, keys), stride keys
+        if (!probs) {
+          T* p = p_buf.data();
+          gemm(Trans::no, Trans::yes, rows, keys, dim, sc, qh + i0 * ldq, ldq, kh + j0 * ldk, ldk,
+               T(0), p, keys);
+          pb = p;
+          ldp = keys;
+        }
         gemm(Trans::no, Trans::yes, rows, keys, dim, T(1), doh + i0 * ldq, ldq, vh + j0 * ldk, ldk,
              T(0), ds, keys);
         for (int64_t r = 0; r < rows; ++r) {
+          T* dsr = ds + r * keys;
+          if (probs) {
+            const T* pr = pb + r * ldp;
+            T dot = 0;
+            for (int64_t j = 0; j < keys; ++j) dot += dsr[j] * pr[j];
+            for (int64_t j = 0; j < keys; ++j) dsr[j] = pr[j] * (dsr[j] - dot);
+            continue;
+          }
           const int64_t i = i0 + r, a = offset + i, lo = first_key(a, window, ks, i);
-          const T l = static_cast<T>(lh[i]);
+          const T l = static_cast<T>(lse[(b * s.q_heads + h) * tq + i]);
+          const T* oh = out + b * tq * ldq + h * dim;
           T d_i = 0;  // D_i = dout_i . out_i = sum_j P_ij dP_ij
           for (int64_t c = 0; c < dim; ++c) d_i += doh[i * ldq + c] * oh[i * ldq + c];
-          T* pr = p + r * keys;
-          T* dsr = ds + r * keys;
+          T* pr = p_buf.data() + r * keys;
           for (int64_t jj = 0; jj < keys; ++jj) {
             const int64_t j = j0 + jj;
             pr[jj] = j >= lo && j <= a ? std::exp(pr[jj] - l) : T(0);
@@ -268,11 +202,42 @@ void attention_backward_lse(T* dq, T* dk, T* dv, const T* dout, const T* q, cons
              dqh + i0 * ldq, ldq);
         gemm(Trans::yes, Trans::no, keys, dim, rows, sc, ds, keys, qh + i0 * ldq, ldq, T(1),
              dkh + j0 * ldk, ldk);
-        gemm(Trans::yes, Trans::no, keys, dim, rows, T(1), p, keys, doh + i0 * ldq, ldq, T(1),
+        gemm(Trans::yes, Trans::no, keys, dim, rows, T(1), pb, ldp, doh + i0 * ldq, ldq, T(1),
              dvh + j0 * ldk, ldk);
       }
     }
   }
+}
+
+}  // namespace
+
+template <typename T>
+void attention_forward(T* out, T* probs, const T* q, const T* k, const T* v,
+                       const int64_t* key_start, const AttentionShape& s, double scale,
+                       int64_t window) {
+  forward<T, T>(out, probs, nullptr, q, k, v, key_start, s, scale, window);
+}
+
+template <typename T>
+void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
+                        const T* probs, const AttentionShape& s, double scale) {
+  backward<T, T>(dq, dk, dv, dout, q, k, v, probs, nullptr, nullptr, nullptr, s, scale, 0);
+}
+
+// The lse pair (training without saved probabilities): the forward keeps one number per row,
+// the backward rebuilds each row block's probabilities from it.
+template <typename T, typename L>
+void attention_forward_lse(T* out, L* lse, const T* q, const T* k, const T* v,
+                           const int64_t* key_start, const AttentionShape& s, double scale,
+                           int64_t window) {
+  forward<T, L>(out, nullptr, lse, q, k, v, key_start, s, scale, window);
+}
+
+template <typename T, typename L>
+void attention_backward_lse(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
+                            const T* out, const L* lse, const int64_t* key_start,
+                            const AttentionShape& s, double scale, int64_t window) {
+  backward<T, L>(dq, dk, dv, dout, q, k, v, nullptr, out, lse, key_start, s, scale, window);
 }
 
 #define TUNE_INSTANTIATE(T)                                                                \
