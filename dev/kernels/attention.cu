@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "../../src/backend/cuda/attention.cu"
+#include "../../src/backend/cuda/attention_backward.cu"
 #include "../../src/backend/cuda/attention_decode.cu"
 
 using namespace tune::cuda;
@@ -35,18 +36,39 @@ using namespace tune::cuda;
     }                                                                                \
   } while (0)
 
-// Variant 3: the flash kernel with one K/V buffer.
-void flash_one_stage(void* out, const void* q, const void* k, const void* v, const DenseShape& s,
-                     float scale) {
+// Variants 3-6: the mma.sync flash kernel (what the engine runs off Hopper and at other head dims)
+// and wgmma tilings other than the engine's.
+bool flash_variant(int v, void* out, const void* q, const void* k, const void* vv,
+                   const DenseShape& s, float scale) {
   const FlashArgs p{nullptr,         s.q_seq,         s.kv_seq,         (int)s.q_heads,
                     (int)s.kv_heads, (int)s.head_dim, scale * kLog2eTc, 0};
   using T = __nv_bfloat16;
-  if (s.head_dim <= 64) {
-    launch_flash<T, 64, 64, 1>(out, q, k, v, s, p);
-  } else if (s.head_dim <= 128) {
-    launch_flash<T, 128, 64, 1>(out, q, k, v, s, p);
-  } else {
-    launch_flash<T, 256, 32, 1>(out, q, k, v, s, p);
+  auto wgmma = [&](auto bn, auto groups) {
+    constexpr int BN = decltype(bn)::value, G = decltype(groups)::value;
+    if (s.head_dim == 64) {
+      launch_flash_wgmma<T, 64, BN, G>(out, q, k, vv, s, p);
+    } else if (s.head_dim == 128) {
+      launch_flash_wgmma<T, 128, BN, G>(out, q, k, vv, s, p);
+    } else {
+      return false;
+    }
+    return true;
+  };
+  using std::integral_constant;
+  switch (v) {
+    case 3:
+      if (s.head_dim <= 64) {
+        launch_flash<T, 64, 64>(out, q, k, vv, s, p);
+      } else if (s.head_dim <= 128) {
+        launch_flash<T, 128, 64>(out, q, k, vv, s, p);
+      } else {
+        launch_flash<T, 256, 32>(out, q, k, vv, s, p);
+      }
+      return true;
+    case 4: return wgmma(integral_constant<int, 64>{}, integral_constant<int, 1>{});
+    case 5: return wgmma(integral_constant<int, 64>{}, integral_constant<int, 2>{});
+    case 6: return wgmma(integral_constant<int, 128>{}, integral_constant<int, 1>{});
+    default: return false;
   }
 }
 
@@ -54,6 +76,7 @@ int main() {
   const DenseShape configs[] = {
       {1, 512, 512, 8, 2, 128},    {1, 4096, 4096, 32, 8, 128}, {2, 4096, 4096, 32, 8, 64},
       {1, 4096, 4096, 16, 4, 256}, {4, 2048, 2048, 32, 8, 128}, {1, 8192, 8192, 32, 8, 128},
+      {1, 300, 300, 4, 2, 64},     {2, 333, 333, 6, 3, 128},    {4, 4096, 4096, 16, 16, 128},
   };
   std::printf("%-36s %8s %10s %10s %10s\n", "config", "variant", "ms", "TFLOP/s", "rel_err");
   for (const DenseShape& s : configs) {
@@ -110,15 +133,16 @@ int main() {
       return std::sqrt(num / den);
     };
     std::vector<__nv_bfloat16> g1(nq), g2(nq);
-    for (int v = 1; v <= 3; ++v) {
+    for (int v = 1; v <= 6; ++v) {
       __nv_bfloat16* o = v == 1 ? o1 : o2;
+      if (v >= 4 && s.head_dim != 64 && s.head_dim != 128) continue;
       auto call = [&] {
         if (v == 1) {
           attention_forward_split(tune::DType::bf16, o, dq, dk, dv, nullptr, s, scale, 0);
         } else if (v == 2) {
           attention_forward(tune::DType::bf16, o, dq, dk, dv, nullptr, s, scale, 0);
         } else {
-          flash_one_stage(o, dq, dk, dv, s, scale);
+          flash_variant(v, o, dq, dk, dv, s, scale);
         }
       };
       CK(cudaMemset(o, 0xff, nq * 2));

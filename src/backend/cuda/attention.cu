@@ -23,6 +23,7 @@
 
 #include "backend/cuda/attention_kernels.h"
 #include "backend/cuda/attention_mma.cuh"
+#include "backend/cuda/attention_wgmma.cuh"
 #include "backend/cuda/embedding_common.cuh"
 
 namespace tune::cuda {
@@ -36,6 +37,8 @@ constexpr int kBM = 64, kWarpsTc = 4;
 // dev/kernels/attention.cu (the second buffer costs a block per SM at D 128).
 constexpr int kFlashStages = 2;
 constexpr float kLog2eTc = 1.4426950408889634f;
+// flash_forward_wgmma's tiles: keys per K/V tile at head dims 64 and 128, warpgroups per block.
+constexpr int kWgmmaBN64 = 128, kWgmmaBN128 = 128, kWgmmaGroups = 2;
 
 struct FlashArgs {
   const int64_t* key_start;  // [B, Tq] or null
@@ -65,6 +68,130 @@ __device__ __forceinline__ void load_tile(T* sm, const T* g, int64_t row_stride,
     const int64_t row = r0 + r;
     const bool valid = row < limit && row >= 0 && col < d;
     cp_async16(sm + r * kLd + col, valid ? g + row * row_stride + col : g, valid);
+  }
+}
+
+// The two query rows a thread holds (gid and gid + 8 of its warp's 16), their visible key range
+// and online-softmax statistics (row max m in log2 units of the scaled scores, sum l).
+struct Rows {
+  int64_t row_a, row_b, abs_a, abs_b, lo_a, lo_b;
+  float m_a, m_b, l_a, l_b;
+};
+
+__device__ __forceinline__ Rows thread_rows(const FlashArgs& p, int64_t b, int64_t row_a) {
+  const int64_t offset = p.kv_seq - p.q_seq, row_b = row_a + 8;
+  return Rows{row_a,
+              row_b,
+              offset + row_a,
+              offset + row_b,
+              row_a < p.q_seq ? first_key(p, b, row_a) : 0,
+              row_b < p.q_seq ? first_key(p, b, row_b) : 0,
+              -INFINITY,
+              -INFINITY,
+              0.f,
+              0.f};
+}
+
+// S (the rows' scores against keys [j0, j0 + BN)) -> P = exp2(S scale_log2 - m_new), masked;
+// the rows' statistics move to the new max and O is rescaled by exp2(m_old - m_new).
+template <int BN, int DP>
+__device__ __forceinline__ void online_softmax(float (&s)[BN / 8][4], float (&o)[DP / 8][4],
+                                               Rows& r, int64_t j0, int64_t j_end, float scale_log2,
+                                               int tig) {
+  // The 4 threads of a quad share a row. Tiles that every row of the warp sees whole (most of
+  // them) skip the per-element mask.
+  float mx_a = -INFINITY, mx_b = -INFINITY;
+  const bool whole =
+      __all_sync(0xffffffffu, j0 >= max64(r.lo_a, r.lo_b) &&
+                                  j0 + BN - 1 <= min64(r.abs_a, r.abs_b) && j0 + BN <= j_end);
+  if (whole) {
+#pragma unroll
+    for (int n = 0; n < BN / 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        s[n][e] *= scale_log2;
+        s[n][2 + e] *= scale_log2;
+        mx_a = fmaxf(mx_a, s[n][e]);
+        mx_b = fmaxf(mx_b, s[n][2 + e]);
+      }
+    }
+  } else {
+#pragma unroll
+    for (int n = 0; n < BN / 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int64_t j = j0 + n * 8 + 2 * tig + e;
+        const bool vis_a = j <= r.abs_a && j >= r.lo_a && j < j_end;
+        const bool vis_b = j <= r.abs_b && j >= r.lo_b && j < j_end;
+        s[n][e] = vis_a ? s[n][e] * scale_log2 : -INFINITY;
+        s[n][2 + e] = vis_b ? s[n][2 + e] * scale_log2 : -INFINITY;
+        mx_a = fmaxf(mx_a, s[n][e]);
+        mx_b = fmaxf(mx_b, s[n][2 + e]);
+      }
+    }
+  }
+#pragma unroll
+  for (int o2 = 1; o2 < 4; o2 *= 2) {
+    mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, o2));
+    mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, o2));
+  }
+  const float mn_a = fmaxf(r.m_a, mx_a), mn_b = fmaxf(r.m_b, mx_b);
+  const float ref_a = mn_a == -INFINITY ? 0.f : mn_a, ref_b = mn_b == -INFINITY ? 0.f : mn_b;
+  const float corr_a = exp2f(r.m_a - ref_a), corr_b = exp2f(r.m_b - ref_b);
+  r.m_a = mn_a;
+  r.m_b = mn_b;
+  float sum_a = 0.f, sum_b = 0.f;
+#pragma unroll
+  for (int n = 0; n < BN / 8; ++n) {
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      s[n][e] = exp2f(s[n][e] - ref_a);
+      s[n][2 + e] = exp2f(s[n][2 + e] - ref_b);
+      sum_a += s[n][e];
+      sum_b += s[n][2 + e];
+    }
+  }
+  r.l_a = r.l_a * corr_a + sum_a;
+  r.l_b = r.l_b * corr_b + sum_b;
+#pragma unroll
+  for (int n = 0; n < DP / 8; ++n) {
+    o[n][0] *= corr_a;
+    o[n][1] *= corr_a;
+    o[n][2] *= corr_b;
+    o[n][3] *= corr_b;
+  }
+}
+
+// The rows' lse (when asked for) and O / l into out.
+template <typename T, int DP>
+__device__ __forceinline__ void write_rows(T* out, const FlashArgs& p, Rows& r,
+                                           const float (&o)[DP / 8][4], int64_t b, int h, int tig) {
+#pragma unroll
+  for (int o2 = 1; o2 < 4; o2 *= 2) {
+    r.l_a += __shfl_xor_sync(0xffffffffu, r.l_a, o2);
+    r.l_b += __shfl_xor_sync(0xffffffffu, r.l_b, o2);
+  }
+  const float inv_a = r.l_a > 0.f ? 1.f / r.l_a : 0.f, inv_b = r.l_b > 0.f ? 1.f / r.l_b : 0.f;
+  if (p.lse && tig == 0) {
+    // m is the row max in log2 units of the scaled scores; a row that saw no key has l == 0.
+    constexpr float kLn2 = 0.6931471805599453f;
+    float* lse_h = p.lse + (b * p.q_heads + h) * p.q_seq;
+    if (r.row_a < p.q_seq) lse_h[r.row_a] = r.l_a > 0.f ? (r.m_a + log2f(r.l_a)) * kLn2 : -INFINITY;
+    if (r.row_b < p.q_seq) lse_h[r.row_b] = r.l_b > 0.f ? (r.m_b + log2f(r.l_b)) * kLn2 : -INFINITY;
+  }
+  const int64_t q_stride = static_cast<int64_t>(p.q_heads) * p.d;
+  T* oa = out + (b * p.q_seq + r.row_a) * q_stride + static_cast<int64_t>(h) * p.d;
+  T* ob = oa + 8 * q_stride;
+#pragma unroll
+  for (int n = 0; n < DP / 8; ++n) {
+    const int col = n * 8 + 2 * tig;
+    if (col >= p.d) continue;
+    if (r.row_a < p.q_seq) {
+      *reinterpret_cast<uint32_t*>(oa + col) = pack2<T>(o[n][0] * inv_a, o[n][1] * inv_a);
+    }
+    if (r.row_b < p.q_seq) {
+      *reinterpret_cast<uint32_t*>(ob + col) = pack2<T>(o[n][2] * inv_b, o[n][3] * inv_b);
+    }
   }
 }
 
@@ -107,15 +234,10 @@ __global__ void __launch_bounds__(kWarpsTc * 32)
   cp_async_commit();
 
   // This thread's two rows of the warp's 16: gid and gid + 8.
-  const int64_t row_a = i0 + warp * 16 + gid, row_b = row_a + 8;
-  const int64_t abs_a = offset + row_a, abs_b = offset + row_b;
-  const int64_t lo_a = row_a < p.q_seq ? first_key(p, b, row_a) : 0;
-  const int64_t lo_b = row_b < p.q_seq ? first_key(p, b, row_b) : 0;
-
+  Rows r = thread_rows(p, b, i0 + warp * 16 + gid);
   float o[DP / 8][4];
 #pragma unroll
   for (int n = 0; n < DP / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
-  float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.f, l_b = 0.f;
 
   int stage = 0;
   for (int64_t j0 = j_begin; j0 < j_end; j0 += BN, stage ^= (STAGES - 1)) {
@@ -157,76 +279,13 @@ __global__ void __launch_bounds__(kWarpsTc * 32)
       cp_async_commit();
     }
 
-    // Mask, scale, online softmax (rows a and b; the 4 threads of a quad share a row). Tiles
-    // that every row of the warp sees whole (most of them) skip the per-element mask.
-    float mx_a = -INFINITY, mx_b = -INFINITY;
-    const bool whole =
-        __all_sync(0xffffffffu, j0 >= max64(lo_a, lo_b) && j0 + BN - 1 <= min64(abs_a, abs_b) &&
-                                    j0 + BN <= j_end);
-    if (whole) {
-#pragma unroll
-      for (int n = 0; n < BN / 8; ++n) {
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          s[n][e] *= p.scale_log2;
-          s[n][2 + e] *= p.scale_log2;
-          mx_a = fmaxf(mx_a, s[n][e]);
-          mx_b = fmaxf(mx_b, s[n][2 + e]);
-        }
-      }
-    } else {
-#pragma unroll
-      for (int n = 0; n < BN / 8; ++n) {
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int64_t j = j0 + n * 8 + 2 * tig + e;
-          const bool vis_a = j <= abs_a && j >= lo_a && j < j_end;
-          const bool vis_b = j <= abs_b && j >= lo_b && j < j_end;
-          s[n][e] = vis_a ? s[n][e] * p.scale_log2 : -INFINITY;
-          s[n][2 + e] = vis_b ? s[n][2 + e] * p.scale_log2 : -INFINITY;
-          mx_a = fmaxf(mx_a, s[n][e]);
-          mx_b = fmaxf(mx_b, s[n][2 + e]);
-        }
-      }
-    }
-#pragma unroll
-    for (int o2 = 1; o2 < 4; o2 *= 2) {
-      mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, o2));
-      mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, o2));
-    }
-    const float mn_a = fmaxf(m_a, mx_a), mn_b = fmaxf(m_b, mx_b);
-    const float ref_a = mn_a == -INFINITY ? 0.f : mn_a, ref_b = mn_b == -INFINITY ? 0.f : mn_b;
-    const float corr_a = exp2f(m_a - ref_a), corr_b = exp2f(m_b - ref_b);
-    m_a = mn_a;
-    m_b = mn_b;
-    float sum_a = 0.f, sum_b = 0.f;
-#pragma unroll
-    for (int n = 0; n < BN / 8; ++n) {
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        s[n][e] = exp2f(s[n][e] - ref_a);
-        s[n][2 + e] = exp2f(s[n][2 + e] - ref_b);
-        sum_a += s[n][e];
-        sum_b += s[n][2 + e];
-      }
-    }
-    l_a = l_a * corr_a + sum_a;
-    l_b = l_b * corr_b + sum_b;
-#pragma unroll
-    for (int n = 0; n < DP / 8; ++n) {
-      o[n][0] *= corr_a;
-      o[n][1] *= corr_a;
-      o[n][2] *= corr_b;
-      o[n][3] *= corr_b;
-    }
+    online_softmax<BN, DP>(s, o, r, j0, j_end, p.scale_log2, tig);
+
     // O += P V: P's A fragments straight from the S accumulators.
 #pragma unroll
     for (int kt = 0; kt < BN / 16; ++kt) {
       uint32_t a[4];
-      a[0] = pack2<T>(s[2 * kt][0], s[2 * kt][1]);
-      a[1] = pack2<T>(s[2 * kt][2], s[2 * kt][3]);
-      a[2] = pack2<T>(s[2 * kt + 1][0], s[2 * kt + 1][1]);
-      a[3] = pack2<T>(s[2 * kt + 1][2], s[2 * kt + 1][3]);
+      a_fragment<T>(a, s, kt);
 #pragma unroll
       for (int n = 0; n < DP / 8; n += 2) {
         uint32_t bf[4];
@@ -243,32 +302,7 @@ __global__ void __launch_bounds__(kWarpsTc * 32)
     }
   }
 
-#pragma unroll
-  for (int o2 = 1; o2 < 4; o2 *= 2) {
-    l_a += __shfl_xor_sync(0xffffffffu, l_a, o2);
-    l_b += __shfl_xor_sync(0xffffffffu, l_b, o2);
-  }
-  const float inv_a = l_a > 0.f ? 1.f / l_a : 0.f, inv_b = l_b > 0.f ? 1.f / l_b : 0.f;
-  if (p.lse && tig == 0) {
-    // m is the row max in log2 units of the scaled scores; a row that saw no key has l == 0.
-    constexpr float kLn2 = 0.6931471805599453f;
-    float* lse_h = p.lse + (b * p.q_heads + h) * p.q_seq;
-    if (row_a < p.q_seq) lse_h[row_a] = l_a > 0.f ? (m_a + log2f(l_a)) * kLn2 : -INFINITY;
-    if (row_b < p.q_seq) lse_h[row_b] = l_b > 0.f ? (m_b + log2f(l_b)) * kLn2 : -INFINITY;
-  }
-  T* oa = out + (b * p.q_seq + row_a) * q_stride + static_cast<int64_t>(h) * p.d;
-  T* ob = oa + 8 * q_stride;
-#pragma unroll
-  for (int n = 0; n < DP / 8; ++n) {
-    const int col = n * 8 + 2 * tig;
-    if (col >= p.d) continue;
-    if (row_a < p.q_seq) {
-      *reinterpret_cast<uint32_t*>(oa + col) = pack2<T>(o[n][0] * inv_a, o[n][1] * inv_a);
-    }
-    if (row_b < p.q_seq) {
-      *reinterpret_cast<uint32_t*>(ob + col) = pack2<T>(o[n][2] * inv_b, o[n][3] * inv_b);
-    }
-  }
+  write_rows<T, DP>(out, p, r, o, b, h, tig);
 }
 
 template <typename T, int DP, int BN, int STAGES = kFlashStages>
@@ -286,11 +320,154 @@ void launch_flash(void* out, const void* q, const void* k, const void* v, const 
   TUNE_CUDA_CHECK(cudaGetLastError());
 }
 
+// ---- Hopper: the same algorithm on warpgroup MMA (attention_wgmma.cuh), head dims 64 and 128 ----
+// WGS warpgroups of 64 query rows share each K/V tile of BN keys. S = Q K^T is wgmma with Q and K
+// from swizzled shared memory; O += P V is wgmma with P's A fragments in registers and V read
+// N-major from shared memory; masking, online softmax and the output are flash_forward's
+// (the accumulator layout is the same). Tiles are numbered in reverse along grid z, the slowest
+// dimension, so the longest causal rows start first and the short ones fill the tail.
+namespace wg = attention_wgmma;
+
+// Rows [r0, r0 + R) of a [*, row_stride] head (rows outside [0, limit) zero) into a swizzled
+// tile of R rows x DP columns (DP == d).
+template <typename T, int DP, int R, int THREADS>
+__device__ __forceinline__ void load_swizzled(T* sm, const T* g, int64_t row_stride, int64_t r0,
+                                              int64_t limit) {
+  constexpr int kChunks = DP / 8;
+  for (int c = threadIdx.x; c < R * kChunks; c += THREADS) {
+    const int r = c / kChunks, col = c % kChunks;
+    const int64_t row = r0 + r;
+    const bool valid = row < limit && row >= 0;
+    cp_async16(reinterpret_cast<char*>(sm) + wg::chunk_offset<R>(r, col),
+               valid ? g + row * row_stride + col * 8 : g, valid);
+  }
+}
+
+// The dynamic shared memory rounded up to the 1024-byte boundary the swizzle needs (launches ask
+// for 1024 bytes more than they use).
+__device__ __forceinline__ unsigned char* swizzle_aligned(unsigned char* smem) {
+  const uint32_t a = smem_addr(smem);
+  return smem + ((1024 - (a & 1023)) & 1023);
+}
+
+template <typename T, int DP, int BN, int WGS>
+__global__ void __launch_bounds__(WGS * 128, 1)
+    flash_forward_wgmma(T* out, const T* q, const T* k, const T* v, FlashArgs p) {
+  constexpr int BM = 64 * WGS, kThreadsW = WGS * 128;
+  extern __shared__ __align__(1024) unsigned char smem_dyn[];
+  T* sQ = reinterpret_cast<T*>(swizzle_aligned(smem_dyn));  // [BM][DP] swizzled
+  T* sK0 = sQ + BM * DP;                                    // [2][BN][DP]
+  T* sV0 = sK0 + 2 * BN * DP;                               // [2][BN][DP]
+  __shared__ int64_t tile_lo;
+
+  const int h = blockIdx.x, g = h / (p.q_heads / p.kv_heads);
+  const int64_t b = blockIdx.y;
+  const int64_t i0 = static_cast<int64_t>(gridDim.z - 1 - blockIdx.z) * BM;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int gid = lane / 4, tig = lane % 4, group_row = (warp / 4) * 64;
+  const int64_t last_row = min64(p.q_seq, i0 + BM) - 1;
+
+  const int64_t q_stride = static_cast<int64_t>(p.q_heads) * p.d;
+  const int64_t kv_stride = static_cast<int64_t>(p.kv_heads) * p.d;
+  const T* qh = q + b * p.q_seq * q_stride + static_cast<int64_t>(h) * p.d;
+  const T* kh = k + b * p.kv_seq * kv_stride + static_cast<int64_t>(g) * p.d;
+  const T* vh = v + b * p.kv_seq * kv_stride + static_cast<int64_t>(g) * p.d;
+
+  if (threadIdx.x == 0) {
+    int64_t lo = first_key(p, b, i0);
+    for (int64_t i = i0 + 1; i <= last_row && p.key_start; ++i) lo = min64(lo, first_key(p, b, i));
+    tile_lo = lo;
+  }
+  load_swizzled<T, DP, BM, kThreadsW>(sQ, qh, q_stride, i0, p.q_seq);
+  __syncthreads();
+  const int64_t j_begin = tile_lo, j_end = p.kv_seq - p.q_seq + last_row + 1;
+  load_swizzled<T, DP, BN, kThreadsW>(sK0, kh, kv_stride, j_begin, j_end);
+  load_swizzled<T, DP, BN, kThreadsW>(sV0, vh, kv_stride, j_begin, j_end);
+  cp_async_commit();
+
+  Rows r = thread_rows(p, b, i0 + warp * 16 + gid);
+  float o[DP / 8][4];
+#pragma unroll
+  for (int n = 0; n < DP / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+
+  int stage = 0;
+  for (int64_t j0 = j_begin; j0 < j_end; j0 += BN, stage ^= 1) {
+    T* sK = sK0 + stage * BN * DP;
+    T* sV = sV0 + stage * BN * DP;
+    // The next tile's buffers were last read in the previous trip, which ended in a barrier.
+    if (j0 + BN < j_end) {
+      load_swizzled<T, DP, BN, kThreadsW>(sK0 + (stage ^ 1) * BN * DP, kh, kv_stride, j0 + BN,
+                                          j_end);
+      load_swizzled<T, DP, BN, kThreadsW>(sV0 + (stage ^ 1) * BN * DP, vh, kv_stride, j0 + BN,
+                                          j_end);
+    }
+    cp_async_commit();
+    cp_async_wait_all_but_one();
+    wg::fence_async_shared();
+    __syncthreads();
+
+    float s[BN / 8][4];
+#pragma unroll
+    for (int n = 0; n < BN / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+    wg::fence();
+#pragma unroll
+    for (int kk = 0; kk < DP; kk += 16) {
+      wg::mma_ss<BN, T>(s, wg::k_major<BM>(sQ, group_row, kk), wg::k_major<BN>(sK, 0, kk), 1);
+    }
+    wg::commit();
+    wg::wait<0>();
+    wg::fence_registers(s);
+
+    online_softmax<BN, DP>(s, o, r, j0, j_end, p.scale_log2, tig);
+
+    uint32_t pa[BN / 16][4];
+#pragma unroll
+    for (int kt = 0; kt < BN / 16; ++kt) a_fragment<T>(pa[kt], s, kt);
+    wg::fence();
+#pragma unroll
+    for (int kt = 0; kt < BN / 16; ++kt)
+      wg::mma_rs<DP, T>(o, pa[kt], wg::mn_major<BN>(sV, kt * 16));
+    wg::commit();
+    wg::wait<0>();
+    wg::fence_registers(o);
+    wg::fence_registers(pa);
+    __syncthreads();  // every warpgroup is done with sK and sV
+  }
+  write_rows<T, DP>(out, p, r, o, b, h, tig);
+}
+
+template <typename T, int DP, int BN, int WGS>
+void launch_flash_wgmma(void* out, const void* q, const void* k, const void* v, const DenseShape& s,
+                        const FlashArgs& p) {
+  constexpr int BM = 64 * WGS;
+  const size_t smem = static_cast<size_t>((BM + 4 * BN) * DP) * sizeof(T) + 1024;
+  auto kernel = flash_forward_wgmma<T, DP, BN, WGS>;
+  TUNE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(smem)));
+  const dim3 grid(static_cast<unsigned>(s.q_heads), static_cast<unsigned>(s.batch),
+                  static_cast<unsigned>((s.q_seq + BM - 1) / BM));
+  kernel<<<grid, WGS * 128, smem, cudaStreamPerThread>>>(
+      static_cast<T*>(out), static_cast<const T*>(q), static_cast<const T*>(k),
+      static_cast<const T*>(v), p);
+  TUNE_CUDA_CHECK(cudaGetLastError());
+}
+
+// The wgmma kernel's shapes: the device is Hopper and the head dim is 64 or 128.
+bool wgmma_shape(const DenseShape& s) {
+  return (s.head_dim == 64 || s.head_dim == 128) && wg::wgmma_device();
+}
+
 template <typename T>
 void flash_by_dim(void* out, const void* q, const void* k, const void* v, const DenseShape& s,
                   const FlashArgs& p) {
   const int64_t d = s.head_dim;
-  if (d <= 64) {
+  if (wgmma_shape(s)) {
+    if (d == 64) {
+      launch_flash_wgmma<T, 64, kWgmmaBN64, kWgmmaGroups>(out, q, k, v, s, p);
+    } else {
+      launch_flash_wgmma<T, 128, kWgmmaBN128, kWgmmaGroups>(out, q, k, v, s, p);
+    }
+  } else if (d <= 64) {
     launch_flash<T, 64, 64>(out, q, k, v, s, p);
   } else if (d <= 80) {
     launch_flash<T, 80, 64>(out, q, k, v, s, p);

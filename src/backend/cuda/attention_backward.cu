@@ -121,10 +121,7 @@ __device__ __forceinline__ void mma_xb(float (&acc)[NO / 8][4], const float (&x)
 #pragma unroll
   for (int kt = 0; kt < K / 16; ++kt) {
     uint32_t a[4];
-    a[0] = pack2<T>(x[2 * kt][0], x[2 * kt][1]);
-    a[1] = pack2<T>(x[2 * kt][2], x[2 * kt][3]);
-    a[2] = pack2<T>(x[2 * kt + 1][0], x[2 * kt + 1][1]);
-    a[3] = pack2<T>(x[2 * kt + 1][2], x[2 * kt + 1][3]);
+    a_fragment<T>(a, x, kt);
 #pragma unroll
     for (int n = 0; n < NO / 8; n += 2) {
       uint32_t bf[4];

@@ -74,5 +74,15 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
   }
 }
 
+// Columns [16 kt, 16 kt + 16) of a 16-row block held in accumulator layout (x[n] = columns
+// [8 n, 8 n + 8)), rounded to T, as an m16n8k16 A fragment (wgmma's register A per warp too).
+template <typename T, int N>
+__device__ __forceinline__ void a_fragment(uint32_t (&a)[4], const float (&x)[N][4], int kt) {
+  a[0] = pack2<T>(x[2 * kt][0], x[2 * kt][1]);
+  a[1] = pack2<T>(x[2 * kt][2], x[2 * kt][3]);
+  a[2] = pack2<T>(x[2 * kt + 1][0], x[2 * kt + 1][1]);
+  a[3] = pack2<T>(x[2 * kt + 1][2], x[2 * kt + 1][3]);
+}
+
 }  // namespace attention_mma
 }  // namespace tune::cuda
