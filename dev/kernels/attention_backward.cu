@@ -84,6 +84,8 @@ void backward_variant(int variant, bf16* dq, bf16* dk, bf16* dv, const bf16* q, 
   using std::integral_constant;
   if (variant == 1) {
     rows_backward<bf16>(dq, dk, dv, q, k, v, dout, s, p);
+  } else if (variant == 2) {
+    flash_backward<bf16>(dq, dk, dv, q, k, v, dout, s, p);
   } else if (s.head_dim == 64) {
     run(integral_constant<int, 64>{}, integral_constant<int, 64>{}, integral_constant<int, 64>{});
   } else if (s.head_dim == 128) {
@@ -127,6 +129,8 @@ double median_ms(F&& call, int reps) {
 int main() {
   const DenseShape configs[] = {
       {1, 512, 512, 8, 2, 128},     {1, 512, 512, 4, 1, 64},     {1, 300, 300, 4, 2, 256},
+      {1, 333, 333, 6, 3, 128},     {2, 200, 200, 4, 4, 64},     {1, 2048, 2048, 32, 8, 128},
+      {4, 2048, 2048, 32, 8, 64},
       {4, 4096, 4096, 16, 16, 128}, {1, 4096, 4096, 32, 8, 128}, {4, 4096, 4096, 16, 16, 64},
       {2, 4096, 4096, 16, 16, 256},
   };
@@ -203,14 +207,10 @@ int main() {
 
     // Backward variants; the reference is variant 1 (small) or 2 (large).
     std::vector<bf16> ref[3];
-    for (int var = small ? 1 : 2; var <= 5; ++var) {
+    for (int var = small ? 1 : 2; var <= 4; ++var) {
       auto call = [&] {
-        if (var == 5) {
+        if (var == 4) {
           backward_variant<128, 2, true>(var, dq, dk, dv, q, k, v, dout, out, lse, delta, s, scale);
-        } else if (var == 3) {
-          backward_variant<64, 2>(var, dq, dk, dv, q, k, v, dout, out, lse, delta, s, scale);
-        } else if (var == 4) {
-          backward_variant<128, 1>(var, dq, dk, dv, q, k, v, dout, out, lse, delta, s, scale);
         } else {
           backward_variant<128, 2>(var, dq, dk, dv, q, k, v, dout, out, lse, delta, s, scale);
         }
@@ -233,9 +233,7 @@ int main() {
       }
       const double ms = median_ms(call, var == 1 ? 3 : 10);
       std::printf("%-38s %8s %10.3f %10.1f %10.2e%s\n", name,
-                  var == 1
-                      ? "bwd1"
-                      : (var == 2 ? "bwd2" : (var == 3 ? "bwd3" : (var == 4 ? "bwd4" : "bwd5"))),
+                  var == 1 ? "bwd1" : (var == 2 ? "bwd2" : (var == 3 ? "bwd3" : "bwd4")),
                   ms, 2.5 * fwd_flops / (ms * 1e-3) / 1e12, err, err < 1e-2 ? "" : "  FAIL");
     }
     for (void* ptr : {(void*)q, (void*)k, (void*)v, (void*)dout, (void*)out, (void*)dq, (void*)dk,

@@ -38,7 +38,7 @@ constexpr int kBM = 64, kWarpsTc = 4;
 constexpr int kFlashStages = 2;
 constexpr float kLog2eTc = 1.4426950408889634f;
 // flash_forward_wgmma's tiles: keys per K/V tile at head dims 64 and 128, warpgroups per block.
-constexpr int kWgmmaBN64 = 128, kWgmmaBN128 = 128, kWgmmaGroups = 2;
+constexpr int kWgmmaBN64 = 64, kWgmmaBN128 = 128, kWgmmaGroups = 2;
 
 struct FlashArgs {
   const int64_t* key_start;  // [B, Tq] or null
@@ -328,36 +328,14 @@ void launch_flash(void* out, const void* q, const void* k, const void* v, const 
 // dimension, so the longest causal rows start first and the short ones fill the tail.
 namespace wg = attention_wgmma;
 
-// Rows [r0, r0 + R) of a [*, row_stride] head (rows outside [0, limit) zero) into a swizzled
-// tile of R rows x DP columns (DP == d).
-template <typename T, int DP, int R, int THREADS>
-__device__ __forceinline__ void load_swizzled(T* sm, const T* g, int64_t row_stride, int64_t r0,
-                                              int64_t limit) {
-  constexpr int kChunks = DP / 8;
-  for (int c = threadIdx.x; c < R * kChunks; c += THREADS) {
-    const int r = c / kChunks, col = c % kChunks;
-    const int64_t row = r0 + r;
-    const bool valid = row < limit && row >= 0;
-    cp_async16(reinterpret_cast<char*>(sm) + wg::chunk_offset<R>(r, col),
-               valid ? g + row * row_stride + col * 8 : g, valid);
-  }
-}
-
-// The dynamic shared memory rounded up to the 1024-byte boundary the swizzle needs (launches ask
-// for 1024 bytes more than they use).
-__device__ __forceinline__ unsigned char* swizzle_aligned(unsigned char* smem) {
-  const uint32_t a = smem_addr(smem);
-  return smem + ((1024 - (a & 1023)) & 1023);
-}
-
 template <typename T, int DP, int BN, int WGS>
 __global__ void __launch_bounds__(WGS * 128, 1)
     flash_forward_wgmma(T* out, const T* q, const T* k, const T* v, FlashArgs p) {
   constexpr int BM = 64 * WGS, kThreadsW = WGS * 128;
   extern __shared__ __align__(1024) unsigned char smem_dyn[];
-  T* sQ = reinterpret_cast<T*>(swizzle_aligned(smem_dyn));  // [BM][DP] swizzled
-  T* sK0 = sQ + BM * DP;                                    // [2][BN][DP]
-  T* sV0 = sK0 + 2 * BN * DP;                               // [2][BN][DP]
+  T* sQ = reinterpret_cast<T*>(wg::swizzle_aligned(smem_dyn));  // [BM][DP] swizzled
+  T* sK0 = sQ + BM * DP;                                        // [2][BN][DP]
+  T* sV0 = sK0 + 2 * BN * DP;                                   // [2][BN][DP]
   __shared__ int64_t tile_lo;
 
   const int h = blockIdx.x, g = h / (p.q_heads / p.kv_heads);
@@ -378,11 +356,11 @@ __global__ void __launch_bounds__(WGS * 128, 1)
     for (int64_t i = i0 + 1; i <= last_row && p.key_start; ++i) lo = min64(lo, first_key(p, b, i));
     tile_lo = lo;
   }
-  load_swizzled<T, DP, BM, kThreadsW>(sQ, qh, q_stride, i0, p.q_seq);
+  wg::load_swizzled<T, DP, BM, kThreadsW>(sQ, qh, q_stride, i0, p.q_seq);
   __syncthreads();
   const int64_t j_begin = tile_lo, j_end = p.kv_seq - p.q_seq + last_row + 1;
-  load_swizzled<T, DP, BN, kThreadsW>(sK0, kh, kv_stride, j_begin, j_end);
-  load_swizzled<T, DP, BN, kThreadsW>(sV0, vh, kv_stride, j_begin, j_end);
+  wg::load_swizzled<T, DP, BN, kThreadsW>(sK0, kh, kv_stride, j_begin, j_end);
+  wg::load_swizzled<T, DP, BN, kThreadsW>(sV0, vh, kv_stride, j_begin, j_end);
   cp_async_commit();
 
   Rows r = thread_rows(p, b, i0 + warp * 16 + gid);
@@ -396,10 +374,10 @@ __global__ void __launch_bounds__(WGS * 128, 1)
     T* sV = sV0 + stage * BN * DP;
     // The next tile's buffers were last read in the previous trip, which ended in a barrier.
     if (j0 + BN < j_end) {
-      load_swizzled<T, DP, BN, kThreadsW>(sK0 + (stage ^ 1) * BN * DP, kh, kv_stride, j0 + BN,
-                                          j_end);
-      load_swizzled<T, DP, BN, kThreadsW>(sV0 + (stage ^ 1) * BN * DP, vh, kv_stride, j0 + BN,
-                                          j_end);
+      wg::load_swizzled<T, DP, BN, kThreadsW>(sK0 + (stage ^ 1) * BN * DP, kh, kv_stride, j0 + BN,
+                                              j_end);
+      wg::load_swizzled<T, DP, BN, kThreadsW>(sV0 + (stage ^ 1) * BN * DP, vh, kv_stride, j0 + BN,
+                                              j_end);
     }
     cp_async_commit();
     cp_async_wait_all_but_one();

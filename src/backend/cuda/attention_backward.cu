@@ -28,6 +28,7 @@
 
 #include "backend/cuda/attention_kernels.h"
 #include "backend/cuda/attention_mma.cuh"
+#include "backend/cuda/attention_wgmma.cuh"
 #include "backend/cuda/embedding_common.cuh"
 
 namespace tune::cuda {
@@ -35,6 +36,7 @@ namespace tune::cuda {
 namespace {
 
 using namespace attention_mma;
+namespace wg = attention_wgmma;
 
 constexpr int kTile = 64;  // queries per dQ block and per dK/dV query tile; keys per dK/dV block
 constexpr int kThreads = 128;
@@ -133,19 +135,90 @@ __device__ __forceinline__ void mma_xb(float (&acc)[NO / 8][4], const float (&x)
   }
 }
 
+// How a block stores and multiplies its tiles (the kernels below are written once for both):
+// - MmaSync: rows padded to DP + 8 elements (no bank conflicts for ldmatrix); warp w multiplies
+//   its own 16 rows with mma.sync. Any head dim up to 256, any GPU.
+// - Wgmma: 128-byte-swizzled tiles (attention_wgmma.cuh), DP == d of 64 or 128; the warpgroup
+//   (the block's 4 warps) multiplies all 64 rows at once. Hopper (sm_90a) only.
+// abt: acc (the warp's 16 rows of A B^T, A and B tiles of 64 and BN rows over DP columns);
+// xb: acc (16 rows x NO columns from c0) += X (the 16 x K rows held in accumulator layout,
+// rounded to T) . B (a tile of K rows).
+template <typename T, int DP>
+struct MmaSync {
+  static constexpr int tile_elems(int rows) { return rows * (DP + 8); }
+  static constexpr size_t kSlack = 0;  // bytes of alignment slack the launch adds
+  __device__ static unsigned char* base(unsigned char* smem) { return smem; }
+  template <int ROWS>
+  __device__ static void load(T* sm, const T* g, int64_t stride, int r0, int limit, int d) {
+    load_rows<T, DP>(sm, g, stride, r0, ROWS, limit, d);
+  }
+  __device__ static void published() {}  // after the cp.async wait, before the barrier
+  template <int BN>
+  __device__ static void abt(float (&acc)[BN / 8][4], const T* sa, const T* sb, int warp,
+                             int lane) {
+    mma_abt<T, DP, BN>(acc, sa + warp * 16 * (DP + 8), sb, lane);
+  }
+  template <int K, int NO>
+  __device__ static void xb(float (&acc)[NO / 8][4], const float (&x)[K / 8][4], const T* sb,
+                            int c0, int lane) {
+    mma_xb<T, DP, K, NO>(acc, x, sb, c0, lane);
+  }
+};
+
+template <typename T, int DP>
+struct Wgmma {
+  static_assert(DP == 64 || DP == 128);
+  static constexpr int tile_elems(int rows) { return rows * DP; }
+  static constexpr size_t kSlack = 1024;
+  __device__ static unsigned char* base(unsigned char* smem) { return wg::swizzle_aligned(smem); }
+  template <int ROWS>
+  __device__ static void load(T* sm, const T* g, int64_t stride, int r0, int limit, int) {
+    wg::load_swizzled<T, DP, ROWS, kThreads>(sm, g, stride, r0, limit);
+  }
+  __device__ static void published() { wg::fence_async_shared(); }
+  template <int BN>
+  __device__ static void abt(float (&acc)[BN / 8][4], const T* sa, const T* sb, int, int) {
+#pragma unroll
+    for (int n = 0; n < BN / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+    wg::fence();
+#pragma unroll
+    for (int kk = 0; kk < DP; kk += 16) {
+      wg::mma_ss<BN, T>(acc, wg::k_major<kTile>(sa, 0, kk), wg::k_major<BN>(sb, 0, kk), 1);
+    }
+    wg::commit();
+    wg::wait<0>();
+    wg::fence_registers(acc);
+  }
+  template <int K, int NO>
+  __device__ static void xb(float (&acc)[NO / 8][4], const float (&x)[K / 8][4], const T* sb, int,
+                            int) {
+    static_assert(NO == DP, "a wgmma block owns every column");
+    uint32_t a[K / 16][4];
+#pragma unroll
+    for (int kt = 0; kt < K / 16; ++kt) a_fragment<T>(a[kt], x, kt);
+    wg::fence();
+#pragma unroll
+    for (int kt = 0; kt < K / 16; ++kt) wg::mma_rs<DP, T>(acc, a[kt], wg::mn_major<K>(sb, kt * 16));
+    wg::commit();
+    wg::wait<0>();
+    wg::fence_registers(acc);
+    wg::fence_registers(a);
+  }
+};
+
 // dK, dV for keys [j0, j0 + 64), j0 = 64 bx, of (b, g = by), columns [c0, c0 + NO) with
 // b = bz / chunks, c0 = NO * (bz % chunks).
-template <typename T, int DP, int NO, int QSTAGES>
+template <typename T, int DP, int NO, int QSTAGES, typename Mma>
 __device__ __forceinline__ void dkdv_tile(T* dk, T* dv, const T* q, const T* k, const T* v,
                                           const T* dout, const BackwardArgs& p,
                                           unsigned char* smem_raw, int bx, int by, int bz) {
-  constexpr int kLd = DP + 8, kChunks = DP / NO;
-  T* sK = reinterpret_cast<T*>(smem_raw);          // [64][kLd]
-  T* sV = sK + kTile * kLd;                        // [64][kLd]
-  T* sQ0 = sV + kTile * kLd;                       // [QSTAGES][64][kLd] query tiles
-  T* sdO0 = sQ0 + QSTAGES * kTile * kLd;           // [QSTAGES][64][kLd]
-  __shared__ float s_lse2[kTile], s_delta[kTile];  // lse in log2 units; D_i
-  __shared__ int s_lo[kTile];                      // first visible key; INT_MAX past T
+  constexpr int kChunks = DP / NO, kT = Mma::tile_elems(kTile);
+  T* sK = reinterpret_cast<T*>(Mma::base(smem_raw));  // 64 keys
+  T* sV = sK + kT;                                    // 64 keys
+  T* sQ0 = sV + kT;                                   // [QSTAGES] query tiles
+  T* sdO0 = sQ0 + QSTAGES * kT;                       // [QSTAGES]
+  __shared__ float s_lse2[kTile], s_delta[kTile];     // lse in log2 units; D_i
+  __shared__ int s_lo[kTile];                         // first visible key; INT_MAX past T
 
   const int64_t b = bz / kChunks;
   const int c0 = NO * (bz % kChunks);
@@ -157,8 +230,8 @@ __device__ __forceinline__ void dkdv_tile(T* dk, T* dv, const T* q, const T* k, 
   const int64_t kv_stride = static_cast<int64_t>(p.kv_heads) * p.d;
   const int64_t kv_off = b * p.seq * kv_stride + static_cast<int64_t>(g) * p.d;
 
-  load_rows<T, DP>(sK, k + kv_off, kv_stride, j0, kTile, p.seq, p.d);
-  load_rows<T, DP>(sV, v + kv_off, kv_stride, j0, kTile, p.seq, p.d);
+  Mma::template load<kTile>(sK, k + kv_off, kv_stride, j0, p.seq, p.d);
+  Mma::template load<kTile>(sV, v + kv_off, kv_stride, j0, p.seq, p.d);
   cp_async_commit();
 
   // This thread's keys: rows gid and gid + 8 of the warp's 16.
@@ -181,8 +254,8 @@ __device__ __forceinline__ void dkdv_tile(T* dk, T* dv, const T* q, const T* k, 
   auto load_q_tile = [&](int t, int stage) {
     const int i0 = i_begin + (t % tiles) * kTile;
     const int64_t q_off = q_tile_offset(t);
-    load_rows<T, DP>(sQ0 + stage * kTile * kLd, q + q_off, q_stride, i0, kTile, p.seq, p.d);
-    load_rows<T, DP>(sdO0 + stage * kTile * kLd, dout + q_off, q_stride, i0, kTile, p.seq, p.d);
+    Mma::template load<kTile>(sQ0 + stage * kT, q + q_off, q_stride, i0, p.seq, p.d);
+    Mma::template load<kTile>(sdO0 + stage * kT, dout + q_off, q_stride, i0, p.seq, p.d);
   };
   if constexpr (QSTAGES == 2) {
     if (trips > 0) load_q_tile(0, 0);
@@ -193,8 +266,8 @@ __device__ __forceinline__ void dkdv_tile(T* dk, T* dv, const T* q, const T* k, 
     const int stage = QSTAGES == 2 ? t & 1 : 0;
     const int i0 = i_begin + (t % tiles) * kTile;
     const int64_t row_off = (b * p.q_heads + g * group + t / tiles) * p.seq;
-    T* sQ = sQ0 + stage * kTile * kLd;
-    T* sdO = sdO0 + stage * kTile * kLd;
+    T* sQ = sQ0 + stage * kT;
+    T* sdO = sdO0 + stage * kT;
     // The previous trip ended in a barrier: its buffers and s_lo, s_lse2, s_delta are free.
     if constexpr (QSTAGES == 2) {
       if (t + 1 < trips) load_q_tile(t + 1, stage ^ 1);  // lands while this tile is computed
@@ -218,11 +291,12 @@ __device__ __forceinline__ void dkdv_tile(T* dk, T* dv, const T* q, const T* k, 
     } else {
       cp_async_wait_all();
     }
+    Mma::published();
     whole = __syncthreads_and(whole);
     if (__syncthreads_or(any)) {  // uniform; false when no key of the tile is seen
       float s[kTile / 8][4], dp[kTile / 8][4];
-      mma_abt<T, DP, kTile>(s, sK + warp * 16 * kLd, sQ, lane);
-      mma_abt<T, DP, kTile>(dp, sV + warp * 16 * kLd, sdO, lane);
+      Mma::template abt<kTile>(s, sK, sQ, warp, lane);
+      Mma::template abt<kTile>(dp, sV, sdO, warp, lane);
       // P^T and dS^T in place: s[n][e] is (key_a, query n*8 + 2 tig + e), s[n][2 + e] key_b's.
 #pragma unroll
       for (int n = 0; n < kTile / 8; ++n) {
@@ -243,8 +317,8 @@ __device__ __forceinline__ void dkdv_tile(T* dk, T* dv, const T* q, const T* k, 
           dp[n][2 + e] = pb * (dp[n][2 + e] - dl);
         }
       }
-      mma_xb<T, DP, kTile, NO>(dv_acc, s, sdO, c0, lane);
-      mma_xb<T, DP, kTile, NO>(dk_acc, dp, sQ, c0, lane);
+      Mma::template xb<kTile, NO>(dv_acc, s, sdO, c0, lane);
+      Mma::template xb<kTile, NO>(dk_acc, dp, sQ, c0, lane);
     }
     __syncthreads();  // every warp is done with this trip's buffers
   }
@@ -271,15 +345,15 @@ __device__ __forceinline__ void dkdv_tile(T* dk, T* dv, const T* q, const T* k, 
 
 // dQ for queries [i0, i0 + 64), i0 = 64 bx, of (b = bz, h = by), key tiles of BN, K and V in
 // two buffers (the next tile loads while this one is computed).
-template <typename T, int DP, int BN>
+template <typename T, int DP, int BN, typename Mma>
 __device__ __forceinline__ void dq_tile(T* dq, const T* q, const T* k, const T* v, const T* dout,
                                         const BackwardArgs& p, unsigned char* smem_raw, int bx,
                                         int by, int bz) {
-  constexpr int kLd = DP + 8;
-  T* sQ = reinterpret_cast<T*>(smem_raw);  // [64][kLd]
-  T* sdO = sQ + kTile * kLd;               // [64][kLd]
-  T* sK0 = sdO + kTile * kLd;              // [2][BN][kLd]
-  T* sV0 = sK0 + 2 * BN * kLd;             // [2][BN][kLd]
+  constexpr int kT = Mma::tile_elems(kTile), kB = Mma::tile_elems(BN);
+  T* sQ = reinterpret_cast<T*>(Mma::base(smem_raw));  // 64 queries
+  T* sdO = sQ + kT;                                   // 64 queries
+  T* sK0 = sdO + kT;                                  // [2] BN keys
+  T* sV0 = sK0 + 2 * kB;                              // [2] BN keys
   __shared__ int tile_lo;
 
   const int64_t b = bz;
@@ -299,12 +373,12 @@ __device__ __forceinline__ void dq_tile(T* dq, const T* q, const T* k, const T* 
     for (int i = i0 + 1; i <= last_row && p.key_start; ++i) lo = min(lo, first_key_of(p, b, i));
     tile_lo = lo;
   }
-  load_rows<T, DP>(sQ, q + q_off, q_stride, i0, kTile, p.seq, p.d);
-  load_rows<T, DP>(sdO, dout + q_off, q_stride, i0, kTile, p.seq, p.d);
+  Mma::template load<kTile>(sQ, q + q_off, q_stride, i0, p.seq, p.d);
+  Mma::template load<kTile>(sdO, dout + q_off, q_stride, i0, p.seq, p.d);
   __syncthreads();
   const int j_begin = tile_lo, j_end = last_row + 1;
-  load_rows<T, DP>(sK0, k + kv_off, kv_stride, j_begin, BN, j_end, p.d);
-  load_rows<T, DP>(sV0, v + kv_off, kv_stride, j_begin, BN, j_end, p.d);
+  Mma::template load<BN>(sK0, k + kv_off, kv_stride, j_begin, j_end, p.d);
+  Mma::template load<BN>(sV0, v + kv_off, kv_stride, j_begin, j_end, p.d);
   cp_async_commit();
 
   const int row_a = i0 + warp * 16 + gid, row_b = row_a + 8;
@@ -322,22 +396,21 @@ __device__ __forceinline__ void dq_tile(T* dq, const T* q, const T* k, const T* 
 
   int stage = 0;
   for (int j0 = j_begin; j0 < j_end; j0 += BN, stage ^= 1) {
-    T* sK = sK0 + stage * BN * kLd;
-    T* sV = sV0 + stage * BN * kLd;
+    T* sK = sK0 + stage * kB;
+    T* sV = sV0 + stage * kB;
     // The buffers of the next tile were last read in the previous trip, which ended in a barrier.
     if (j0 + BN < j_end) {
-      load_rows<T, DP>(sK0 + (stage ^ 1) * BN * kLd, k + kv_off, kv_stride, j0 + BN, BN, j_end,
-                       p.d);
-      load_rows<T, DP>(sV0 + (stage ^ 1) * BN * kLd, v + kv_off, kv_stride, j0 + BN, BN, j_end,
-                       p.d);
+      Mma::template load<BN>(sK0 + (stage ^ 1) * kB, k + kv_off, kv_stride, j0 + BN, j_end, p.d);
+      Mma::template load<BN>(sV0 + (stage ^ 1) * kB, v + kv_off, kv_stride, j0 + BN, j_end, p.d);
     }
     cp_async_commit();
     cp_async_wait_all_but_one();
+    Mma::published();
     __syncthreads();
 
     float s[BN / 8][4], dp[BN / 8][4];
-    mma_abt<T, DP, BN>(s, sQ + warp * 16 * kLd, sK, lane);
-    mma_abt<T, DP, BN>(dp, sdO + warp * 16 * kLd, sV, lane);
+    Mma::template abt<BN>(s, sQ, sK, warp, lane);
+    Mma::template abt<BN>(dp, sdO, sV, warp, lane);
     const bool whole = __all_sync(
         0xffffffffu, in_a && in_b && j0 >= max(lo_a, lo_b) && j0 + BN - 1 <= min(row_a, row_b));
 #pragma unroll
@@ -355,7 +428,7 @@ __device__ __forceinline__ void dq_tile(T* dq, const T* q, const T* k, const T* 
         s[n][2 + e] = pb * (dp[n][2 + e] - d_b);
       }
     }
-    mma_xb<T, DP, BN, DP>(dq_acc, s, sK, 0, lane);
+    Mma::template xb<BN, DP>(dq_acc, s, sK, 0, lane);
     __syncthreads();  // every warp is done with this tile's buffers
   }
 
@@ -379,21 +452,22 @@ __global__ void __launch_bounds__(kThreads)
     flash_backward_dkdv(T* dk, T* dv, const T* q, const T* k, const T* v, const T* dout,
                         BackwardArgs p) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  dkdv_tile<T, DP, NO, QSTAGES>(dk, dv, q, k, v, dout, p, smem_raw, blockIdx.x, blockIdx.y,
-                                blockIdx.z);
+  dkdv_tile<T, DP, NO, QSTAGES, MmaSync<T, DP>>(dk, dv, q, k, v, dout, p, smem_raw, blockIdx.x,
+                                                blockIdx.y, blockIdx.z);
 }
 
 template <typename T, int DP, int BN>
 __global__ void __launch_bounds__(kThreads)
     flash_backward_dq(T* dq, const T* q, const T* k, const T* v, const T* dout, BackwardArgs p) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  dq_tile<T, DP, BN>(dq, q, k, v, dout, p, smem_raw, blockIdx.x, blockIdx.y, blockIdx.z);
+  dq_tile<T, DP, BN, MmaSync<T, DP>>(dq, q, k, v, dout, p, smem_raw, blockIdx.x, blockIdx.y,
+                                     blockIdx.z);
 }
 
 // Both in one launch: blocks [0, dkdv_blocks) are dK/dV tiles (x fastest over key tiles), the
 // rest dQ tiles. The dQ blocks fill the SMs while the long dK/dV blocks of the first key tiles
 // finish, instead of waiting for a second launch behind the first one's tail.
-template <typename T, int DP, int NO, int BN, int QSTAGES>
+template <typename T, int DP, int NO, int BN, int QSTAGES, typename Mma>
 __global__ void __launch_bounds__(kThreads)
     flash_backward_fused(T* dq, T* dk, T* dv, const T* q, const T* k, const T* v, const T* dout,
                          BackwardArgs p, int dkdv_blocks) {
@@ -401,12 +475,12 @@ __global__ void __launch_bounds__(kThreads)
   const int tiles = (p.seq + kTile - 1) / kTile;
   const int id = blockIdx.x;
   if (id < dkdv_blocks) {
-    dkdv_tile<T, DP, NO, QSTAGES>(dk, dv, q, k, v, dout, p, smem_raw, id % tiles,
-                                  (id / tiles) % p.kv_heads, id / (tiles * p.kv_heads));
+    dkdv_tile<T, DP, NO, QSTAGES, Mma>(dk, dv, q, k, v, dout, p, smem_raw, id % tiles,
+                                       (id / tiles) % p.kv_heads, id / (tiles * p.kv_heads));
   } else {
     const int e = id - dkdv_blocks;
-    dq_tile<T, DP, BN>(dq, q, k, v, dout, p, smem_raw, e % tiles, (e / tiles) % p.q_heads,
-                       e / (tiles * p.q_heads));
+    dq_tile<T, DP, BN, Mma>(dq, q, k, v, dout, p, smem_raw, e % tiles, (e / tiles) % p.q_heads,
+                            e / (tiles * p.q_heads));
   }
 }
 
@@ -589,13 +663,13 @@ void flash_backward_two_launches(T* dq, T* dk, T* dv, const T* q, const T* k, co
   launch_dq<T, DP, BN>(dq, q, k, v, dout, s, p);
 }
 
-template <typename T, int DP, int NO, int BN, int QSTAGES = kQStages>
+template <typename T, int DP, int NO, int BN, int QSTAGES = kQStages, typename Mma = MmaSync<T, DP>>
 void flash_backward_at(T* dq, T* dk, T* dv, const T* q, const T* k, const T* v, const T* dout,
                        const DenseShape& s, const BackwardArgs& p) {
-  const size_t dkdv_smem = static_cast<size_t>((2 + 2 * QSTAGES) * kTile * (DP + 8)) * sizeof(T);
-  const size_t dq_smem = static_cast<size_t>((2 * kTile + 4 * BN) * (DP + 8)) * sizeof(T);
-  const size_t smem = std::max(dkdv_smem, dq_smem);
-  auto kernel = flash_backward_fused<T, DP, NO, BN, QSTAGES>;
+  const size_t dkdv_smem = static_cast<size_t>(Mma::tile_elems((2 + 2 * QSTAGES) * kTile));
+  const size_t dq_smem = static_cast<size_t>(Mma::tile_elems(2 * kTile + 4 * BN));
+  const size_t smem = std::max(dkdv_smem, dq_smem) * sizeof(T) + Mma::kSlack;
+  auto kernel = flash_backward_fused<T, DP, NO, BN, QSTAGES, Mma>;
   TUNE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        static_cast<int>(smem)));
   const int64_t tiles = (s.q_seq + kTile - 1) / kTile;
@@ -610,7 +684,13 @@ template <typename T>
 void flash_backward(T* dq, T* dk, T* dv, const T* q, const T* k, const T* v, const T* dout,
                     const DenseShape& s, const BackwardArgs& p) {
   const int64_t d = s.head_dim;
-  if (d <= 64) {
+  if ((d == 64 || d == 128) && wg::wgmma_device()) {
+    if (d == 64) {
+      flash_backward_at<T, 64, 64, 64, kQStages, Wgmma<T, 64>>(dq, dk, dv, q, k, v, dout, s, p);
+    } else {
+      flash_backward_at<T, 128, 128, 64, kQStages, Wgmma<T, 128>>(dq, dk, dv, q, k, v, dout, s, p);
+    }
+  } else if (d <= 64) {
     flash_backward_at<T, 64, 64, 64>(dq, dk, dv, q, k, v, dout, s, p);
   } else if (d <= 80) {
     flash_backward_at<T, 80, 80, 64>(dq, dk, dv, q, k, v, dout, s, p);

@@ -24,6 +24,7 @@
 
 #include <cstdint>
 
+#include "backend/cuda/attention_mma.cuh"
 #include "backend/cuda/cuda_check.h"
 
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -50,6 +51,28 @@ inline bool wgmma_device() {
 template <int R>
 __device__ __forceinline__ uint32_t chunk_offset(int r, int c) {
   return static_cast<uint32_t>((c / 8) * R * 128 + r * 128 + (((c % 8) ^ (r % 8)) << 4));
+}
+
+// Rows [r0, r0 + R) of a [*, row_stride] head (rows outside [0, limit) zero) into a swizzled
+// tile of R rows x DP columns (DP == d).
+template <typename T, int DP, int R, int THREADS>
+__device__ __forceinline__ void load_swizzled(T* sm, const T* g, int64_t row_stride, int64_t r0,
+                                              int64_t limit) {
+  constexpr int kChunks = DP / 8;
+  for (int c = threadIdx.x; c < R * kChunks; c += THREADS) {
+    const int r = c / kChunks, col = c % kChunks;
+    const int64_t row = r0 + r;
+    const bool valid = row < limit && row >= 0;
+    attention_mma::cp_async16(reinterpret_cast<char*>(sm) + chunk_offset<R>(r, col),
+                              valid ? g + row * row_stride + col * 8 : g, valid);
+  }
+}
+
+// The dynamic shared memory rounded up to the 1024-byte boundary the swizzle needs (launches ask
+// for 1024 bytes more than they use).
+__device__ __forceinline__ unsigned char* swizzle_aligned(unsigned char* smem) {
+  const uint32_t a = attention_mma::smem_addr(smem);
+  return smem + ((1024 - (a & 1023)) & 1023);
 }
 
 // Matrix descriptor: start address, leading and stride byte offsets, 128-byte swizzle.
