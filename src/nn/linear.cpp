@@ -39,12 +39,18 @@ void Linear::add_lora(const LoraConfig& config, uint64_t dropout_stream) {
 }
 
 Tensor Linear::stacked_weight(std::initializer_list<const Linear*> linears) {
-  const Linear* first = *linears.begin();
+  for (const Linear* l : linears)
+    if (l->lora_a_ >= 0) return Tensor();  // decoding's stacked products leave adapters out
+  return stacked_base({linears.begin(), linears.size()}, Param::weight);
+}
+
+Tensor Linear::stacked_base(std::span<const Linear* const> group, Param which) {
+  const Linear* first = group.front();
   const ParamStore& params = *first->params_;
   const ParamInfo& head = params.info(first->weight_);
   int64_t rows = 0, next = head.offset;
-  for (const Linear* l : linears) {
-    if (l->params_ != &params || l->layout_ != Layout::out_in || l->bias_ >= 0 || l->lora_a_ >= 0 ||
+  for (const Linear* l : group) {
+    if (l->params_ != &params || l->layout_ != Layout::out_in || l->bias_ >= 0 ||
         l->in_ != first->in_)
       return Tensor();
     const ParamInfo& p = params.info(l->weight_);
@@ -53,7 +59,12 @@ Tensor Linear::stacked_weight(std::initializer_list<const Linear*> linears) {
     next += l->out_ * l->in_;
     rows += l->out_;
   }
-  const Tensor& buffer = head.role == Role::trainable ? params.trainable() : params.frozen();
+  const bool trainable = head.role == Role::trainable;
+  if (which == Param::grad && !trainable) return Tensor();  // frozen weights have no gradients
+  // Gradients have the trainable buffer's layout.
+  const Tensor& buffer = which == Param::grad ? params.grads()
+                         : trainable          ? params.trainable()
+                                              : params.frozen();
   return buffer.narrow(head.offset, rows * first->in_).view({rows, first->in_});
 }
 
@@ -69,30 +80,43 @@ Tensor Linear::forward(Context& ctx, const Tensor& x) {
 }
 
 Tensor Linear::forward(Context& ctx, const Tensor& x, DType out) {
-  const int64_t n = x.size(0);
   TUNE_CHECK(out == x.dtype() || bias_ < 0, module_, ": a ", dtype_name(out), " result of ",
              dtype_name(x.dtype()), " inputs cannot take the bias");
-  Tensor y = ctx.arena.alloc({n, out_}, out);
-  ops::matmul(y, x, Transpose::no, params_->param(weight_),
-              layout_ == Layout::out_in ? Transpose::yes : Transpose::no);
-  if (bias_ >= 0) ops::add_bias(y, params_->param(bias_));
+  Tensor y = ctx.arena.alloc({x.size(0), out_}, out);
+  base_forward(y, x);
   x_ = x;
-  if (lora_a_ >= 0) {
-    Tensor xd = x;
-    if (lora_dropout_ > 0 && ctx.mode == Mode::train) {
-      xd = ctx.arena.alloc(x.shape(), x.dtype());
-      ops::dropout(xd, x, lora_dropout_, lora_seed_, stream_of(ctx, dropout_stream_));
-    }
-    x_dropped_ = xd;
-    Tensor a = params_->param(lora_a_);  // (r, in)
-    xa_ = ctx.arena.alloc({n, a.size(0)}, x.dtype());
-    ops::matmul(xa_, xd, Transpose::no, a, Transpose::yes);
-    ops::matmul(y, xa_, Transpose::no, params_->param(lora_b_), Transpose::yes, lora_scale_, 1.0);
-  }
+  a_stack_ = Tensor();
+  lora_forward(ctx, x, y);
   return y;
 }
 
+void Linear::base_forward(Tensor& y, const Tensor& x) const {
+  ops::matmul(y, x, Transpose::no, params_->param(weight_),
+              layout_ == Layout::out_in ? Transpose::yes : Transpose::no);
+  if (bias_ >= 0) ops::add_bias(y, params_->param(bias_));
+}
+
+void Linear::lora_forward(Context& ctx, const Tensor& x, Tensor& y) {
+  if (lora_a_ < 0) return;
+  Tensor xd = x;
+  if (lora_dropout_ > 0 && ctx.mode == Mode::train) {
+    xd = ctx.arena.alloc(x.shape(), x.dtype());
+    ops::dropout(xd, x, lora_dropout_, lora_seed_, stream_of(ctx, dropout_stream_));
+  }
+  x_dropped_ = xd;
+  Tensor a = params_->param(lora_a_);  // (r, in)
+  xa_ = ctx.arena.alloc({x.size(0), a.size(0)}, x.dtype());
+  ops::matmul(xa_, xd, Transpose::no, a, Transpose::yes);
+  ops::matmul(y, xa_, Transpose::no, params_->param(lora_b_), Transpose::yes, lora_scale_, 1.0);
+}
+
 void Linear::backward(Context& ctx, const Tensor& dy, Tensor& dx, Accumulate accumulate) {
+  TUNE_ASSERT(!a_stack_.defined(), module_, ": forward_group's results go back by backward_group");
+  base_backward(dy, dx, accumulate == Accumulate::yes ? 1.0 : 0.0);
+  lora_backward(ctx, dy, dx);
+}
+
+void Linear::base_backward(const Tensor& dy, Tensor& dx, double beta) const {
   Tensor w = params_->param(weight_);
   Tensor dw = params_->grad(weight_);
   if (dw.defined()) {
@@ -106,9 +130,11 @@ void Linear::backward(Context& ctx, const Tensor& dy, Tensor& dx, Accumulate acc
     if (db.defined()) ops::bias_backward(db, dy);
   }
   ops::matmul(dx, dy, Transpose::no, w, layout_ == Layout::out_in ? Transpose::no : Transpose::yes,
-              1.0, accumulate == Accumulate::yes ? 1.0 : 0.0);
-  if (lora_a_ < 0) return;
+              1.0, beta);
+}
 
+void Linear::lora_backward(Context& ctx, const Tensor& dy, Tensor& dx) {
+  if (lora_a_ < 0) return;
   Tensor a = params_->param(lora_a_), b = params_->param(lora_b_);
   Tensor da = params_->grad(lora_a_), db = params_->grad(lora_b_);
   // dB += scale dy^T (x A^T);  d(xA^T) = scale dy B;  dA += d(xA^T)^T x_dropped
@@ -124,6 +150,171 @@ void Linear::backward(Context& ctx, const Tensor& dy, Tensor& dx, Accumulate acc
     ops::dropout(dxd, dxd, lora_dropout_, lora_seed_, stream_of(ctx, dropout_stream_));
     ops::add_inplace(dx, dxd);
   }
+}
+
+// ---- Groups ----
+//
+// The base: y [N, sum out] = x W_stack^T in one product, then each member's columns copied out
+// (attention and SwiGLU read q, k, v and gate, up as tensors of their own); backward copies the
+// dy's side by side into one [N, sum out] buffer for dx = dy_stack W_stack (and, when trainable,
+// dW_stack += dy_stack^T x), both one product.
+//
+// The adapters: their A's are separate parameters, [r, in] each, declared with their B's in
+// between (so the PEFT names, the export and the checkpoint layout stay as they are), so each
+// step copies them into one [sum r, in] scratch and adds dA back from one: 3 r in elements, next
+// to nothing beside the products. x A_stack^T is taken transposed, xa^T [sum r, N], so that each
+// adapter's share is a block of rows, [r, N], a tensor of its own for its B products (a column
+// block of [N, sum r] would need a row stride the ops do not take); the same for d(xa)^T.
+//
+//   xa^T    [R, N]  = A_stack x^T                    y_p    += scale_p (xa_p^T)^T B_p^T
+//   dB_p            += scale_p dy_p^T (xa_p^T)^T     dxa_p^T = scale_p B_p^T dy_p^T
+//   dA_stack [R, in] = dxa^T x  (added to each dA_p)  dx     += (dxa^T)^T A_stack
+
+Linear::Grouping Linear::grouping(std::initializer_list<Linear*> group) {
+  Grouping g;
+  const std::vector<const Linear*> members(group.begin(), group.end());
+  g.base = stacked_base(members, Param::weight).defined();
+  int adapters = 0;
+  bool dropout = false;
+  for (const Linear* l : group) {
+    TUNE_ASSERT(l->params_ == members[0]->params_ && l->in_ == members[0]->in_,
+                "a group of Linears reads one input: ", l->module_, " does not fit");
+    if (l->lora_a_ < 0) continue;
+    ++adapters;
+    dropout = dropout || l->lora_dropout_ > 0;
+  }
+  g.lora = adapters >= 2 && !dropout;
+  return g;
+}
+
+std::vector<Tensor> Linear::forward_group(Context& ctx, const Tensor& x,
+                                          std::initializer_list<Linear*> group) {
+  const Grouping g = grouping(group);
+  const int64_t N = x.size(0);
+  std::vector<Tensor> ys;
+  for (Linear* l : group) {
+    ys.push_back(ctx.arena.alloc({N, l->out_}, x.dtype()));
+    l->x_ = x;
+    l->a_stack_ = Tensor();
+  }
+  if (g.base) {
+    const Tensor w = stacked_base(std::vector<const Linear*>(group.begin(), group.end()),
+                                  Param::weight);  // [sum out, in]
+    const Arena::Mark mark = ctx.arena.mark();
+    Tensor y = ctx.arena.alloc({N, w.size(0)}, x.dtype());  // lives only until it is sliced
+    ops::matmul(y, x, Transpose::no, w, Transpose::yes);
+    int64_t column = 0;
+    for (size_t p = 0; p < group.size(); ++p) {
+      ops::slice_columns(ys[p], y, column);
+      column += ys[p].size(1);
+    }
+    ctx.arena.release(mark);
+  } else {
+    size_t p = 0;
+    for (const Linear* l : group) l->base_forward(ys[p++], x);
+  }
+  if (!g.lora) {
+    size_t p = 0;
+    for (Linear* l : group) l->lora_forward(ctx, x, ys[p++]);
+    return ys;
+  }
+  int64_t rank_sum = 0;
+  for (const Linear* l : group)
+    if (l->lora_a_ >= 0) rank_sum += l->params_->info(l->lora_a_).shape[0];
+  const DType dtype = (*group.begin())->params_->dtype();
+  Tensor a_stack = ctx.arena.alloc({rank_sum, x.size(1)}, dtype);  // [R, in]
+  Tensor xa_t = ctx.arena.alloc({rank_sum, N}, x.dtype());         // [R, N]
+  int64_t row = 0;
+  for (const Linear* l : group) {
+    if (l->lora_a_ < 0) continue;
+    const Tensor a = l->params_->param(l->lora_a_);
+    Tensor rows = a_stack.narrow(row, a.size(0));
+    ops::copy(rows, a);
+    row += a.size(0);
+  }
+  ops::matmul(xa_t, a_stack, Transpose::no, x, Transpose::yes);
+  row = 0;
+  size_t p = 0;
+  for (Linear* l : group) {
+    Tensor& y = ys[p++];
+    if (l->lora_a_ < 0) continue;
+    const int64_t r = l->params_->info(l->lora_a_).shape[0];
+    l->x_dropped_ = x;
+    l->xa_ = xa_t.narrow(row, r);
+    l->a_stack_ = a_stack;
+    row += r;
+    ops::matmul(y, l->xa_, Transpose::yes, l->params_->param(l->lora_b_), Transpose::yes,
+                l->lora_scale_, 1.0);
+  }
+  return ys;
+}
+
+void Linear::backward_group(Context& ctx, std::initializer_list<Linear*> group,
+                            std::initializer_list<Tensor> dys, Tensor& dx, Accumulate accumulate) {
+  TUNE_ASSERT(group.size() == dys.size(), "Linear::backward_group: ", group.size(), " Linears but ",
+              dys.size(), " gradients");
+  const Grouping g = grouping(group);
+  const Tensor x = (*group.begin())->x_;
+  const int64_t N = x.size(0);
+  const double beta = accumulate == Accumulate::yes ? 1.0 : 0.0;
+  if (g.base) {
+    const std::vector<const Linear*> members(group.begin(), group.end());
+    const Tensor w = stacked_base(members, Param::weight);  // [sum out, in]
+    Tensor dw = stacked_base(members, Param::grad);
+    const Arena::Mark mark = ctx.arena.mark();
+    Tensor dy = ctx.arena.alloc({N, w.size(0)}, dys.begin()[0].dtype());  // dy_q | dy_k | dy_v
+    int64_t column = 0;
+    for (const Tensor& d : dys) {
+      ops::write_columns(dy, column, d);
+      column += d.size(1);
+    }
+    if (dw.defined()) ops::matmul(dw, dy, Transpose::yes, x, Transpose::no, 1.0, 1.0);
+    ops::matmul(dx, dy, Transpose::no, w, Transpose::no, 1.0, beta);
+    ctx.arena.release(mark);
+  } else {
+    const Tensor* dy = dys.begin();
+    for (const Linear* l : group) {
+      l->base_backward(*dy, dx, dy == dys.begin() ? beta : 1.0);
+      ++dy;
+    }
+  }
+  if (!g.lora) {
+    const Tensor* dy = dys.begin();
+    for (Linear* l : group) {
+      TUNE_ASSERT(!l->a_stack_.defined(), l->module_, ": forward_group ran it with other adapters");
+      l->lora_backward(ctx, *dy++, dx);
+    }
+    return;
+  }
+  Tensor a_stack;  // [R, in], as forward_group stacked it
+  for (const Linear* l : group)
+    if (l->lora_a_ >= 0) a_stack = l->a_stack_;
+  TUNE_ASSERT(a_stack.defined(), "Linear::backward_group: the group was not run by forward_group");
+  const Arena::Mark mark = ctx.arena.mark();
+  Tensor dxa_t = ctx.arena.alloc({a_stack.size(0), N}, dys.begin()[0].dtype());  // [R, N]
+  int64_t row = 0;
+  const Tensor* dy = dys.begin();
+  for (const Linear* l : group) {
+    const Tensor& d = *dy++;
+    if (l->lora_a_ < 0) continue;
+    const int64_t r = l->xa_.size(0);
+    Tensor db = l->params_->grad(l->lora_b_), b = l->params_->param(l->lora_b_);
+    ops::matmul(db, d, Transpose::yes, l->xa_, Transpose::yes, l->lora_scale_, 1.0);
+    Tensor dxa_p = dxa_t.narrow(row, r);
+    ops::matmul(dxa_p, b, Transpose::yes, d, Transpose::yes, l->lora_scale_, 0.0);
+    row += r;
+  }
+  Tensor da_stack = ctx.arena.alloc(a_stack.shape(), a_stack.dtype());  // [R, in]
+  ops::matmul(da_stack, dxa_t, Transpose::no, x, Transpose::no);
+  row = 0;
+  for (const Linear* l : group) {
+    if (l->lora_a_ < 0) continue;
+    Tensor da = l->params_->grad(l->lora_a_);
+    ops::add_inplace(da, da_stack.narrow(row, da.size(0)));
+    row += da.size(0);
+  }
+  ops::matmul(dx, dxa_t, Transpose::yes, a_stack, Transpose::no, 1.0, 1.0);
+  ctx.arena.release(mark);
 }
 
 }  // namespace tune::nn

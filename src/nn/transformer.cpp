@@ -120,9 +120,10 @@ Attention::Attention(ParamStore& params, const TransformerConfig& c, const Tenso
 
 void Attention::project(Context& ctx, const Tensor& x, Tensor& q, Tensor& k, Tensor& v) {
   if (!fused_) {
-    q = q_.forward(ctx, x);
-    k = k_.forward(ctx, x);
-    v = v_.forward(ctx, x);
+    const std::vector<Tensor> qkv = Linear::forward_group(ctx, x, {&q_, &k_, &v_});
+    q = qkv[0];
+    k = qkv[1];
+    v = qkv[2];
     return;
   }
   const int64_t N = x.size(0), width = heads_ * head_dim_;
@@ -206,9 +207,7 @@ void Attention::backward(Context& ctx, const Tensor& dy, Tensor& dx, const Rotar
     qkv_.backward(ctx, dqkv, dx, Accumulate::no);
     return;
   }
-  q_.backward(ctx, dq_flat, dx, Accumulate::no);
-  k_.backward(ctx, dk_flat, dx, Accumulate::yes);
-  v_.backward(ctx, dv_flat, dx, Accumulate::yes);
+  Linear::backward_group(ctx, {&q_, &k_, &v_}, {dq_flat, dk_flat, dv_flat}, dx, Accumulate::no);
 }
 
 namespace {
@@ -323,8 +322,9 @@ Tensor Mlp::forward(Context& ctx, const Tensor& x) {
     ops::gelu_tanh_forward(h, up_out_);
     return down_.forward(ctx, h);
   }
-  gate_out_ = gate_.forward(ctx, x);  // (N, F)
-  up_out_ = up_.forward(ctx, x);      // (N, F)
+  const std::vector<Tensor> gate_up = Linear::forward_group(ctx, x, {&gate_, &up_});
+  gate_out_ = gate_up[0];  // (N, F)
+  up_out_ = gate_up[1];    // (N, F)
   Tensor h = ctx.arena.alloc(gate_out_.shape(), x.dtype());
   ops::swiglu_forward(h, gate_out_, up_out_);
   return down_.forward(ctx, h);
@@ -363,8 +363,7 @@ void Mlp::backward(Context& ctx, const Tensor& dy, Tensor& dx) {
   Tensor dgate = ctx.arena.alloc(gate_out_.shape(), dy.dtype());
   Tensor dup = ctx.arena.alloc(up_out_.shape(), dy.dtype());
   ops::swiglu_backward(dgate, dup, dh, gate_out_, up_out_);
-  gate_.backward(ctx, dgate, dx, Accumulate::no);
-  up_.backward(ctx, dup, dx, Accumulate::yes);
+  Linear::backward_group(ctx, {&gate_, &up_}, {dgate, dup}, dx, Accumulate::no);
 }
 
 // ---- Decoder block ----

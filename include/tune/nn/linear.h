@@ -2,10 +2,17 @@
 // optional LoRA adapter on top. The layer keeps the indices of its parameters in the ParamStore
 // and saves exactly what backward needs: x, and with LoRA x·A^T (computed once, reused for dB)
 // and the dropped-out x when dropout is on.
+//
+// Linears that read the same input (attention's q, k, v; the MLP's gate, up) also run as a group,
+// with fewer and larger products: the base weights as one [sum out, in] product when they lie
+// side by side in the parameter buffer, and the adapters' x·A^T, dA and dx·A as one product each
+// (the skinny LoRA GEMMs, N or K = r, are bound by reading x and dy, not by arithmetic).
 #pragma once
 
 #include <initializer_list>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "tune/nn/context.h"
 #include "tune/nn/lora.h"
@@ -44,12 +51,40 @@ class Linear {
   // gate|up in one product this way.
   static Tensor stacked_weight(std::initializer_list<const Linear*> linears);
 
+  // Linears that read the same x [N, in], run together: the same results as each one's forward
+  // (one [N, out_p] tensor each, in group order) and backward (dx written or added to, as
+  // `accumulate` says, with the sum over the group) up to the order of floating-point sums.
+  // A Linear run by forward_group must be run back by backward_group with the same group.
+  static std::vector<Tensor> forward_group(Context& ctx, const Tensor& x,
+                                           std::initializer_list<Linear*> group);
+  static void backward_group(Context& ctx, std::initializer_list<Linear*> group,
+                             std::initializer_list<Tensor> dys, Tensor& dx, Accumulate accumulate);
+  // What a group shares: `base`, one product with the stacked base weights (as stacked_weight,
+  // adapters allowed; full fine-tuning's gradients are stacked the same way); `lora`, one x·A^T
+  // over the adapters of the group (at least two, none with dropout: a mask per member would
+  // need an input per member). The rest runs member by member.
+  struct Grouping {
+    bool base = false, lora = false;
+  };
+  static Grouping grouping(std::initializer_list<Linear*> group);
+
   const std::string& module() const { return module_; }
   bool has_lora() const { return lora_a_ >= 0; }
   int64_t in_features() const { return in_; }
   int64_t out_features() const { return out_; }
 
  private:
+  // The pieces forward and backward are made of; forward_group and backward_group use them for
+  // the members they do not run together. y is written, dx added to when `beta` is 1.
+  void base_forward(Tensor& y, const Tensor& x) const;
+  void lora_forward(Context& ctx, const Tensor& x, Tensor& y);
+  void base_backward(const Tensor& dy, Tensor& dx, double beta) const;
+  void lora_backward(Context& ctx, const Tensor& dy, Tensor& dx);
+  // The base weights (or, with Param::grad, their gradients) of `group` as one [sum out, in] view
+  // when they lie one right after another; undefined otherwise. Adapters are not looked at.
+  enum class Param : uint8_t { weight, grad };
+  static Tensor stacked_base(std::span<const Linear* const> group, Param which);
+
   ParamStore* params_ = nullptr;
   std::string module_;
   int64_t in_ = 0, out_ = 0;
@@ -58,8 +93,9 @@ class Linear {
   int lora_a_ = -1, lora_b_ = -1;
   double lora_scale_ = 0, lora_dropout_ = 0;
   uint64_t lora_seed_ = 0, dropout_stream_ = 0;
-  // Saved by forward for backward.
-  Tensor x_, x_dropped_, xa_;
+  // Saved by forward for backward. Run by forward_group with the adapters together, xa_ is this
+  // adapter's rows of (x A_stack^T)^T, [r, N], and a_stack_ the group's A's stacked [sum r, in].
+  Tensor x_, x_dropped_, xa_, a_stack_;
 };
 
 }  // namespace tune::nn
