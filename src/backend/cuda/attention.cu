@@ -385,12 +385,10 @@ __global__ void __launch_bounds__(WGS * 128, 1)
     __syncthreads();
 
     float s[BN / 8][4];
-#pragma unroll
-    for (int n = 0; n < BN / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
     wg::fence();
 #pragma unroll
     for (int kk = 0; kk < DP; kk += 16) {
-      wg::mma_ss<BN, T>(s, wg::k_major<BM>(sQ, group_row, kk), wg::k_major<BN>(sK, 0, kk), 1);
+      wg::mma_ss<BN, T>(s, wg::k_major<BM>(sQ, group_row, kk), wg::k_major<BN>(sK, 0, kk), kk > 0);
     }
     wg::commit();
     wg::wait<0>();

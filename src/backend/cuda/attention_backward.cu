@@ -140,9 +140,10 @@ __device__ __forceinline__ void mma_xb(float (&acc)[NO / 8][4], const float (&x)
 //   its own 16 rows with mma.sync. Any head dim up to 256, any GPU.
 // - Wgmma: 128-byte-swizzled tiles (attention_wgmma.cuh), DP == d of 64 or 128; the warpgroup
 //   (the block's 4 warps) multiplies all 64 rows at once. Hopper (sm_90a) only.
-// abt: acc (the warp's 16 rows of A B^T, A and B tiles of 64 and BN rows over DP columns);
-// xb: acc (16 rows x NO columns from c0) += X (the 16 x K rows held in accumulator layout,
-// rounded to T) . B (a tile of K rows).
+// abt2: acc (the warp's 16 rows of A B^T, A and B tiles of 64 and BN rows over DP columns), two
+// independent products (wgmma: both in flight before the wait); xb: acc (16 rows x NO columns
+// from c0) += X (the 16 x K rows held in accumulator layout, rounded to T) . B (a tile of K
+// rows); xb2: two of those.
 template <typename T, int DP>
 struct MmaSync {
   static constexpr int tile_elems(int rows) { return rows * (DP + 8); }
@@ -154,14 +155,23 @@ struct MmaSync {
   }
   __device__ static void published() {}  // after the cp.async wait, before the barrier
   template <int BN>
-  __device__ static void abt(float (&acc)[BN / 8][4], const T* sa, const T* sb, int warp,
-                             int lane) {
-    mma_abt<T, DP, BN>(acc, sa + warp * 16 * (DP + 8), sb, lane);
+  __device__ static void abt2(float (&acc1)[BN / 8][4], const T* sa1, const T* sb1,
+                              float (&acc2)[BN / 8][4], const T* sa2, const T* sb2, int warp,
+                              int lane) {
+    mma_abt<T, DP, BN>(acc1, sa1 + warp * 16 * (DP + 8), sb1, lane);
+    mma_abt<T, DP, BN>(acc2, sa2 + warp * 16 * (DP + 8), sb2, lane);
   }
   template <int K, int NO>
   __device__ static void xb(float (&acc)[NO / 8][4], const float (&x)[K / 8][4], const T* sb,
                             int c0, int lane) {
     mma_xb<T, DP, K, NO>(acc, x, sb, c0, lane);
+  }
+  template <int K, int NO>
+  __device__ static void xb2(float (&acc1)[NO / 8][4], const float (&x1)[K / 8][4], const T* sb1,
+                             float (&acc2)[NO / 8][4], const float (&x2)[K / 8][4], const T* sb2,
+                             int c0, int lane) {
+    mma_xb<T, DP, K, NO>(acc1, x1, sb1, c0, lane);
+    mma_xb<T, DP, K, NO>(acc2, x2, sb2, c0, lane);
   }
 };
 
@@ -177,17 +187,21 @@ struct Wgmma {
   }
   __device__ static void published() { wg::fence_async_shared(); }
   template <int BN>
-  __device__ static void abt(float (&acc)[BN / 8][4], const T* sa, const T* sb, int, int) {
-#pragma unroll
-    for (int n = 0; n < BN / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+  __device__ static void abt2(float (&acc1)[BN / 8][4], const T* sa1, const T* sb1,
+                              float (&acc2)[BN / 8][4], const T* sa2, const T* sb2, int, int) {
     wg::fence();
 #pragma unroll
     for (int kk = 0; kk < DP; kk += 16) {
-      wg::mma_ss<BN, T>(acc, wg::k_major<kTile>(sa, 0, kk), wg::k_major<BN>(sb, 0, kk), 1);
+      wg::mma_ss<BN, T>(acc1, wg::k_major<kTile>(sa1, 0, kk), wg::k_major<BN>(sb1, 0, kk), kk > 0);
+    }
+#pragma unroll
+    for (int kk = 0; kk < DP; kk += 16) {
+      wg::mma_ss<BN, T>(acc2, wg::k_major<kTile>(sa2, 0, kk), wg::k_major<BN>(sb2, 0, kk), kk > 0);
     }
     wg::commit();
     wg::wait<0>();
-    wg::fence_registers(acc);
+    wg::fence_registers(acc1);
+    wg::fence_registers(acc2);
   }
   template <int K, int NO>
   __device__ static void xb(float (&acc)[NO / 8][4], const float (&x)[K / 8][4], const T* sb, int,
@@ -203,6 +217,33 @@ struct Wgmma {
     wg::wait<0>();
     wg::fence_registers(acc);
     wg::fence_registers(a);
+  }
+  template <int K, int NO>
+  __device__ static void xb2(float (&acc1)[NO / 8][4], const float (&x1)[K / 8][4], const T* sb1,
+                             float (&acc2)[NO / 8][4], const float (&x2)[K / 8][4], const T* sb2,
+                             int, int) {
+    static_assert(NO == DP, "a wgmma block owns every column");
+    uint32_t a1[K / 16][4], a2[K / 16][4];
+#pragma unroll
+    for (int kt = 0; kt < K / 16; ++kt) {
+      a_fragment<T>(a1[kt], x1, kt);
+      a_fragment<T>(a2[kt], x2, kt);
+    }
+    wg::fence();
+#pragma unroll
+    for (int kt = 0; kt < K / 16; ++kt) {
+      wg::mma_rs<DP, T>(acc1, a1[kt], wg::mn_major<K>(sb1, kt * 16));
+    }
+#pragma unroll
+    for (int kt = 0; kt < K / 16; ++kt) {
+      wg::mma_rs<DP, T>(acc2, a2[kt], wg::mn_major<K>(sb2, kt * 16));
+    }
+    wg::commit();
+    wg::wait<0>();
+    wg::fence_registers(acc1);
+    wg::fence_registers(acc2);
+    wg::fence_registers(a1);
+    wg::fence_registers(a2);
   }
 };
 
@@ -295,8 +336,7 @@ __device__ __forceinline__ void dkdv_tile(T* dk, T* dv, const T* q, const T* k, 
     whole = __syncthreads_and(whole);
     if (__syncthreads_or(any)) {  // uniform; false when no key of the tile is seen
       float s[kTile / 8][4], dp[kTile / 8][4];
-      Mma::template abt<kTile>(s, sK, sQ, warp, lane);
-      Mma::template abt<kTile>(dp, sV, sdO, warp, lane);
+      Mma::template abt2<kTile>(s, sK, sQ, dp, sV, sdO, warp, lane);
       // P^T and dS^T in place: s[n][e] is (key_a, query n*8 + 2 tig + e), s[n][2 + e] key_b's.
 #pragma unroll
       for (int n = 0; n < kTile / 8; ++n) {
@@ -317,8 +357,7 @@ __device__ __forceinline__ void dkdv_tile(T* dk, T* dv, const T* q, const T* k, 
           dp[n][2 + e] = pb * (dp[n][2 + e] - dl);
         }
       }
-      Mma::template xb<kTile, NO>(dv_acc, s, sdO, c0, lane);
-      Mma::template xb<kTile, NO>(dk_acc, dp, sQ, c0, lane);
+      Mma::template xb2<kTile, NO>(dv_acc, s, sdO, dk_acc, dp, sQ, c0, lane);
     }
     __syncthreads();  // every warp is done with this trip's buffers
   }
@@ -409,8 +448,7 @@ __device__ __forceinline__ void dq_tile(T* dq, const T* q, const T* k, const T* 
     __syncthreads();
 
     float s[BN / 8][4], dp[BN / 8][4];
-    Mma::template abt<BN>(s, sQ, sK, warp, lane);
-    Mma::template abt<BN>(dp, sdO, sV, warp, lane);
+    Mma::template abt2<BN>(s, sQ, sK, dp, sdO, sV, warp, lane);
     const bool whole = __all_sync(
         0xffffffffu, in_a && in_b && j0 >= max(lo_a, lo_b) && j0 + BN - 1 <= min(row_a, row_b));
 #pragma unroll

@@ -136,7 +136,9 @@ __device__ __forceinline__ void fence_registers(uint32_t (&d)[R][C]) {
     for (int j = 0; j < C; ++j) asm volatile("" : "+r"(d[i][j])::"memory");
 }
 
-// d (64 x N) = or += A (64 x 16, K-major descriptor) . B (16 x N, K-major descriptor).
+// d (64 x N) = (accumulate 0) or += A (64 x 16, K-major descriptor) . B (16 x N, K-major
+// descriptor). Start a product with accumulate 0 rather than zeroing d: ptxas serializes wgmma
+// chains whose accumulators were just written by ordinary instructions (warning C7520).
 template <int N, typename T>
 __device__ void mma_ss(float (&d)[N / 8][4], uint64_t a, uint64_t b, int accumulate);
 // d (64 x N) += A (64 x 16, registers) . B (16 x N, MN-major descriptor).
