@@ -39,18 +39,12 @@ void Linear::add_lora(const LoraConfig& config, uint64_t dropout_stream) {
 }
 
 Tensor Linear::stacked_weight(std::initializer_list<const Linear*> linears) {
-  for (const Linear* l : linears)
-    if (l->lora_a_ >= 0) return Tensor();  // decoding's stacked products leave adapters out
-  return stacked_base({linears.begin(), linears.size()}, Param::weight);
-}
-
-Tensor Linear::stacked_base(std::span<const Linear* const> group, Param which) {
-  const Linear* first = group.front();
+  const Linear* first = *linears.begin();
   const ParamStore& params = *first->params_;
   const ParamInfo& head = params.info(first->weight_);
   int64_t rows = 0, next = head.offset;
-  for (const Linear* l : group) {
-    if (l->params_ != &params || l->layout_ != Layout::out_in || l->bias_ >= 0 ||
+  for (const Linear* l : linears) {
+    if (l->params_ != &params || l->layout_ != Layout::out_in || l->bias_ >= 0 || l->lora_a_ >= 0 ||
         l->in_ != first->in_)
       return Tensor();
     const ParamInfo& p = params.info(l->weight_);
@@ -59,12 +53,7 @@ Tensor Linear::stacked_base(std::span<const Linear* const> group, Param which) {
     next += l->out_ * l->in_;
     rows += l->out_;
   }
-  const bool trainable = head.role == Role::trainable;
-  if (which == Param::grad && !trainable) return Tensor();  // frozen weights have no gradients
-  // Gradients have the trainable buffer's layout.
-  const Tensor& buffer = which == Param::grad ? params.grads()
-                         : trainable          ? params.trainable()
-                                              : params.frozen();
+  const Tensor& buffer = head.role == Role::trainable ? params.trainable() : params.frozen();
   return buffer.narrow(head.offset, rows * first->in_).view({rows, first->in_});
 }
 
@@ -154,10 +143,7 @@ void Linear::lora_backward(Context& ctx, const Tensor& dy, Tensor& dx) {
 
 // ---- Groups ----
 //
-// The base: y [N, sum out] = x W_stack^T in one product, then each member's columns copied out
-// (attention and SwiGLU read q, k, v and gate, up as tensors of their own); backward copies the
-// dy's side by side into one [N, sum out] buffer for dx = dy_stack W_stack (and, when trainable,
-// dW_stack += dy_stack^T x), both one product.
+// Each member's base product runs on its own (see shares_adapters in linear.h for why).
 //
 // The adapters: their A's are separate parameters, [r, in] each, declared with their B's in
 // between (so the PEFT names, the export and the checkpoint layout stay as they are), so each
@@ -170,50 +156,31 @@ void Linear::lora_backward(Context& ctx, const Tensor& dy, Tensor& dx) {
 //   dB_p            += scale_p dy_p^T (xa_p^T)^T     dxa_p^T = scale_p B_p^T dy_p^T
 //   dA_stack [R, in] = dxa^T x  (added to each dA_p)  dx     += (dxa^T)^T A_stack
 
-Linear::Grouping Linear::grouping(std::initializer_list<Linear*> group) {
-  Grouping g;
-  const std::vector<const Linear*> members(group.begin(), group.end());
-  g.base = stacked_base(members, Param::weight).defined();
+bool Linear::shares_adapters(std::initializer_list<Linear*> group) {
+  const Linear* first = *group.begin();
   int adapters = 0;
   bool dropout = false;
   for (const Linear* l : group) {
-    TUNE_ASSERT(l->params_ == members[0]->params_ && l->in_ == members[0]->in_,
+    TUNE_ASSERT(l->params_ == first->params_ && l->in_ == first->in_,
                 "a group of Linears reads one input: ", l->module_, " does not fit");
     if (l->lora_a_ < 0) continue;
     ++adapters;
     dropout = dropout || l->lora_dropout_ > 0;
   }
-  g.lora = adapters >= 2 && !dropout;
-  return g;
+  return adapters >= 2 && !dropout;
 }
 
 std::vector<Tensor> Linear::forward_group(Context& ctx, const Tensor& x,
                                           std::initializer_list<Linear*> group) {
-  const Grouping g = grouping(group);
   const int64_t N = x.size(0);
   std::vector<Tensor> ys;
   for (Linear* l : group) {
     ys.push_back(ctx.arena.alloc({N, l->out_}, x.dtype()));
     l->x_ = x;
     l->a_stack_ = Tensor();
+    l->base_forward(ys.back(), x);
   }
-  if (g.base) {
-    const Tensor w = stacked_base(std::vector<const Linear*>(group.begin(), group.end()),
-                                  Param::weight);  // [sum out, in]
-    const Arena::Mark mark = ctx.arena.mark();
-    Tensor y = ctx.arena.alloc({N, w.size(0)}, x.dtype());  // lives only until it is sliced
-    ops::matmul(y, x, Transpose::no, w, Transpose::yes);
-    int64_t column = 0;
-    for (size_t p = 0; p < group.size(); ++p) {
-      ops::slice_columns(ys[p], y, column);
-      column += ys[p].size(1);
-    }
-    ctx.arena.release(mark);
-  } else {
-    size_t p = 0;
-    for (const Linear* l : group) l->base_forward(ys[p++], x);
-  }
-  if (!g.lora) {
+  if (!shares_adapters(group)) {
     size_t p = 0;
     for (Linear* l : group) l->lora_forward(ctx, x, ys[p++]);
     return ys;
@@ -253,32 +220,17 @@ void Linear::backward_group(Context& ctx, std::initializer_list<Linear*> group,
                             std::initializer_list<Tensor> dys, Tensor& dx, Accumulate accumulate) {
   TUNE_ASSERT(group.size() == dys.size(), "Linear::backward_group: ", group.size(), " Linears but ",
               dys.size(), " gradients");
-  const Grouping g = grouping(group);
   const Tensor x = (*group.begin())->x_;
   const int64_t N = x.size(0);
   const double beta = accumulate == Accumulate::yes ? 1.0 : 0.0;
-  if (g.base) {
-    const std::vector<const Linear*> members(group.begin(), group.end());
-    const Tensor w = stacked_base(members, Param::weight);  // [sum out, in]
-    Tensor dw = stacked_base(members, Param::grad);
-    const Arena::Mark mark = ctx.arena.mark();
-    Tensor dy = ctx.arena.alloc({N, w.size(0)}, dys.begin()[0].dtype());  // dy_q | dy_k | dy_v
-    int64_t column = 0;
-    for (const Tensor& d : dys) {
-      ops::write_columns(dy, column, d);
-      column += d.size(1);
-    }
-    if (dw.defined()) ops::matmul(dw, dy, Transpose::yes, x, Transpose::no, 1.0, 1.0);
-    ops::matmul(dx, dy, Transpose::no, w, Transpose::no, 1.0, beta);
-    ctx.arena.release(mark);
-  } else {
+  {
     const Tensor* dy = dys.begin();
     for (const Linear* l : group) {
       l->base_backward(*dy, dx, dy == dys.begin() ? beta : 1.0);
       ++dy;
     }
   }
-  if (!g.lora) {
+  if (!shares_adapters(group)) {
     const Tensor* dy = dys.begin();
     for (Linear* l : group) {
       TUNE_ASSERT(!l->a_stack_.defined(), l->module_, ": forward_group ran it with other adapters");

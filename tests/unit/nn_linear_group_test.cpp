@@ -83,15 +83,11 @@ void expect_close(const std::string& what, const Tensor& a, const Tensor& b) {
 }
 
 // The per-layer Linears of CausalLM::linears(): q, k, v, o, gate, up, down, then the head.
-void expect_grouping(nn::CausalLM& lm, Linear::Grouping qkv, Linear::Grouping gate_up) {
+void expect_grouping(nn::CausalLM& lm, bool qkv, bool gate_up) {
   const std::vector<Linear*> ls = lm.linears();
   for (size_t l = 0; l + 1 < ls.size(); l += 7) {
-    const Linear::Grouping a = Linear::grouping({ls[l], ls[l + 1], ls[l + 2]});
-    const Linear::Grouping m = Linear::grouping({ls[l + 4], ls[l + 5]});
-    EXPECT_EQ(a.base, qkv.base) << ls[l]->module();
-    EXPECT_EQ(a.lora, qkv.lora) << ls[l]->module();
-    EXPECT_EQ(m.base, gate_up.base) << ls[l + 4]->module();
-    EXPECT_EQ(m.lora, gate_up.lora) << ls[l + 4]->module();
+    EXPECT_EQ(Linear::shares_adapters({ls[l], ls[l + 1], ls[l + 2]}), qkv) << ls[l]->module();
+    EXPECT_EQ(Linear::shares_adapters({ls[l + 4], ls[l + 5]}), gate_up) << ls[l + 4]->module();
   }
 }
 
@@ -127,15 +123,15 @@ struct LoraCase {
   const char* name;
   std::vector<std::string> targets;
   bool qk_norm;
-  Linear::Grouping qkv, gate_up;
+  bool qkv, gate_up;
 };
 
 TEST(LinearGroup, LoraStepMatchesTheLinearsOneByOne) {
   const LoraCase cases[] = {
-      {"all-linear", {"all-linear"}, false, {true, true}, {true, true}},
-      {"all-linear, qk_norm", {"all-linear"}, true, {true, true}, {true, true}},
+      {"all-linear", {"all-linear"}, false, true, true},
+      {"all-linear, qk_norm", {"all-linear"}, true, true, true},
       // k_proj without an adapter inside a grouped q|v; up_proj alone is not a group
-      {"q, v, up", {"q_proj", "v_proj", "up_proj"}, false, {true, true}, {true, false}},
+      {"q, v, up", {"q_proj", "v_proj", "up_proj"}, false, true, false},
   };
   for (const LoraCase& lc : cases) {
     SCOPED_TRACE(lc.name);
@@ -150,8 +146,7 @@ TEST(LinearGroup, LoraStepMatchesTheLinearsOneByOne) {
     test::fill_params(params, 31);  // B too: LoRA's zero B would leave dA zero
     expect_grouping(lm, lc.qkv, lc.gate_up);
 
-    // The reference: a trainable base lies between the adapters in the buffer (no stacked
-    // weights), and dropout keeps the adapters apart; eval mode then skips the dropout. Every
+    // The reference: dropout keeps the adapters apart (eval mode then skips it). Every
     // Linear but the head gets an adapter there: those the model under test lacks stay zero and
     // add nothing.
     LoraConfig lora_ref = lora;
@@ -161,35 +156,10 @@ TEST(LinearGroup, LoraStepMatchesTheLinearsOneByOne) {
     nn::CausalLM lm_ref(ref, c, TensorNames{}, {Role::trainable, &lora_ref});
     ref.allocate(f64);
     copy_values(params, ref);
-    expect_grouping(lm_ref, {false, false}, {false, false});
+    expect_grouping(lm_ref, false, false);
 
     const Step got = train_step(lm, params, nn::Mode::train);
     const Step want = train_step(lm_ref, ref, nn::Mode::eval);
-    expect_same_step(params, got, ref, want);
-  }
-}
-
-TEST(LinearGroup, FullFineTuningStepMatchesTheLinearsOneByOne) {
-  for (bool qk_norm : {false, true}) {
-    SCOPED_TRACE(qk_norm ? "qk_norm" : "llama");
-    TransformerConfig c = tiny_config(qk_norm);
-    ParamStore params;
-    nn::CausalLM lm(params, c, TensorNames{}, {Role::trainable, nullptr});
-    params.allocate(f64);
-    test::fill_params(params, 47);
-    expect_grouping(lm, {true, false}, {true, false});
-
-    // The reference: zero biases on every projection put each weight apart from the next.
-    c.qkv_bias = true;
-    c.mlp_bias = true;
-    ParamStore ref;
-    nn::CausalLM lm_ref(ref, c, TensorNames{}, {Role::trainable, nullptr});
-    ref.allocate(f64);
-    copy_values(params, ref);
-    expect_grouping(lm_ref, {false, false}, {false, false});
-
-    const Step got = train_step(lm, params, nn::Mode::train);
-    const Step want = train_step(lm_ref, ref, nn::Mode::train);
     expect_same_step(params, got, ref, want);
   }
 }
@@ -203,7 +173,6 @@ TEST(LinearGroup, StackedWeightStillRefusesAdapters) {
   params.allocate(f64);
   const std::vector<Linear*> ls = lm.linears();
   EXPECT_FALSE(Linear::stacked_weight({ls[0], ls[1], ls[2]}).defined());
-  EXPECT_TRUE(Linear::grouping({ls[0], ls[1], ls[2]}).base);
 }
 
 }  // namespace
