@@ -54,6 +54,17 @@ bool flash_variant(int v, void* out, const void* q, const void* k, const void* v
     }
     return true;
   };
+  auto wgmma_pipelined = [&](auto bn, auto groups) {
+    constexpr int BN = decltype(bn)::value, G = decltype(groups)::value;
+    if (s.head_dim == 64) {
+      launch_flash_wgmma<T, 64, BN, G, true>(out, q, k, vv, s, p);
+    } else if (s.head_dim == 128) {
+      launch_flash_wgmma<T, 128, BN, G, true>(out, q, k, vv, s, p);
+    } else {
+      return false;
+    }
+    return true;
+  };
   using std::integral_constant;
   switch (v) {
     case 3:
@@ -65,10 +76,20 @@ bool flash_variant(int v, void* out, const void* q, const void* k, const void* v
         launch_flash<T, 256, 32>(out, q, k, vv, s, p);
       }
       return true;
-    case 4: return wgmma(integral_constant<int, 64>{}, integral_constant<int, 1>{});
-    case 5: return wgmma(integral_constant<int, 64>{}, integral_constant<int, 2>{});
-    case 6: return wgmma(integral_constant<int, 128>{}, integral_constant<int, 1>{});
-    default: return false;
+    case 4:
+      return wgmma(integral_constant<int, 64>{}, integral_constant<int, 1>{});
+    case 5:
+      return wgmma(integral_constant<int, 64>{}, integral_constant<int, 2>{});
+    case 6:
+      return wgmma(integral_constant<int, 128>{}, integral_constant<int, 1>{});
+    case 7:
+      return wgmma_pipelined(integral_constant<int, 128>{}, integral_constant<int, 2>{});
+    case 8:
+      return wgmma_pipelined(integral_constant<int, 64>{}, integral_constant<int, 2>{});
+    case 9:
+      return wgmma_pipelined(integral_constant<int, 64>{}, integral_constant<int, 1>{});
+    default:
+      return false;
   }
 }
 
@@ -133,7 +154,7 @@ int main() {
       return std::sqrt(num / den);
     };
     std::vector<__nv_bfloat16> g1(nq), g2(nq);
-    for (int v = 1; v <= 6; ++v) {
+    for (int v = 1; v <= 9; ++v) {
       __nv_bfloat16* o = v == 1 ? o1 : o2;
       if (v >= 4 && s.head_dim != 64 && s.head_dim != 128) continue;
       auto call = [&] {

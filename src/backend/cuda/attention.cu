@@ -38,6 +38,7 @@ constexpr int kBM = 64, kWarpsTc = 4;
 constexpr int kFlashStages = 2;
 constexpr float kLog2eTc = 1.4426950408889634f;
 // flash_forward_wgmma's tiles: keys per K/V tile at head dims 64 and 128, warpgroups per block.
+// D 128 runs the pipelined kernel (281 vs 260 TFLOP/s in the lab); at D 64 it lost (220 vs 254).
 constexpr int kWgmmaBN64 = 64, kWgmmaBN128 = 128, kWgmmaGroups = 2;
 
 struct FlashArgs {
@@ -93,11 +94,11 @@ __device__ __forceinline__ Rows thread_rows(const FlashArgs& p, int64_t b, int64
 }
 
 // S (the rows' scores against keys [j0, j0 + BN)) -> P = exp2(S scale_log2 - m_new), masked;
-// the rows' statistics move to the new max and O is rescaled by exp2(m_old - m_new).
-template <int BN, int DP>
-__device__ __forceinline__ void online_softmax(float (&s)[BN / 8][4], float (&o)[DP / 8][4],
-                                               Rows& r, int64_t j0, int64_t j_end, float scale_log2,
-                                               int tig) {
+// the rows' statistics move to the new max. Returns exp2(m_old - m_new) for rows a and b, the
+// factor O must be rescaled by (rescale) before P V is added.
+template <int BN>
+__device__ __forceinline__ float2 softmax_tile(float (&s)[BN / 8][4], Rows& r, int64_t j0,
+                                               int64_t j_end, float scale_log2, int tig) {
   // The 4 threads of a quad share a row. Tiles that every row of the warp sees whole (most of
   // them) skip the per-element mask.
   float mx_a = -INFINITY, mx_b = -INFINITY;
@@ -153,12 +154,18 @@ __device__ __forceinline__ void online_softmax(float (&s)[BN / 8][4], float (&o)
   }
   r.l_a = r.l_a * corr_a + sum_a;
   r.l_b = r.l_b * corr_b + sum_b;
+  return float2{corr_a, corr_b};
+}
+
+// O's rows a and b times softmax_tile's corrections.
+template <int DP>
+__device__ __forceinline__ void rescale(float (&o)[DP / 8][4], float2 corr) {
 #pragma unroll
   for (int n = 0; n < DP / 8; ++n) {
-    o[n][0] *= corr_a;
-    o[n][1] *= corr_a;
-    o[n][2] *= corr_b;
-    o[n][3] *= corr_b;
+    o[n][0] *= corr.x;
+    o[n][1] *= corr.x;
+    o[n][2] *= corr.y;
+    o[n][3] *= corr.y;
   }
 }
 
@@ -279,7 +286,7 @@ __global__ void __launch_bounds__(kWarpsTc * 32)
       cp_async_commit();
     }
 
-    online_softmax<BN, DP>(s, o, r, j0, j_end, p.scale_log2, tig);
+    rescale<DP>(o, softmax_tile<BN>(s, r, j0, j_end, p.scale_log2, tig));
 
     // O += P V: P's A fragments straight from the S accumulators.
 #pragma unroll
@@ -394,7 +401,7 @@ __global__ void __launch_bounds__(WGS * 128, 1)
     wg::wait<0>();
     wg::fence_registers(s);
 
-    online_softmax<BN, DP>(s, o, r, j0, j_end, p.scale_log2, tig);
+    rescale<DP>(o, softmax_tile<BN>(s, r, j0, j_end, p.scale_log2, tig));
 
     uint32_t pa[BN / 16][4];
 #pragma unroll
@@ -412,12 +419,127 @@ __global__ void __launch_bounds__(WGS * 128, 1)
   write_rows<T, DP>(out, p, r, o, b, h, tig);
 }
 
+// flash_forward_wgmma with the softmax of one tile overlapping the P V product of the one before
+// (FlashAttention-3's intra-warpgroup pipelining): per trip, S_{t+1} = Q K_{t+1}^T and
+// O += P_t V_t are issued together; the softmax of S_{t+1} runs while P_t V_t is still on the
+// tensor cores, and O is rescaled once that product is done. K/V tiles in three buffers: tile
+// t + 2 loads while t + 1's S and t's P V are computed.
 template <typename T, int DP, int BN, int WGS>
+__global__ void __launch_bounds__(WGS * 128, 1)
+    flash_forward_wgmma_pipelined(T* out, const T* q, const T* k, const T* v, FlashArgs p) {
+  constexpr int BM = 64 * WGS, kThreadsW = WGS * 128, kStages = 3;
+  extern __shared__ __align__(1024) unsigned char smem_dyn[];
+  T* sQ = reinterpret_cast<T*>(wg::swizzle_aligned(smem_dyn));  // [BM][DP] swizzled
+  T* sK0 = sQ + BM * DP;                                        // [3][BN][DP]
+  T* sV0 = sK0 + kStages * BN * DP;                             // [3][BN][DP]
+  __shared__ int64_t tile_lo;
+
+  const int h = blockIdx.x, g = h / (p.q_heads / p.kv_heads);
+  const int64_t b = blockIdx.y;
+  const int64_t i0 = static_cast<int64_t>(gridDim.z - 1 - blockIdx.z) * BM;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int gid = lane / 4, tig = lane % 4, group_row = (warp / 4) * 64;
+  const int64_t last_row = min64(p.q_seq, i0 + BM) - 1;
+
+  const int64_t q_stride = static_cast<int64_t>(p.q_heads) * p.d;
+  const int64_t kv_stride = static_cast<int64_t>(p.kv_heads) * p.d;
+  const T* qh = q + b * p.q_seq * q_stride + static_cast<int64_t>(h) * p.d;
+  const T* kh = k + b * p.kv_seq * kv_stride + static_cast<int64_t>(g) * p.d;
+  const T* vh = v + b * p.kv_seq * kv_stride + static_cast<int64_t>(g) * p.d;
+
+  if (threadIdx.x == 0) {
+    int64_t lo = first_key(p, b, i0);
+    for (int64_t i = i0 + 1; i <= last_row && p.key_start; ++i) lo = min64(lo, first_key(p, b, i));
+    tile_lo = lo;
+  }
+  wg::load_swizzled<T, DP, BM, kThreadsW>(sQ, qh, q_stride, i0, p.q_seq);
+  __syncthreads();
+  const int64_t j_begin = tile_lo, j_end = p.kv_seq - p.q_seq + last_row + 1;
+  const int tiles = static_cast<int>((j_end - j_begin + BN - 1) / BN);
+  auto load_kv = [&](int t) {
+    if (t < tiles) {
+      const int64_t j0 = j_begin + static_cast<int64_t>(t) * BN;
+      const int st = t % kStages;
+      wg::load_swizzled<T, DP, BN, kThreadsW>(sK0 + st * BN * DP, kh, kv_stride, j0, j_end);
+      wg::load_swizzled<T, DP, BN, kThreadsW>(sV0 + st * BN * DP, vh, kv_stride, j0, j_end);
+    }
+    cp_async_commit();
+  };
+  load_kv(0);
+  load_kv(1);
+  cp_async_wait_all_but_one();  // Q and tile 0
+  wg::fence_async_shared();
+  __syncthreads();
+
+  Rows r = thread_rows(p, b, i0 + warp * 16 + gid);
+  float o[DP / 8][4];
+#pragma unroll
+  for (int n = 0; n < DP / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  float s[BN / 8][4];
+  uint32_t pa[BN / 16][4];
+
+  // Tile 0's S and softmax (O is zero: nothing to rescale).
+  wg::fence();
+#pragma unroll
+  for (int kk = 0; kk < DP; kk += 16) {
+    wg::mma_ss<BN, T>(s, wg::k_major<BM>(sQ, group_row, kk), wg::k_major<BN>(sK0, 0, kk), kk > 0);
+  }
+  wg::commit();
+  wg::wait<0>();
+  wg::fence_registers(s);
+  softmax_tile<BN>(s, r, j_begin, j_end, p.scale_log2, tig);
+#pragma unroll
+  for (int kt = 0; kt < BN / 16; ++kt) a_fragment<T>(pa[kt], s, kt);
+
+  // Trips t < tiles - 1: S_{t+1} and P_t V_t in flight together.
+  for (int t = 0; t + 1 < tiles; ++t) {
+    // Tile t + 1 has landed, and every warpgroup is past trip t - 1: its buffers take t + 2.
+    cp_async_wait_all();
+    wg::fence_async_shared();
+    __syncthreads();
+    load_kv(t + 2);
+    const T* sK = sK0 + ((t + 1) % kStages) * BN * DP;
+    const T* sV = sV0 + (t % kStages) * BN * DP;
+    wg::fence();
+#pragma unroll
+    for (int kk = 0; kk < DP; kk += 16) {
+      wg::mma_ss<BN, T>(s, wg::k_major<BM>(sQ, group_row, kk), wg::k_major<BN>(sK, 0, kk), kk > 0);
+    }
+    wg::commit();
+#pragma unroll
+    for (int kt = 0; kt < BN / 16; ++kt)
+      wg::mma_rs<DP, T>(o, pa[kt], wg::mn_major<BN>(sV, kt * 16));
+    wg::commit();
+    wg::wait<1>();  // S_{t+1} is done; P_t V_t may still run
+    wg::fence_registers(s);
+    const float2 corr = softmax_tile<BN>(s, r, j_begin + static_cast<int64_t>(t + 1) * BN, j_end,
+                                         p.scale_log2, tig);
+    wg::wait<0>();
+    wg::fence_registers(o);
+    wg::fence_registers(pa);
+    rescale<DP>(o, corr);
+#pragma unroll
+    for (int kt = 0; kt < BN / 16; ++kt) a_fragment<T>(pa[kt], s, kt);
+  }
+  // The last tile's P V (its K/V landed before the last trip's barrier, or in the prologue).
+  const T* sV = sV0 + ((tiles - 1) % kStages) * BN * DP;
+  wg::fence();
+#pragma unroll
+  for (int kt = 0; kt < BN / 16; ++kt) wg::mma_rs<DP, T>(o, pa[kt], wg::mn_major<BN>(sV, kt * 16));
+  wg::commit();
+  wg::wait<0>();
+  wg::fence_registers(o);
+  wg::fence_registers(pa);
+  write_rows<T, DP>(out, p, r, o, b, h, tig);
+}
+
+template <typename T, int DP, int BN, int WGS, bool PIPELINED = false>
 void launch_flash_wgmma(void* out, const void* q, const void* k, const void* v, const DenseShape& s,
                         const FlashArgs& p) {
-  constexpr int BM = 64 * WGS;
-  const size_t smem = static_cast<size_t>((BM + 4 * BN) * DP) * sizeof(T) + 1024;
-  auto kernel = flash_forward_wgmma<T, DP, BN, WGS>;
+  constexpr int BM = 64 * WGS, kStages = PIPELINED ? 3 : 2;
+  const size_t smem = static_cast<size_t>((BM + 2 * kStages * BN) * DP) * sizeof(T) + 1024;
+  auto kernel = PIPELINED ? flash_forward_wgmma_pipelined<T, DP, BN, WGS>
+                          : flash_forward_wgmma<T, DP, BN, WGS>;
   TUNE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        static_cast<int>(smem)));
   const dim3 grid(static_cast<unsigned>(s.q_heads), static_cast<unsigned>(s.batch),
@@ -441,7 +563,7 @@ void flash_by_dim(void* out, const void* q, const void* k, const void* v, const 
     if (d == 64) {
       launch_flash_wgmma<T, 64, kWgmmaBN64, kWgmmaGroups>(out, q, k, v, s, p);
     } else {
-      launch_flash_wgmma<T, 128, kWgmmaBN128, kWgmmaGroups>(out, q, k, v, s, p);
+      launch_flash_wgmma<T, 128, kWgmmaBN128, kWgmmaGroups, true>(out, q, k, v, s, p);
     }
   } else if (d <= 64) {
     launch_flash<T, 64, 64>(out, q, k, v, s, p);
