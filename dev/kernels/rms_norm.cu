@@ -1,6 +1,7 @@
 // RMSNorm forward and backward, the kernel lab (llm.c dev/cuda style). Standalone:
-//   nvcc -O3 -std=c++20 -gencode arch=compute_90a,code=sm_90a dev/kernels/rms_norm.cu -o
-//   /tmp/rms_norm
+//   nvcc -gencode=arch=compute_90a,code=sm_90a -O3 -std=c++20 --expt-relaxed-constexpr \
+//        -I include -I src dev/kernels/rms_norm.cu -o rms_norm_lab
+//   ./rms_norm_lab [rows cols]      (timing shape; default 16384 x 4096, and 2048 x 4096)
 // y = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps) per row (saved, f32).
 // Backward with xhat = x * rstd, g = w * dy:
 //   dx = rstd * (g - xhat * mean(g * xhat)),   dw += sum over rows of dy * xhat.
@@ -13,6 +14,20 @@
 //            2: a grid of row-striding blocks, scalar loads; each thread owns fixed columns and
 //               keeps its dw partials in shared memory, then a column pass sums the partials
 //            3: as 2 with 128-bit loads
+// The decoder block's residual forms (h = x + a, then the norm of h; dx = norm backward + the
+// residual's gradient), against the separate passes they replace. h is rounded to T before the
+// norm reads it, as the separate add stores it. The engine (src/backend/cuda/norm.cu) is compiled
+// in, and its entry points are variants here:
+//   add forward  1: add, then the engine's rms_norm_forward (two kernels: today's path)
+//                2: the engine's add_rms_norm_forward: h written in the sum-of-squares pass and
+//                   read back (by the thread that wrote it) for y
+//                3: as 2, but the y pass adds x + a again instead of reading h
+//                4: one block per row holding its packs in registers (x and a read once, h and y
+//                   written once), up to 4 packs a thread
+//   residual backward 1: the engine's rms_norm_backward, then add_inplace (two kernels)
+//                     2: the engine's rms_norm_backward with the residual, added in its dx pass
+// Timed in GB/s of the fused form's minimum traffic (forward: x, a read, h, y written; backward:
+// dy, x, residual read, dx written), so the two-kernel variants show what they cost over it.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -23,6 +38,14 @@
 #include <random>
 #include <vector>
 
+#include "../../src/backend/cuda/norm.cu"
+
+// The one libtune function norm.cu names (in its unsupported-dtype message); the lab has no
+// libtune to link.
+const char* tune::dtype_name(tune::DType) {
+  return "dtype";
+}
+
 #define CHECK(stmt)                                                        \
   do {                                                                     \
     cudaError_t e_ = (stmt);                                               \
@@ -32,6 +55,10 @@
       std::exit(1);                                                        \
     }                                                                      \
   } while (0)
+
+// The lab's own helpers, apart from the engine's (tune::cuda): the bf16 type lives in the global
+// namespace, so helpers there would be found by argument-dependent lookup from inside norm.cu.
+namespace lab {
 
 using bf16 = __nv_bfloat16;
 
@@ -292,6 +319,147 @@ bool backward(int variant, T* dx, T* dw, const T* dy, const T* x, const T* w, co
   return true;
 }
 
+// ---------------- residual forms ----------------
+template <typename T>
+constexpr tune::DType dtype_of() {
+  return std::is_same_v<T, float> ? tune::DType::f32 : tune::DType::bf16;
+}
+
+// out = a + b (n elements, n % V == 0 when V > 1), rounded to T; add_inplace when out == a.
+template <typename T, int V>
+__global__ void add_kernel(T* out, const T* a, const T* b, int64_t n) {
+  const int64_t i = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * V;
+  if (i >= n) return;
+  const Pack<T, V> pa = load<T, V>(a + i), pb = load<T, V>(b + i);
+  Pack<T, V> po;
+#pragma unroll
+  for (int k = 0; k < V; ++k) po.v[k] = from_f<T>(to_f(pa.v[k]) + to_f(pb.v[k]));
+  store<T, V>(out + i, po);
+}
+
+template <typename T>
+void add(T* out, const T* a, const T* b, int64_t n) {
+  constexpr int V = vec<T>();
+  if (n % V == 0) {
+    add_kernel<T, V><<<(n / V + 255) / 256, 256>>>(out, a, b, n);
+  } else {
+    add_kernel<T, 1><<<(n + 255) / 256, 256>>>(out, a, b, n);
+  }
+}
+
+// Variant 3: both passes read x and a.
+template <typename T, int V>
+__global__ void add_fwd_reread(T* h, T* y, float* rstd, const T* x, const T* a, const T* w, int c,
+                               float eps) {
+  __shared__ float scratch[32];
+  const int64_t off = static_cast<int64_t>(blockIdx.x) * c;
+  float ss = 0;
+  for (int j = threadIdx.x * V; j < c; j += blockDim.x * V) {
+    const Pack<T, V> px = load<T, V>(x + off + j), pa = load<T, V>(a + off + j);
+    Pack<T, V> ph;
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      ph.v[k] = from_f<T>(to_f(px.v[k]) + to_f(pa.v[k]));
+      const float v = to_f(ph.v[k]);
+      ss += v * v;
+    }
+    store<T, V>(h + off + j, ph);
+  }
+  const float rs = rsqrtf(block_sum(ss, scratch) / c + eps);
+  if (threadIdx.x == 0) rstd[blockIdx.x] = rs;
+  for (int j = threadIdx.x * V; j < c; j += blockDim.x * V) {
+    const Pack<T, V> px = load<T, V>(x + off + j), pa = load<T, V>(a + off + j),
+                     pw = load<T, V>(w + j);
+    Pack<T, V> py;
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      const float v = to_f(from_f<T>(to_f(px.v[k]) + to_f(pa.v[k])));
+      py.v[k] = from_f<T>(v * rs * to_f(pw.v[k]));
+    }
+    store<T, V>(y + off + j, py);
+  }
+}
+
+// Variant 4: thread t holds packs t, t + blockDim, ... (at most P) of its row in registers.
+template <typename T, int V, int P>
+__global__ void add_fwd_registers(T* h, T* y, float* rstd, const T* x, const T* a, const T* w,
+                                  int c, float eps) {
+  __shared__ float scratch[32];
+  const int64_t off = static_cast<int64_t>(blockIdx.x) * c;
+  Pack<T, V> ph[P];
+  float ss = 0;
+#pragma unroll
+  for (int p = 0; p < P; ++p) {
+    const int j = (threadIdx.x + p * blockDim.x) * V;
+    if (j >= c) break;
+    const Pack<T, V> px = load<T, V>(x + off + j), pa = load<T, V>(a + off + j);
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      ph[p].v[k] = from_f<T>(to_f(px.v[k]) + to_f(pa.v[k]));
+      const float v = to_f(ph[p].v[k]);
+      ss += v * v;
+    }
+    store<T, V>(h + off + j, ph[p]);
+  }
+  const float rs = rsqrtf(block_sum(ss, scratch) / c + eps);
+  if (threadIdx.x == 0) rstd[blockIdx.x] = rs;
+#pragma unroll
+  for (int p = 0; p < P; ++p) {
+    const int j = (threadIdx.x + p * blockDim.x) * V;
+    if (j >= c) break;
+    const Pack<T, V> pw = load<T, V>(w + j);
+    Pack<T, V> py;
+#pragma unroll
+    for (int k = 0; k < V; ++k) py.v[k] = from_f<T>(to_f(ph[p].v[k]) * rs * to_f(pw.v[k]));
+    store<T, V>(y + off + j, py);
+  }
+}
+
+template <typename T>
+bool add_forward(int variant, T* h, T* y, float* rstd, const T* x, const T* a, const T* w, int n,
+                 int c, float eps, int block = 256) {
+  constexpr int V = vec<T>(), P = 4;
+  const tune::DType dt = dtype_of<T>();
+  switch (variant) {
+    case 1:
+      add(h, x, a, static_cast<int64_t>(n) * c);
+      tune::cuda::rms_norm_forward(dt, y, rstd, h, w, n, c, eps);
+      return true;
+    case 2:
+      tune::cuda::add_rms_norm_forward(dt, h, y, rstd, x, a, w, n, c, eps);
+      return true;
+    case 3: {
+      if (c % V) return false;
+      const int threads = std::min(block, ((c / V + 31) / 32) * 32);
+      add_fwd_reread<T, V><<<n, threads>>>(h, y, rstd, x, a, w, c, eps);
+      return true;
+    }
+    case 4: {
+      if (c % V || c / V > P * 1024 || block != 256) return false;
+      const int threads = ((c / V + P - 1) / P + 31) / 32 * 32;
+      add_fwd_registers<T, V, P><<<n, threads>>>(h, y, rstd, x, a, w, c, eps);
+      return true;
+    }
+  }
+  return false;
+}
+
+template <typename T>
+bool residual_backward(int variant, T* dx, T* dw, const T* dy, const T* x, const T* w,
+                       const float* rstd, const T* residual, int n, int c) {
+  const tune::DType dt = dtype_of<T>();
+  switch (variant) {
+    case 1:
+      tune::cuda::rms_norm_backward(dt, dx, dw, dy, x, w, rstd, nullptr, n, c);
+      add(dx, dx, residual, static_cast<int64_t>(n) * c);
+      return true;
+    case 2:
+      tune::cuda::rms_norm_backward(dt, dx, dw, dy, x, w, rstd, residual, n, c);
+      return true;
+  }
+  return false;
+}
+
 // ---------------- host side ----------------
 uint16_t f2bf(float f) {
   uint32_t b;
@@ -452,6 +620,97 @@ void validate(const char* tname, double tol) {
   std::printf("validated %s: %s\n", tname, g_failures ? "FAILURES" : "all variants ok");
 }
 
+template <typename T>
+T* upload(const std::vector<T>& h) {
+  T* d;
+  CHECK(cudaMalloc(&d, h.size() * sizeof(T)));
+  CHECK(cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice));
+  return d;
+}
+
+size_t mismatches(const std::vector<double>& a, const std::vector<double>& b) {
+  size_t m = 0;
+  for (size_t i = 0; i < a.size(); ++i) m += !(a[i] == b[i]);
+  return m;
+}
+
+// The residual forms: every variant against the CPU reference (h exactly, y, rstd, dx, dw to
+// tol), and each variant's bits against variant 1's, the separate passes the engine ran before.
+template <typename T>
+void validate_residual(const char* tname, double tol) {
+  const int rows[] = {1, 7, 33, 257, 4097}, cols[] = {64, 80, 128, 256, 1000, 4096, 4099};
+  const double eps = 1e-5;
+  for (int n : rows)
+    for (int c : cols) {
+      std::mt19937 rng(n * 137 + c);
+      const size_t nc = (size_t)n * c;
+      std::vector<T> hx, ha, hw, hdy, hres, hdw0;
+      std::vector<double> x = rounded(hx, rng, nc, 1.f, 0.f), a = rounded(ha, rng, nc, 1.f, 0.f);
+      std::vector<double> w = rounded(hw, rng, c, 0.5f, 1.f);
+      std::vector<double> dy = rounded(hdy, rng, nc, 1.f, 0.f);
+      std::vector<double> res = rounded(hres, rng, nc, 1.f, 0.f);
+      std::vector<double> dw0 = rounded(hdw0, rng, c, 1.f, 0.f);
+      std::vector<double> h(nc), y(nc), rstd(n), dx(nc), dw = dw0;
+      for (size_t i = 0; i < nc; ++i)  // the f32 sum rounded to T, as the device stores h
+        h[i] = host_to(host_from<T>(static_cast<float>(x[i]) + static_cast<float>(a[i])));
+      cpu_forward(y, rstd, h, w, n, c, eps);
+      std::vector<float> hr(n);
+      for (int r = 0; r < n; ++r) hr[r] = static_cast<float>(rstd[r]);
+      cpu_backward(dx, dw, dy, h, w, std::vector<double>(hr.begin(), hr.end()), n, c);
+      for (size_t i = 0; i < nc; ++i) dx[i] += res[i];
+      std::vector<T> hh(nc);
+      for (size_t i = 0; i < nc; ++i) hh[i] = host_from<T>(static_cast<float>(h[i]));
+      T *xd = upload(hx), *ad = upload(ha), *wd = upload(hw), *dyd = upload(hdy),
+        *resd = upload(hres), *hd = upload(hh), *ho, *yo, *dxo, *dwo;
+      float *rd = upload(hr), *ro;
+      CHECK(cudaMalloc(&ho, nc * sizeof(T)));
+      CHECK(cudaMalloc(&yo, nc * sizeof(T)));
+      CHECK(cudaMalloc(&dxo, nc * sizeof(T)));
+      CHECK(cudaMalloc(&dwo, c * sizeof(T)));
+      CHECK(cudaMalloc(&ro, n * 4));
+      std::vector<double> y1, r1, dx1, dw1;
+      for (int v = 1; v <= 4; ++v) {
+        CHECK(cudaMemset(ho, 0xff, nc * sizeof(T)));  // NaN in f32 and bf16
+        CHECK(cudaMemset(yo, 0xff, nc * sizeof(T)));
+        if (!add_forward<T>(v, ho, yo, ro, xd, ad, wd, n, c, (float)eps)) continue;
+        CHECK(cudaGetLastError());
+        const std::vector<double> gh = fetch(ho, nc), gy = fetch(yo, nc), gr = fetchf(ro, n);
+        const size_t mh = mismatches(gh, h);
+        const double ey = rel_err(gy, y), er = rel_err(gr, rstd);
+        if (v == 1) y1 = gy, r1 = gr;
+        const size_t bits = mismatches(gy, y1) + mismatches(gr, r1);
+        if (!(mh == 0 && ey <= tol && er <= tol) || (v == 2 && bits)) {
+          std::printf(
+              "FAIL %s add forward%d n=%d c=%d: h %zu wrong, y %.3g rstd %.3g, %zu not as "
+              "variant 1\n",
+              tname, v, n, c, mh, ey, er, bits);
+          ++g_failures;
+        }
+      }
+      for (int v = 1; v <= 2; ++v) {
+        CHECK(cudaMemcpy(dwo, hdw0.data(), c * sizeof(T), cudaMemcpyHostToDevice));
+        CHECK(cudaMemset(dxo, 0xff, nc * sizeof(T)));
+        if (!residual_backward<T>(v, dxo, dwo, dyd, hd, wd, rd, resd, n, c)) continue;
+        CHECK(cudaGetLastError());
+        const std::vector<double> gdx = fetch(dxo, nc), gdw = fetch(dwo, c);
+        const double ex = rel_err(gdx, dx), ew = rel_err(gdw, dw);
+        if (v == 1) dx1 = gdx, dw1 = gdw;
+        const size_t bits = mismatches(gdx, dx1) + mismatches(gdw, dw1);
+        if (!(ex <= tol && ew <= tol) || bits) {
+          std::printf(
+              "FAIL %s residual backward%d n=%d c=%d: dx %.3g dw %.3g, %zu not as "
+              "variant 1\n",
+              tname, v, n, c, ex, ew, bits);
+          ++g_failures;
+        }
+      }
+      for (void* p : {(void*)xd, (void*)ad, (void*)wd, (void*)dyd, (void*)resd, (void*)hd,
+                      (void*)ho, (void*)yo, (void*)dxo, (void*)dwo, (void*)rd, (void*)ro})
+        cudaFree(p);
+    }
+  std::printf("validated %s residual forms: %s\n", tname, g_failures ? "FAILURES" : "all ok");
+}
+
 template <typename F>
 float time_ms(F&& f, int reps = 20) {
   for (int i = 0; i < 3; ++i) f();
@@ -510,13 +769,55 @@ void bench(const char* tname, int n, int c) {
   cudaFree(x), cudaFree(y), cudaFree(dy), cudaFree(dx), cudaFree(w), cudaFree(dw), cudaFree(rstd);
 }
 
+template <typename T>
+void bench_residual(const char* tname, int n, int c) {
+  const size_t nc = (size_t)n * c;
+  T *x, *a, *h, *y, *w, *dx, *dw;
+  float* rstd;
+  for (T** p : {&x, &a, &h, &y, &dx}) {
+    CHECK(cudaMalloc(p, nc * sizeof(T)));
+    CHECK(cudaMemset(*p, 0, nc * sizeof(T)));  // zeros of float and bf16 alike; timing only
+  }
+  CHECK(cudaMalloc(&w, c * sizeof(T)));
+  CHECK(cudaMalloc(&dw, c * sizeof(T)));
+  CHECK(cudaMalloc(&rstd, n * 4));
+  CHECK(cudaMemset(w, 0, c * sizeof(T)));
+  CHECK(cudaMemset(dw, 0, c * sizeof(T)));
+  CHECK(cudaMemset(rstd, 0, n * 4));
+  const double fwd_bytes = 4.0 * nc * sizeof(T), bwd_bytes = 4.0 * nc * sizeof(T);
+  for (int v = 1; v <= 4; ++v) {
+    bool ok = true;
+    const float ms = time_ms([&] { ok = add_forward<T>(v, h, y, rstd, x, a, w, n, c, 1e-5f); });
+    if (!ok) continue;
+    std::printf("%s add forward%d       %dx%d: %8.4f ms  %7.1f GB/s\n", tname, v, n, c, ms,
+                fwd_bytes / ms / 1e6);
+  }
+  // dy = y, x = h, residual = a.
+  for (int v = 1; v <= 2; ++v) {
+    const float ms = time_ms([&] { residual_backward<T>(v, dx, dw, y, h, w, rstd, a, n, c); });
+    std::printf("%s residual backward%d %dx%d: %8.4f ms  %7.1f GB/s\n", tname, v, n, c, ms,
+                bwd_bytes / ms / 1e6);
+  }
+  for (void* p :
+       {(void*)x, (void*)a, (void*)h, (void*)y, (void*)dx, (void*)w, (void*)dw, (void*)rstd})
+    cudaFree(p);
+}
+
+}  // namespace lab
+
 int main(int argc, char** argv) {
+  using namespace lab;
   CHECK(cudaDeviceGetAttribute(&g_sms, cudaDevAttrMultiProcessorCount, 0));
   CHECK(cudaMalloc(&g_partial, (size_t)g_sms * kBlocksPerSm * kMaxC * sizeof(float)));
   validate<float>("f32", 1e-5);
   validate<bf16>("bf16", 2e-2);
+  validate_residual<float>("f32", 1e-5);
+  validate_residual<bf16>("bf16", 2e-2);
   const int n = argc > 1 ? std::atoi(argv[1]) : 16384, c = argc > 2 ? std::atoi(argv[2]) : 4096;
   bench<float>("f32 ", n, c);
   bench<bf16>("bf16", n, c);
+  bench_residual<float>("f32 ", n, c);
+  bench_residual<bf16>("bf16", n, c);
+  bench_residual<bf16>("bf16", 2048, 4096);  // one Llama-3.1-8B block's rows at T 2048
   return g_failures ? 1 : 0;
 }

@@ -40,10 +40,18 @@ Tensor RMSNorm::forward(Context& ctx, const Tensor& x) {
   return y;
 }
 
-Tensor RMSNorm::backward(Context& ctx, const Tensor& dy) {
+Tensor RMSNorm::add_forward(Context& ctx, const Tensor& x, const Tensor& a, Tensor& h) {
+  Tensor y = ctx.arena.alloc(x.shape(), x.dtype());
+  rstd_ = ctx.arena.alloc({x.size(0)}, x.device() == Device::cpu ? x.dtype() : DType::f32);
+  ops::add_rms_norm_forward(h, y, rstd_, x, a, params_->param(weight_), eps_);
+  x_ = h;
+  return y;
+}
+
+Tensor RMSNorm::backward(Context& ctx, const Tensor& dy, const Tensor& residual) {
   Tensor dx = ctx.arena.alloc(dy.shape(), dy.dtype());
   Tensor dw = params_->grad(weight_);
-  ops::rms_norm_backward(dx, dw, dy, x_, params_->param(weight_), rstd_);
+  ops::rms_norm_backward(dx, dw, dy, x_, params_->param(weight_), rstd_, residual);
   return dx;
 }
 
@@ -79,6 +87,19 @@ Norm::Norm(ParamStore& params, const std::string& module, int64_t dim, double ep
     rms_ = RMSNorm(params, module, dim, eps, role);
   else
     layer_ = LayerNorm(params, module, dim, eps, role);
+}
+
+Tensor Norm::add_forward(Context& ctx, const Tensor& x, const Tensor& a, Tensor& h) {
+  if (kind_ == NormKind::rms) return rms_.add_forward(ctx, x, a, h);
+  ops::add(h, x, a);
+  return layer_.forward(ctx, h);
+}
+
+Tensor Norm::backward(Context& ctx, const Tensor& dy, const Tensor& residual) {
+  if (kind_ == NormKind::rms) return rms_.backward(ctx, dy, residual);
+  Tensor dx = layer_.backward(ctx, dy);
+  if (residual.defined()) ops::add_inplace(dx, residual);
+  return dx;
 }
 
 namespace {

@@ -385,8 +385,7 @@ Tensor DecoderBlock::forward(Context& ctx, const Tensor& x, const Tensor& positi
 
 Tensor DecoderBlock::residual_mlp(Context& ctx, const Tensor& x, const Tensor& a) {
   Tensor h = ctx.arena.alloc(x.shape(), x.dtype());
-  ops::add(h, x, a);
-  Tensor m = mlp_.forward(ctx, mlp_norm_.forward(ctx, h));
+  Tensor m = mlp_.forward(ctx, mlp_norm_.add_forward(ctx, x, a, h));  // h = x + a
   Tensor y = ctx.arena.alloc(x.shape(), x.dtype());
   ops::add(y, h, m);
   return y;
@@ -395,13 +394,10 @@ Tensor DecoderBlock::residual_mlp(Context& ctx, const Tensor& x, const Tensor& a
 Tensor DecoderBlock::backward(Context& ctx, const Tensor& dy, const RotaryEmbedding& rope) {
   Tensor dm = ctx.arena.alloc(dy.shape(), dy.dtype());
   mlp_.backward(ctx, dy, dm);
-  Tensor dh = mlp_norm_.backward(ctx, dm);
-  ops::add_inplace(dh, dy);  // residual
+  Tensor dh = mlp_norm_.backward(ctx, dm, dy);  // + dy, the residual
   Tensor da = ctx.arena.alloc(dy.shape(), dy.dtype());
   attn_.backward(ctx, dh, da, rope);
-  Tensor dx = attn_norm_.backward(ctx, da);
-  ops::add_inplace(dx, dh);  // residual
-  return dx;
+  return attn_norm_.backward(ctx, da, dh);  // + dh, the residual
 }
 
 Tensor DecoderBlock::forward_cached(Context& ctx, const Tensor& x, const Tensor& positions,

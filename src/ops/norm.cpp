@@ -44,32 +44,68 @@ void rms_norm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& w,
   });
 }
 
+void add_rms_norm_forward(Tensor& h, Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& a,
+                          const Tensor& w, double eps) {
+  constexpr const char* op = "add_rms_norm_forward";
+  const Arg ha{"h", h}, ya{"y", y}, ra{"rstd", rstd}, xa{"x", x}, aa{"a", a}, wa{"w", w};
+  detail::check_rank(op, xa, 2);
+  detail::check_same_shape(op, aa, xa);
+  detail::check_same_shape(op, ha, xa);
+  detail::check_shape(op, wa, {x.size(1)}, xa);
+  detail::check_same_shape(op, ya, xa);
+  detail::check_shape(op, ra, {x.size(0)}, xa);
+  if (!(eps >= 0.0)) detail::fail(op, str("eps = ", eps, " must be >= 0"));
+  if (detail::check_device(op, {ha, ya, ra, xa, aa, wa}) == Device::cuda) {
+    const DType dt = check_cuda_norm_dtypes(op, {ha, ya, xa, aa, wa}, ra);
+    cuda::add_rms_norm_forward(dt, h.raw(), y.raw(), static_cast<float*>(rstd.raw()), x.raw(),
+                               a.raw(), w.raw(), x.size(0), x.size(1), static_cast<float>(eps));
+    return;
+  }
+  const DType dt = detail::check_float(op, {ha, ya, ra, xa, aa, wa});
+  detail::dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::add_rms_norm_forward<T>(h.data<T>(), y.data<T>(), rstd.data<T>(), x.data<T>(), a.data<T>(),
+                                 w.data<T>(), x.size(0), x.size(1), eps);
+  });
+}
+
 void rms_norm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w,
-                       const Tensor& rstd) {
+                       const Tensor& rstd, const Tensor& residual) {
   constexpr const char* op = "rms_norm_backward";
-  const Arg dxa{"dx", dx}, dwa{"dw", dw}, dya{"dy", dy}, xa{"x", x}, wa{"w", w}, ra{"rstd", rstd};
+  const Arg dxa{"dx", dx}, dwa{"dw", dw}, dya{"dy", dy}, xa{"x", x}, wa{"w", w}, ra{"rstd", rstd},
+      resa{"residual", residual};
   detail::check_rank(op, xa, 2);
   detail::check_shape(op, wa, {x.size(1)}, xa);
   detail::check_shape(op, ra, {x.size(0)}, xa);
   detail::check_same_shape(op, dya, xa);
   detail::check_same_shape(op, dxa, xa);
-  const bool with_dw = dw.defined();  // undefined for a frozen weight
-  if (with_dw) detail::check_same_shape(op, dwa, wa);
-  const Device dev = with_dw ? detail::check_device(op, {dxa, dwa, dya, xa, wa, ra})
-                             : detail::check_device(op, {dxa, dya, xa, wa, ra});
-  if (dev == Device::cuda) {
-    const DType dt = with_dw ? check_cuda_norm_dtypes(op, {dxa, dwa, dya, xa, wa}, ra)
-                             : check_cuda_norm_dtypes(op, {dxa, dya, xa, wa}, ra);
+  const bool cuda = detail::check_device(op, {dxa, dya, xa, wa, ra}) == Device::cuda;
+  const DType dt = cuda ? check_cuda_norm_dtypes(op, {dxa, dya, xa, wa}, ra)
+                        : detail::check_float(op, {dxa, dya, xa, wa, ra});
+  // dw is undefined for a frozen weight, residual when there is nothing to add.
+  for (const Arg* g : {&dwa, &resa}) {
+    if (!g->tensor.defined()) continue;
+    detail::check_same_shape(op, *g, g == &dwa ? wa : xa);
+    detail::check_device(op, {*g, xa});
+    if (cuda) {
+      detail::check_cuda_float(op, {*g, xa});
+    } else {
+      detail::check_float(op, {*g, xa});
+    }
+  }
+  const bool with_dw = dw.defined(), with_res = residual.defined();
+  if (with_res) detail::check_no_overlap(op, dxa, resa);  // dx may alias dy, not residual
+  if (cuda) {
     cuda::rms_norm_backward(dt, dx.raw(), with_dw ? dw.raw() : nullptr, dy.raw(), x.raw(), w.raw(),
-                            static_cast<const float*>(rstd.raw()), x.size(0), x.size(1));
+                            static_cast<const float*>(rstd.raw()),
+                            with_res ? residual.raw() : nullptr, x.size(0), x.size(1));
     return;
   }
-  const DType dt = with_dw ? detail::check_float(op, {dxa, dwa, dya, xa, wa, ra})
-                           : detail::check_float(op, {dxa, dya, xa, wa, ra});
   detail::dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);
     cpu::rms_norm_backward<T>(dx.data<T>(), with_dw ? dw.data<T>() : nullptr, dy.data<T>(),
-                              x.data<T>(), w.data<T>(), rstd.data<T>(), x.size(0), x.size(1));
+                              x.data<T>(), w.data<T>(), rstd.data<T>(),
+                              with_res ? residual.data<T>() : nullptr, x.size(0), x.size(1));
   });
 }
 

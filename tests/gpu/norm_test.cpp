@@ -1,8 +1,8 @@
-// ops::rms_norm_* and layer_norm_* forward / backward on the GPU against the CPU op in f64 on the
-// same rounded inputs, at awkward sizes, with every output placed inside a larger device buffer
-// whose sentinels must survive (a pad of 37 elements leaves the outputs misaligned for 128-bit
-// access, 64 keeps them aligned, so both the scalar and the vectorised kernels are exercised). f32
-// must match to 1e-5 (relative, whole tensor), bf16 and f16 to 2e-2.
+// ops::rms_norm_*, add_rms_norm_forward and layer_norm_* forward / backward on the GPU against the
+// CPU op in f64 on the same rounded inputs, at awkward sizes, with every output placed inside a
+// larger device buffer whose sentinels must survive (a pad of 37 elements leaves the outputs
+// misaligned for 128-bit access, 64 keeps them aligned, so both the scalar and the vectorised
+// kernels are exercised). f32 must match to 1e-5 (relative, whole tensor), bf16 and f16 to 2e-2.
 #include <gtest/gtest.h>
 
 #include "gpu/gpu_test_util.h"
@@ -109,6 +109,82 @@ TEST(CudaRmsNorm, RejectsNonF32RstdAndMixedDtypes) {
   Tensor w32 = Tensor::zeros({8}, DType::f32, Device::cuda);
   EXPECT_THROW(ops::rms_norm_forward(y, rstd, x, w32, 1e-5), Error);
   EXPECT_NO_THROW(ops::rms_norm_forward(y, rstd, x, w, 1e-5));
+}
+
+// Elements that differ (NaN counts as differing): the fused forms must reproduce the unfused
+// sequence bit for bit.
+int64_t differences(const Tensor& a, const Tensor& b) {
+  int64_t n = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) n += !(a.item(i) == b.item(i));
+  return n;
+}
+
+// The residual forms (add_rms_norm_forward; rms_norm_backward with a residual) as check() above,
+// against the CPU's unfused sequence in f64 (h = x + a rounded to dtype as the device rounds it),
+// and against the device's own unfused sequence (add, norm; norm backward, add_inplace) into
+// buffers placed alike, so that the same kernels run: that must match bit for bit.
+void check_residual(DType dtype, int64_t n, int64_t c, int64_t pad) {
+  SCOPED_TRACE(str("residual ", dtype_name(dtype), " n=", n, " c=", c, " pad=", pad));
+  const double tol = dtype == DType::f32 ? 1e-5 : 2e-2;
+  const double eps = 1e-5;
+  const uint64_t seed = static_cast<uint64_t>(n * 1000003 + c * 1009 + pad + 29);
+  const Tensor x = rounded({n, c}, dtype, seed), a = rounded({n, c}, dtype, seed + 1);
+  const Tensor w = rounded({c}, dtype, seed + 2), dy = rounded({n, c}, dtype, seed + 3);
+  const Tensor res = rounded({n, c}, dtype, seed + 4), dw0 = rounded({c}, dtype, seed + 5);
+
+  // Forward. x + a is exact in f64; rounded to f32, then to dtype, it is the device's sum.
+  Tensor h_ref = Tensor::empty({n, c}, DType::f64);
+  ops::add(h_ref, x, a);
+  h_ref = h_ref.to(DType::f32).to(dtype).to(DType::f64);
+  Tensor y_ref = Tensor::empty({n, c}, DType::f64), rstd_ref = Tensor::empty({n}, DType::f64);
+  ops::rms_norm_forward(y_ref, rstd_ref, h_ref, w, eps);
+  const Tensor xd = to_device(x, dtype), ad = to_device(a, dtype), wd = to_device(w, dtype);
+  Placed h = place({n, c}, dtype, pad), y = place({n, c}, dtype, pad),
+         rstd = place({n}, DType::f32, pad);
+  ops::add_rms_norm_forward(h.view, y.view, rstd.view, xd, ad, wd, eps);
+  const Tensor h_got = fetch(h, {n, c}, "h"), y_got = fetch(y, {n, c}, "y");
+  const Tensor rstd_got = fetch(rstd, {n}, "rstd");
+  EXPECT_EQ(differences(h_got, h_ref), 0);
+  EXPECT_LE(test::rel_error(y_got, y_ref), tol);
+  EXPECT_LE(test::rel_error(rstd_got, rstd_ref), dtype == DType::f32 ? 1e-5 : 1e-4);
+  Placed hu = place({n, c}, dtype, pad), yu = place({n, c}, dtype, pad),
+         ru = place({n}, DType::f32, pad);
+  ops::add(hu.view, xd, ad);
+  ops::rms_norm_forward(yu.view, ru.view, hu.view, wd, eps);
+  EXPECT_EQ(differences(fetch(hu, {n, c}, "h unfused"), h_got), 0);
+  EXPECT_EQ(differences(fetch(yu, {n, c}, "y unfused"), y_got), 0);
+  EXPECT_EQ(differences(fetch(ru, {n}, "rstd unfused"), rstd_got), 0);
+
+  // Backward, both sides from the f32-rounded rstd the GPU keeps.
+  const Tensor rstd32 = rstd_ref.to(DType::f32).to(DType::f64);
+  Tensor dx_ref = Tensor::empty({n, c}, DType::f64), dw_ref = dw0.clone();
+  ops::rms_norm_backward(dx_ref, dw_ref, dy, h_ref, w, rstd32, res);
+  const Tensor dyd = to_device(dy, dtype), hd = to_device(h_ref, dtype);
+  const Tensor resd = to_device(res, dtype), rd = to_device(rstd32, DType::f32);
+  Placed dx = place({n, c}, dtype, pad), dw = place({c}, dtype, pad, dw0);
+  ops::rms_norm_backward(dx.view, dw.view, dyd, hd, wd, rd, resd);
+  const Tensor dx_got = fetch(dx, {n, c}, "dx"), dw_got = fetch(dw, {c}, "dw");
+  EXPECT_LE(test::rel_error(dx_got, dx_ref), tol);
+  EXPECT_LE(test::rel_error(dw_got, dw_ref), tol);
+  Placed dxu = place({n, c}, dtype, pad), dwu = place({c}, dtype, pad, dw0);
+  ops::rms_norm_backward(dxu.view, dwu.view, dyd, hd, wd, rd);
+  ops::add_inplace(dxu.view, resd);
+  EXPECT_EQ(differences(fetch(dxu, {n, c}, "dx unfused"), dx_got), 0);
+  EXPECT_EQ(differences(fetch(dwu, {c}, "dw unfused"), dw_got), 0);
+}
+
+TEST(CudaRmsNorm, ResidualFormsMatchCpuAndUnfusedAtAwkwardSizes) {
+  for (DType dtype : {DType::f32, DType::bf16, DType::f16}) {
+    for (int64_t n : {1, 7, 33, 257, 4097}) {
+      for (int64_t c : {64, 80, 128, 256, 1000}) {
+        check_residual(dtype, n, c, 37);
+        check_residual(dtype, n, c, 64);
+      }
+    }
+    check_residual(dtype, 4097, 4096, 64);
+    check_residual(dtype, 33, 4096, 37);
+    check_residual(dtype, 33, 4099, 64);  // odd: the scalar kernels, a block per row
+  }
 }
 
 // LayerNorm, as check() above: the CPU op in f64 on the same rounded inputs; the backward on both

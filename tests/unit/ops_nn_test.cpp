@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "test_util.h"
@@ -94,6 +95,65 @@ TEST(OpsRmsNorm, BackwardWithoutWeightGradientAndInPlace) {
     EXPECT_EQ(rel_error(inplace, dx), 0.0);
     EXPECT_EQ(rel_error(dw2, dw), 0.0);
   }
+}
+
+// The fused block forms against the sequence they replace (add, norm; norm backward, add): the
+// same bits, written over NaN-filled outputs, at awkward sizes.
+bool same_bits(const Tensor& a, const Tensor& b) {
+  return a.dtype() == b.dtype() && a.shape() == b.shape() &&
+         std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
+}
+
+TEST(OpsRmsNorm, ResidualFormsMatchAddThenNorm) {
+  uint64_t seed = 300;
+  for (DType dt : kFloatTypes) {
+    for (int64_t n : {1, 7, 33, 257}) {
+      for (int64_t c : {1, 5, 67, 1000}) {
+        SCOPED_TRACE(str(dtype_name(dt), " ", n, "x", c));
+        const Tensor x = randn({n, c}, dt, seed++), a = randn({n, c}, dt, seed++);
+        const Tensor w = randn({c}, dt, seed++), dy = randn({n, c}, dt, seed++);
+        const Tensor res = randn({n, c}, dt, seed++), dw0 = randn({c}, dt, seed++);
+        // Unfused.
+        Tensor h_ref = Tensor::empty({n, c}, dt), y_ref = Tensor::empty({n, c}, dt);
+        Tensor rstd_ref = Tensor::empty({n}, dt);
+        ops::add(h_ref, x, a);
+        ops::rms_norm_forward(y_ref, rstd_ref, h_ref, w, 1e-5);
+        Tensor dx_ref = Tensor::empty({n, c}, dt), dw_ref = dw0.clone();
+        ops::rms_norm_backward(dx_ref, dw_ref, dy, h_ref, w, rstd_ref);
+        ops::add_inplace(dx_ref, res);
+        // Fused.
+        Tensor h = test::full({n, c}, dt, NAN), y = test::full({n, c}, dt, NAN);
+        Tensor rstd = test::full({n}, dt, NAN);
+        ops::add_rms_norm_forward(h, y, rstd, x, a, w, 1e-5);
+        EXPECT_TRUE(same_bits(h, h_ref));
+        EXPECT_TRUE(same_bits(y, y_ref));
+        EXPECT_TRUE(same_bits(rstd, rstd_ref));
+        Tensor dx = test::full({n, c}, dt, NAN), dw = dw0.clone();
+        ops::rms_norm_backward(dx, dw, dy, h, w, rstd, res);
+        EXPECT_TRUE(same_bits(dx, dx_ref));
+        EXPECT_TRUE(same_bits(dw, dw_ref));
+        // dx over dy, the weight frozen.
+        Tensor inplace = dy.clone(), no_dw;
+        ops::rms_norm_backward(inplace, no_dw, inplace, h, w, rstd, res);
+        EXPECT_TRUE(same_bits(inplace, dx_ref));
+      }
+    }
+  }
+}
+
+TEST(OpsRmsNorm, ResidualFormsNameTheirArguments) {
+  const Tensor x = Tensor::zeros({2, 3}, DType::f32), w = Tensor::zeros({3}, DType::f32);
+  Tensor h = Tensor::zeros({2, 3}, DType::f32), y = Tensor::zeros({2, 3}, DType::f32);
+  Tensor rstd = Tensor::zeros({2}, DType::f32), dw;
+  const Tensor a = Tensor::zeros({2, 4}, DType::f32);
+  EXPECT_EQ(error_of([&] { ops::add_rms_norm_forward(h, y, rstd, x, a, w, 1e-5); }),
+            "[add_rms_norm_forward] a has shape (2, 4) but x has shape (2, 3); expected a to be "
+            "(2, 3)");
+  const Tensor res64 = Tensor::zeros({2, 3}, DType::f64);
+  EXPECT_TRUE(contains(error_of([&] { ops::rms_norm_backward(y, dw, h, x, w, rstd, res64); }),
+                       "[rms_norm_backward] residual is f64 (2, 3)"));
+  EXPECT_TRUE(contains(error_of([&] { ops::rms_norm_backward(y, dw, h, x, w, rstd, y); }),
+                       "[rms_norm_backward] dx overlaps residual in memory"));
 }
 
 // ---- RoPE ----

@@ -31,7 +31,12 @@ class RMSNorm {
   RMSNorm(ParamStore& params, const std::string& module, int64_t dim, double eps, Role role);
   // x [N, dim] -> [N, dim]
   Tensor forward(Context& ctx, const Tensor& x);
-  Tensor backward(Context& ctx, const Tensor& dy);
+  // A block's residual add and this norm in one pass (ops::add_rms_norm_forward): h = x + a is
+  // written ([N, dim], the caller's), the norm of h returned.
+  Tensor add_forward(Context& ctx, const Tensor& x, const Tensor& a, Tensor& h);
+  // With residual defined, returns dx + residual, added in the same pass (the gradient of a
+  // residual stream that bypasses the norm).
+  Tensor backward(Context& ctx, const Tensor& dy, const Tensor& residual = Tensor());
   // For kernels that fuse the norm into what follows (ops::rms_norm_matmul).
   Tensor weight() const { return params_->param(weight_); }
   double eps() const { return eps_; }
@@ -70,9 +75,10 @@ class Norm {
   Tensor forward(Context& ctx, const Tensor& x) {
     return kind_ == NormKind::rms ? rms_.forward(ctx, x) : layer_.forward(ctx, x);
   }
-  Tensor backward(Context& ctx, const Tensor& dy) {
-    return kind_ == NormKind::rms ? rms_.backward(ctx, dy) : layer_.backward(ctx, dy);
-  }
+  // h = x + a (written), returns norm(h): one fused pass for RMSNorm, add then norm for LayerNorm.
+  Tensor add_forward(Context& ctx, const Tensor& x, const Tensor& a, Tensor& h);
+  // dx, plus residual when defined (fused into RMSNorm's backward, a second pass for LayerNorm).
+  Tensor backward(Context& ctx, const Tensor& dy, const Tensor& residual = Tensor());
   const RMSNorm* rms() const { return kind_ == NormKind::rms ? &rms_ : nullptr; }
 
  private:

@@ -54,8 +54,16 @@ void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& ids);
 // x, y [N, C]; w [C]; rstd [N] saved for backward.
 void rms_norm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& w, double eps);
 // dx [N, C] = ...; dw [C] += ... (skipped when dw is undefined, e.g. a frozen weight).
+// With residual [N, C] defined, dx = ... + residual: a block's residual gradient, added in the
+// same pass (the norm's result is rounded to dx's dtype first, so dx equals rms_norm_backward
+// then add_inplace(dx, residual) bit for bit). dx may alias dy, not residual.
 void rms_norm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w,
-                       const Tensor& rstd);
+                       const Tensor& rstd, const Tensor& residual = Tensor());
+// A block's residual add and the RMSNorm after it, in one pass: h = x + a, then y and rstd as
+// rms_norm_forward(y, rstd, h, w, eps). x, a, h, y [N, C]. h is rounded to its dtype before the
+// norm reads it, so h, y and rstd equal add then rms_norm_forward bit for bit.
+void add_rms_norm_forward(Tensor& h, Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& a,
+                          const Tensor& w, double eps);
 
 // RMSNorm then a product, for decoding: y [N, n] = alpha * rms_norm(x; norm_w, eps) @ w^T +
 // beta * y with x [N, C], norm_w [C], w [n, C] (a Linear's weight). On CUDA with N <= 4 it is one

@@ -61,10 +61,15 @@ void embedding_backward(T* dtable, const T* dout, const I* ids, int64_t n, int64
 // y, x (N, C); w (C); rstd (N).
 template <typename T>
 void rms_norm_forward(T* y, T* rstd, const T* x, const T* w, int64_t n, int64_t c, double eps);
-// dx (N, C) written, may alias dy; dw (C) accumulated, skipped when null.
+// dx (N, C) written, may alias dy; dw (C) accumulated, skipped when null. With residual (N, C)
+// not null, dx += residual after dx is rounded to T (residual must not alias dx).
 template <typename T>
-void rms_norm_backward(T* dx, T* dw, const T* dy, const T* x, const T* w, const T* rstd, int64_t n,
-                       int64_t c);
+void rms_norm_backward(T* dx, T* dw, const T* dy, const T* x, const T* w, const T* rstd,
+                       const T* residual, int64_t n, int64_t c);
+// h = x + a (N, C), then rms_norm_forward(y, rstd, h, w) on each row.
+template <typename T>
+void add_rms_norm_forward(T* h, T* y, T* rstd, const T* x, const T* a, const T* w, int64_t n,
+                          int64_t c, double eps);
 
 // y, x (N, C); w, b (C); mean, rstd (N).
 template <typename T>

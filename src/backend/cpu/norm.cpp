@@ -1,4 +1,6 @@
-// RMSNorm (Llama): y = x * rstd * w with rstd = 1 / sqrt(mean(x^2) + eps) per row.
+// RMSNorm (Llama): y = x * rstd * w with rstd = 1 / sqrt(mean(x^2) + eps) per row; the fused
+// block forms add the residual before the norm (h = x + a) or after its backward (dx += residual),
+// each as its own loop over the row so the results match the separate add bit for bit.
 // Design notes:
 // - Row reductions accumulate in double; the row's elementwise work stays in T.
 // - Backward, with xhat = x * rstd and g = w * dy:
@@ -21,25 +23,38 @@ namespace tune::cpu {
 namespace {
 constexpr int64_t kParallelMin = 1 << 14;
 constexpr int64_t kColumnBlock = 64;
+
+template <typename T>
+void rms_norm_row(T* yr, T* rstd, const T* xr, const T* w, int64_t c, double eps) {
+  double ss = 0;
+  for (int64_t j = 0; j < c; ++j) ss += static_cast<double>(xr[j]) * xr[j];
+  const T rs = static_cast<T>(1.0 / std::sqrt(ss / static_cast<double>(c) + eps));
+  *rstd = rs;
+  for (int64_t j = 0; j < c; ++j) yr[j] = xr[j] * rs * w[j];
+}
+
 }  // namespace
 
 template <typename T>
 void rms_norm_forward(T* y, T* rstd, const T* x, const T* w, int64_t n, int64_t c, double eps) {
 #pragma omp parallel for schedule(static) if (n * c > kParallelMin)
+  for (int64_t r = 0; r < n; ++r) rms_norm_row(y + r * c, rstd + r, x + r * c, w, c, eps);
+}
+
+template <typename T>
+void add_rms_norm_forward(T* h, T* y, T* rstd, const T* x, const T* a, const T* w, int64_t n,
+                          int64_t c, double eps) {
+#pragma omp parallel for schedule(static) if (n * c > kParallelMin)
   for (int64_t r = 0; r < n; ++r) {
-    const T* xr = x + r * c;
-    T* yr = y + r * c;
-    double ss = 0;
-    for (int64_t j = 0; j < c; ++j) ss += static_cast<double>(xr[j]) * xr[j];
-    const T rs = static_cast<T>(1.0 / std::sqrt(ss / static_cast<double>(c) + eps));
-    rstd[r] = rs;
-    for (int64_t j = 0; j < c; ++j) yr[j] = xr[j] * rs * w[j];
+    T* hr = h + r * c;
+    for (int64_t j = 0; j < c; ++j) hr[j] = x[r * c + j] + a[r * c + j];
+    rms_norm_row(y + r * c, rstd + r, hr, w, c, eps);
   }
 }
 
 template <typename T>
-void rms_norm_backward(T* dx, T* dw, const T* dy, const T* x, const T* w, const T* rstd, int64_t n,
-                       int64_t c) {
+void rms_norm_backward(T* dx, T* dw, const T* dy, const T* x, const T* w, const T* rstd,
+                       const T* residual, int64_t n, int64_t c) {
   if (dw) {
     const int64_t blocks = (c + kColumnBlock - 1) / kColumnBlock;
 #pragma omp parallel for schedule(static) if (n * c > kParallelMin)
@@ -65,6 +80,12 @@ void rms_norm_backward(T* dx, T* dw, const T* dy, const T* x, const T* w, const 
     for (int64_t j = 0; j < c; ++j) dot += static_cast<double>(w[j]) * dyr[j] * xr[j] * rs;
     const T mean_dot = static_cast<T>(dot / static_cast<double>(c));
     for (int64_t j = 0; j < c; ++j) dxr[j] = rs * (w[j] * dyr[j] - xr[j] * rs * mean_dot);
+    // A second loop, as add_inplace after the norm would be: the sum never fuses into the
+    // product above.
+    if (residual) {
+      const T* res = residual + r * c;
+      for (int64_t j = 0; j < c; ++j) dxr[j] += res[j];
+    }
   }
 }
 
@@ -136,8 +157,10 @@ void layer_norm_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* 
 
 #define TUNE_INSTANTIATE(T)                                                                       \
   template void rms_norm_forward<T>(T*, T*, const T*, const T*, int64_t, int64_t, double);        \
-  template void rms_norm_backward<T>(T*, T*, const T*, const T*, const T*, const T*, int64_t,     \
-                                     int64_t);                                                    \
+  template void rms_norm_backward<T>(T*, T*, const T*, const T*, const T*, const T*, const T*,    \
+                                     int64_t, int64_t);                                           \
+  template void add_rms_norm_forward<T>(T*, T*, T*, const T*, const T*, const T*, int64_t,        \
+                                        int64_t, double);                                         \
   template void layer_norm_forward<T>(T*, T*, T*, const T*, const T*, const T*, int64_t, int64_t, \
                                       double);                                                    \
   template void layer_norm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*,        \

@@ -10,8 +10,13 @@ void rms_norm_forward(DType, void*, float*, const void*, const void*, int64_t, i
 }
 
 void rms_norm_backward(DType, void*, void*, const void*, const void*, const void*, const float*,
-                       int64_t, int64_t) {
+                       const void*, int64_t, int64_t) {
   no_cuda("cuda::rms_norm_backward");
+}
+
+void add_rms_norm_forward(DType, void*, void*, float*, const void*, const void*, const void*,
+                          int64_t, int64_t, float) {
+  no_cuda("cuda::add_rms_norm_forward");
 }
 
 void layer_norm_forward(DType, void*, float*, float*, const void*, const void*, const void*,

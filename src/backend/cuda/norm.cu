@@ -2,7 +2,10 @@
 // dev/kernels/layer_norm.cu. Math in f32 for
 // every storage dtype (f32, bf16, f16); loads and stores are 128 bits wide when c and every
 // pointer allow it, scalar otherwise (views into larger buffers need not be 16-byte aligned).
-// Forward: one warp per row for short rows, one block per row otherwise.
+// Forward: one warp per row for short rows, one block per row otherwise. The block's residual add
+// rides along (add_rms_norm_forward): h = x + a is formed, rounded and written in the sum of
+// squares pass and read back for y, one pass over [n, c] instead of two (add, then norm); the
+// residual gradient likewise joins dx in the backward's last pass.
 // Backward: a grid of row-striding blocks; thread t owns the same columns in every row, so its dw
 // partial sums (shared memory, or global scratch for very wide rows) are its alone: no races and
 // no atomics. Each block writes its partial row; a second kernel adds the partials to dw in block
@@ -52,29 +55,35 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
   return warp_sum(v);
 }
 
-// One warp per row (short rows).
-template <typename T, int V>
-__global__ void rms_forward_warp(T* y, float* rstd, const T* x, const T* w, int n, int c,
-                                 float eps) {
-  const int r =
-      static_cast<int>((blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32);
-  const int lane = threadIdx.x % 32;
-  if (r >= n) return;
-  const T* xr = x + static_cast<int64_t>(r) * c;
-  T* yr = y + static_cast<int64_t>(r) * c;
+// lanes threads (a warp, or the block) own one row; sum is warp_sum or a block sum. With Add (the
+// block's residual add fused in), the row is h = x + a, rounded to T exactly as cuda::add rounds
+// it and written to hr, and the norm reads those rounded values: the sum of squares sees the same
+// floats in the same order as rms_norm_forward on h would. The second pass reads h back (this
+// thread wrote those very elements) rather than x and a again.
+template <typename T, int V, bool Add, typename Sum>
+__device__ __forceinline__ void rms_norm_row(T* yr, float* rstd, T* hr, const T* xr, const T* ar,
+                                             const T* w, int c, float eps, int lane, int lanes,
+                                             Sum sum) {
   float ss = 0;
-  for (int j = lane * V; j < c; j += 32 * V) {
-    const Pack<T, V> p = load<T, V>(xr + j);
+  for (int j = lane * V; j < c; j += lanes * V) {
+    Pack<T, V> p = load<T, V>(xr + j);
+    if constexpr (Add) {
+      const Pack<T, V> pa = load<T, V>(ar + j);
+#pragma unroll
+      for (int k = 0; k < V; ++k) p.v[k] = from_f<T>(to_f(p.v[k]) + to_f(pa.v[k]));
+      store<T, V>(hr + j, p);
+    }
 #pragma unroll
     for (int k = 0; k < V; ++k) {
       const float v = to_f(p.v[k]);
       ss += v * v;
     }
   }
-  const float rs = rsqrtf(warp_sum(ss) / c + eps);
-  if (lane == 0) rstd[r] = rs;
-  for (int j = lane * V; j < c; j += 32 * V) {
-    const Pack<T, V> px = load<T, V>(xr + j), pw = load<T, V>(w + j);
+  const float rs = rsqrtf(sum(ss) / c + eps);
+  if (lane == 0) *rstd = rs;
+  const T* src = Add ? hr : xr;
+  for (int j = lane * V; j < c; j += lanes * V) {
+    const Pack<T, V> px = load<T, V>(src + j), pw = load<T, V>(w + j);
     Pack<T, V> py;
 #pragma unroll
     for (int k = 0; k < V; ++k) py.v[k] = from_f<T>(to_f(px.v[k]) * rs * to_f(pw.v[k]));
@@ -82,38 +91,39 @@ __global__ void rms_forward_warp(T* y, float* rstd, const T* x, const T* w, int 
   }
 }
 
+// One warp per row (short rows). h and a are used only with Add.
+template <typename T, int V, bool Add>
+__global__ void rms_forward_warp(T* y, float* rstd, T* h, const T* x, const T* a, const T* w, int n,
+                                 int c, float eps) {
+  const int r =
+      static_cast<int>((blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32);
+  if (r >= n) return;
+  const int64_t off = static_cast<int64_t>(r) * c;
+  rms_norm_row<T, V, Add>(y + off, rstd + r, Add ? h + off : nullptr, x + off,
+                          Add ? a + off : nullptr, w, c, eps, threadIdx.x % 32, 32,
+                          [](float v) { return warp_sum(v); });
+}
+
 // One block per row.
-template <typename T, int V>
-__global__ void rms_forward_block(T* y, float* rstd, const T* x, const T* w, int c, float eps) {
+template <typename T, int V, bool Add>
+__global__ void rms_forward_block(T* y, float* rstd, T* h, const T* x, const T* a, const T* w,
+                                  int c, float eps) {
   __shared__ float scratch[32];
-  const int64_t r = blockIdx.x;
-  const T* xr = x + r * c;
-  T* yr = y + r * c;
-  float ss = 0;
-  for (int j = threadIdx.x * V; j < c; j += blockDim.x * V) {
-    const Pack<T, V> p = load<T, V>(xr + j);
-#pragma unroll
-    for (int k = 0; k < V; ++k) {
-      const float v = to_f(p.v[k]);
-      ss += v * v;
-    }
-  }
-  const float rs = rsqrtf(block_sum(ss, scratch) / c + eps);
-  if (threadIdx.x == 0) rstd[r] = rs;
-  for (int j = threadIdx.x * V; j < c; j += blockDim.x * V) {
-    const Pack<T, V> px = load<T, V>(xr + j), pw = load<T, V>(w + j);
-    Pack<T, V> py;
-#pragma unroll
-    for (int k = 0; k < V; ++k) py.v[k] = from_f<T>(to_f(px.v[k]) * rs * to_f(pw.v[k]));
-    store<T, V>(yr + j, py);
-  }
+  const int64_t r = blockIdx.x, off = r * c;
+  rms_norm_row<T, V, Add>(y + off, rstd + r, Add ? h + off : nullptr, x + off,
+                          Add ? a + off : nullptr, w, c, eps, threadIdx.x, blockDim.x,
+                          [&](float v) { return block_sum(v, scratch); });
 }
 
 // Blocks stride over rows. partial [gridDim.x, c] (null: no dw) receives each block's dw sums,
 // accumulated in shared memory when smem_acc, else in place in the block's row of partial.
+// residual (null: none) is added to dx as add_inplace would after a separate pass: dx rounded to
+// T, then one f32 add (__fadd_rn, so that it never contracts into the product before it; for
+// f32 that rounding is the identity and the product's rounding is what is kept).
 template <typename T, int V>
 __global__ void rms_backward_rows(T* dx, float* partial, const T* dy, const T* x, const T* w,
-                                  const float* rstd, int n, int c, bool smem_acc) {
+                                  const float* rstd, const T* residual, int n, int c,
+                                  bool smem_acc) {
   extern __shared__ float dyn[];
   __shared__ float scratch[32];
   float* acc =
@@ -128,6 +138,7 @@ __global__ void rms_backward_rows(T* dx, float* partial, const T* dy, const T* x
     const T* dyr = dy + static_cast<int64_t>(r) * c;
     const T* xr = x + static_cast<int64_t>(r) * c;
     T* dxr = dx + static_cast<int64_t>(r) * c;
+    const T* resr = residual ? residual + static_cast<int64_t>(r) * c : nullptr;
     const float rs = rstd[r];
     float dot = 0;
     for (int j = threadIdx.x * V; j < c; j += blockDim.x * V) {
@@ -145,6 +156,12 @@ __global__ void rms_backward_rows(T* dx, float* partial, const T* dy, const T* x
         const float g = to_f(pdy.v[k]), xv = to_f(px.v[k]);
         if (acc) acc[j + k] += g * xv * rs;
         pdx.v[k] = from_f<T>(rs * (to_f(pw.v[k]) * g - xv * rs * mean_dot));
+      }
+      if (resr) {
+        const Pack<T, V> pres = load<T, V>(resr + j);
+#pragma unroll
+        for (int k = 0; k < V; ++k)
+          pdx.v[k] = from_f<T>(__fadd_rn(to_f(pdx.v[k]), to_f(pres.v[k])));
       }
       store<T, V>(dxr + j, pdx);
     }
@@ -364,44 +381,54 @@ float* partial_scratch(size_t bytes) {
   return static_cast<float*>(s.p);
 }
 
-template <typename T, int V>
-void forward_v(T* y, float* rstd, const T* x, const T* w, int n, int c, float eps) {
+// The fused form (Add) launches exactly as the plain one, so a row is reduced in the same order.
+template <typename T, int V, bool Add>
+void forward_v(T* y, float* rstd, T* h, const T* x, const T* a, const T* w, int n, int c,
+               float eps) {
   const cudaStream_t stream = cudaStreamPerThread;
   const int units = (c + V - 1) / V;
   if (units <= 32 * 4) {  // short rows: a warp each, 8 rows per block
     const int64_t threads = static_cast<int64_t>(n) * 32;
-    rms_forward_warp<T, V>
+    rms_forward_warp<T, V, Add>
         <<<static_cast<unsigned>((threads + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
-            y, rstd, x, w, n, c, eps);
+            y, rstd, h, x, a, w, n, c, eps);
   } else {
-    rms_forward_block<T, V><<<n, threads_for(units), 0, stream>>>(y, rstd, x, w, c, eps);
+    rms_forward_block<T, V, Add><<<n, threads_for(units), 0, stream>>>(y, rstd, h, x, a, w, c, eps);
   }
   TUNE_CUDA_CHECK(cudaGetLastError());
 }
 
+// h and a are null for the plain norm.
 template <typename T>
-void forward_t(void* y, float* rstd, const void* x, const void* w, int n, int c, float eps) {
+void forward_t(void* y, float* rstd, void* h, const void* x, const void* a, const void* w, int n,
+               int c, float eps) {
   constexpr int V = 16 / sizeof(T);
   auto* yt = static_cast<T*>(y);
+  auto* ht = static_cast<T*>(h);
   auto* xt = static_cast<const T*>(x);
+  auto* at = static_cast<const T*>(a);
   auto* wt = static_cast<const T*>(w);
-  if (c % V == 0 && aligned16(y) && aligned16(x) && aligned16(w)) {
-    forward_v<T, V>(yt, rstd, xt, wt, n, c, eps);
-  } else {
-    forward_v<T, 1>(yt, rstd, xt, wt, n, c, eps);
+  const bool add = h != nullptr;
+  const bool wide = c % V == 0 && aligned16(y) && aligned16(x) && aligned16(w) &&
+                    (!add || (aligned16(h) && aligned16(a)));
+  if (add) {
+    if (wide) return forward_v<T, V, true>(yt, rstd, ht, xt, at, wt, n, c, eps);
+    return forward_v<T, 1, true>(yt, rstd, ht, xt, at, wt, n, c, eps);
   }
+  if (wide) return forward_v<T, V, false>(yt, rstd, nullptr, xt, nullptr, wt, n, c, eps);
+  forward_v<T, 1, false>(yt, rstd, nullptr, xt, nullptr, wt, n, c, eps);
 }
 
 template <typename T, int V>
-void backward_v(T* dx, T* dw, const T* dy, const T* x, const T* w, const float* rstd, int n,
-                int c) {
+void backward_v(T* dx, T* dw, const T* dy, const T* x, const T* w, const float* rstd,
+                const T* residual, int n, int c) {
   const cudaStream_t stream = cudaStreamPerThread;
   const int grid = std::min(n, sm_count() * kBlocksPerSm);
   float* partial = dw ? partial_scratch(static_cast<size_t>(grid) * c * sizeof(float)) : nullptr;
   const bool smem_acc = dw && static_cast<size_t>(c) * sizeof(float) <= kSmemLimit;
   const size_t smem = smem_acc ? static_cast<size_t>(c) * sizeof(float) : 0;
   rms_backward_rows<T, V><<<grid, threads_for((c + V - 1) / V), smem, stream>>>(
-      dx, partial, dy, x, w, rstd, n, c, smem_acc);
+      dx, partial, dy, x, w, rstd, residual, n, c, smem_acc);
   TUNE_CUDA_CHECK(cudaGetLastError());
   if (dw) {
     rms_dw_reduce<T><<<(c + kThreads - 1) / kThreads, kThreads, 0, stream>>>(dw, partial, grid, c);
@@ -411,17 +438,19 @@ void backward_v(T* dx, T* dw, const T* dy, const T* x, const T* w, const float* 
 
 template <typename T>
 void backward_t(void* dx, void* dw, const void* dy, const void* x, const void* w, const float* rstd,
-                int n, int c) {
+                const void* residual, int n, int c) {
   constexpr int V = 16 / sizeof(T);
   auto* dxt = static_cast<T*>(dx);
   auto* dwt = static_cast<T*>(dw);
   auto* dyt = static_cast<const T*>(dy);
   auto* xt = static_cast<const T*>(x);
   auto* wt = static_cast<const T*>(w);
-  if (c % V == 0 && aligned16(dx) && aligned16(dy) && aligned16(x) && aligned16(w)) {
-    backward_v<T, V>(dxt, dwt, dyt, xt, wt, rstd, n, c);
+  auto* rt = static_cast<const T*>(residual);
+  if (c % V == 0 && aligned16(dx) && aligned16(dy) && aligned16(x) && aligned16(w) &&
+      (!residual || aligned16(residual))) {
+    backward_v<T, V>(dxt, dwt, dyt, xt, wt, rstd, rt, n, c);
   } else {
-    backward_v<T, 1>(dxt, dwt, dyt, xt, wt, rstd, n, c);
+    backward_v<T, 1>(dxt, dwt, dyt, xt, wt, rstd, rt, n, c);
   }
 }
 
@@ -515,28 +544,46 @@ void rms_norm_forward(DType dtype, void* y, float* rstd, const void* x, const vo
   const int ni = static_cast<int>(n), ci = static_cast<int>(c);
   switch (dtype) {
     case DType::f32:
-      return forward_t<float>(y, rstd, x, w, ni, ci, eps);
+      return forward_t<float>(y, rstd, nullptr, x, nullptr, w, ni, ci, eps);
     case DType::bf16:
-      return forward_t<__nv_bfloat16>(y, rstd, x, w, ni, ci, eps);
+      return forward_t<__nv_bfloat16>(y, rstd, nullptr, x, nullptr, w, ni, ci, eps);
     case DType::f16:
-      return forward_t<__half>(y, rstd, x, w, ni, ci, eps);
+      return forward_t<__half>(y, rstd, nullptr, x, nullptr, w, ni, ci, eps);
     default:
       bad_dtype("cuda::rms_norm_forward", dtype);
   }
 }
 
+void add_rms_norm_forward(DType dtype, void* h, void* y, float* rstd, const void* x, const void* a,
+                          const void* w, int64_t n, int64_t c, float eps) {
+  check_sizes("cuda::add_rms_norm_forward", n, c);
+  if (n == 0) return;
+  const int ni = static_cast<int>(n), ci = static_cast<int>(c);
+  switch (dtype) {
+    case DType::f32:
+      return forward_t<float>(y, rstd, h, x, a, w, ni, ci, eps);
+    case DType::bf16:
+      return forward_t<__nv_bfloat16>(y, rstd, h, x, a, w, ni, ci, eps);
+    case DType::f16:
+      return forward_t<__half>(y, rstd, h, x, a, w, ni, ci, eps);
+    default:
+      bad_dtype("cuda::add_rms_norm_forward", dtype);
+  }
+}
+
 void rms_norm_backward(DType dtype, void* dx, void* dw, const void* dy, const void* x,
-                       const void* w, const float* rstd, int64_t n, int64_t c) {
+                       const void* w, const float* rstd, const void* residual, int64_t n,
+                       int64_t c) {
   check_sizes("cuda::rms_norm_backward", n, c);
   if (n == 0 || c == 0) return;
   const int ni = static_cast<int>(n), ci = static_cast<int>(c);
   switch (dtype) {
     case DType::f32:
-      return backward_t<float>(dx, dw, dy, x, w, rstd, ni, ci);
+      return backward_t<float>(dx, dw, dy, x, w, rstd, residual, ni, ci);
     case DType::bf16:
-      return backward_t<__nv_bfloat16>(dx, dw, dy, x, w, rstd, ni, ci);
+      return backward_t<__nv_bfloat16>(dx, dw, dy, x, w, rstd, residual, ni, ci);
     case DType::f16:
-      return backward_t<__half>(dx, dw, dy, x, w, rstd, ni, ci);
+      return backward_t<__half>(dx, dw, dy, x, w, rstd, residual, ni, ci);
     default:
       bad_dtype("cuda::rms_norm_backward", dtype);
   }

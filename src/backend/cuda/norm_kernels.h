@@ -17,9 +17,18 @@ void rms_norm_forward(DType dtype, void* y, float* rstd, const void* x, const vo
 
 // dx [n, c] = rstd * (g - xhat * mean(g * xhat)) with g = w * dy, xhat = x * rstd (dx may alias
 // dy); dw [c] += sum over rows of dy * xhat, skipped when dw is null. dw is deterministic: fixed
-// per-block partial sums, then a column pass over them in order (no float atomics).
+// per-block partial sums, then a column pass over them in order (no float atomics). With
+// residual [n, c] not null, dx += residual in the same pass: dx rounded to dtype first, then the
+// sum in f32 (what add_inplace computes), so bit-identical to the separate add.
 void rms_norm_backward(DType dtype, void* dx, void* dw, const void* dy, const void* x,
-                       const void* w, const float* rstd, int64_t n, int64_t c);
+                       const void* w, const float* rstd, const void* residual, int64_t n,
+                       int64_t c);
+
+// h = x + a [n, c] (rounded to dtype, as cuda::add does), then rms_norm_forward on h: one pass
+// over the row reading x and a, writing h and y; h, y and rstd equal add then rms_norm_forward
+// bit for bit (the same reduction order; dev/kernels/rms_norm.cu, add forward 2).
+void add_rms_norm_forward(DType dtype, void* h, void* y, float* rstd, const void* x, const void* a,
+                          const void* w, int64_t n, int64_t c, float eps);
 
 // LayerNorm: x, y [n, c] and w, b [c] of `dtype` (f32, bf16 or f16); mean, rstd [n] always f32;
 // math in f32. y = (x - mean) * rstd * w + b, rstd = 1 / sqrt(mean((x - mean)^2) + eps).
