@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <vector>
 
@@ -93,7 +94,9 @@ bool flash_variant(int v, void* out, const void* q, const void* k, const void* v
   }
 }
 
-int main() {
+// With an argument N, only configuration N (0-based) runs: a profiler then sees one shape.
+int main(int argc, char** argv) {
+  const int only = argc > 1 ? std::atoi(argv[1]) : -1;
   const DenseShape configs[] = {
       {1, 512, 512, 8, 2, 128},    {1, 4096, 4096, 32, 8, 128}, {2, 4096, 4096, 32, 8, 64},
       {1, 4096, 4096, 16, 4, 256}, {4, 2048, 2048, 32, 8, 128}, {1, 8192, 8192, 32, 8, 128},
@@ -101,6 +104,7 @@ int main() {
   };
   std::printf("%-36s %8s %10s %10s %10s\n", "config", "variant", "ms", "TFLOP/s", "rel_err");
   for (const DenseShape& s : configs) {
+    if (only >= 0 && &s - configs != only) continue;
     const int64_t nq = s.batch * s.q_seq * s.q_heads * s.head_dim;
     const int64_t nk = s.batch * s.kv_seq * s.kv_heads * s.head_dim;
     std::mt19937 rng(1);

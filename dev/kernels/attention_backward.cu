@@ -33,6 +33,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <type_traits>
 #include <vector>
@@ -126,7 +127,9 @@ double median_ms(F&& call, int reps) {
   return ms[ms.size() / 2];
 }
 
-int main() {
+// With an argument N, only configuration N (0-based) runs: a profiler then sees one shape.
+int main(int argc, char** argv) {
+  const int only = argc > 1 ? std::atoi(argv[1]) : -1;
   const DenseShape configs[] = {
       {1, 512, 512, 8, 2, 128},     {1, 512, 512, 4, 1, 64},     {1, 300, 300, 4, 2, 256},
       {1, 333, 333, 6, 3, 128},     {2, 200, 200, 4, 4, 64},     {1, 2048, 2048, 32, 8, 128},
@@ -136,6 +139,7 @@ int main() {
   };
   std::printf("%-38s %8s %10s %10s %10s\n", "config", "variant", "ms", "TFLOP/s", "rel_err");
   for (const DenseShape& s : configs) {
+    if (only >= 0 && &s - configs != only) continue;
     const int64_t nq = s.batch * s.q_seq * s.q_heads * s.head_dim;
     const int64_t nk = s.batch * s.kv_seq * s.kv_heads * s.head_dim;
     const int64_t nl = s.batch * s.q_heads * s.q_seq;

@@ -72,11 +72,19 @@ class Linear {
 
  private:
   // The pieces forward and backward are made of; forward_group and backward_group use them for
-  // the members they do not run together. y is written, dx added to when `beta` is 1.
+  // the members they do not run together. The adapter's pieces run first: lora_forward writes y,
+  // base_forward adds to it when there is an adapter; dx is written (beta 0) or added to.
   void base_forward(Tensor& y, const Tensor& x) const;
   void lora_forward(Context& ctx, const Tensor& x, Tensor& y);
   void base_backward(const Tensor& dy, Tensor& dx, double beta) const;
-  void lora_backward(Context& ctx, const Tensor& dy, Tensor& dx);
+  void lora_backward(Context& ctx, const Tensor& dy, Tensor& dx, double beta);
+  // A group's adapters together (shares_adapters): each adapted member's y written with its
+  // adapter's product; dx written (beta 0) or added to with the sum of the adapters' input
+  // gradients.
+  static void adapters_forward(Context& ctx, const Tensor& x, std::initializer_list<Linear*> group,
+                               std::vector<Tensor>& ys);
+  static void adapters_backward(Context& ctx, std::initializer_list<Linear*> group,
+                                std::initializer_list<Tensor> dys, Tensor& dx, double beta);
   ParamStore* params_ = nullptr;
   std::string module_;
   int64_t in_ = 0, out_ = 0;
