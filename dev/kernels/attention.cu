@@ -3,15 +3,20 @@
 //        -I include -I src dev/kernels/attention.cu -o attention_lab
 // The engine kernels (src/backend/cuda/attention.cu and attention_decode.cu) are compiled in:
 //   1: the split-key SIMT kernel run over every query (what f32 uses; no tensor cores);
-//   2: the flash-attention kernel on the tensor cores (mma.sync m16n8k16, f32 accumulators) as
-//      the engine runs it (STAGES = kFlashStages: two K/V buffers, the next tile loading while
-//      this one is computed);
-//   3: the same with one K/V buffer (the next K tile loads during softmax and P V, V after).
-// History (H100, bf16, TFLOP/s at T 4096 Hq 32 Hkv 8 D 128): one buffer, mask on every tile 164;
-// mask only on edge tiles 193. Two buffers (predicted +10-20% from hiding the V load) measured
-// 189 vs 193 (D 128), 210 vs 219 (T 8192), 181 vs 180 (D 64), 163 vs 160 (D 256), 22.6 vs 19.8
-// (T 512): within run-to-run noise, because the second buffer costs occupancy (87 KB of shared
-// memory: 2 blocks per SM instead of 3 at D 128). Next: wgmma/TMA (FA3-style), not more buffers.
+//   2: what the engine runs: on Hopper at D 64 / 128 the wgmma kernels (D 128: the pipelined
+//      one, 128-key tiles, 2 warpgroups; D 64: 64-key tiles, 2 warpgroups), otherwise 3;
+//   3: the mma.sync m16n8k16 flash kernel, two K/V buffers (the engine off Hopper, D 80/96/256);
+//   4-6: flash_forward_wgmma with (keys per tile, warpgroups) = (64, 1), (64, 2), (128, 1);
+//   7-9: flash_forward_wgmma_pipelined with (128, 2), (64, 2), (64, 1).
+// An argument N runs configuration N only (for ncu).
+// History (H100, bf16, TFLOP/s at T 4096 Hq 32 Hkv 8 D 128): mma.sync, one buffer, mask on every
+// tile 164; mask only on edge tiles 193; a second K/V buffer within noise (it costs a block per
+// SM). wgmma (2026-11-23): 1 warpgroup 64-key tiles 232, 2 warpgroups 249, 128-key tiles with 2
+// warpgroups 260-273 (1 warpgroup with 128-key tiles: 174, one block per SM); pipelined (S of
+// the next tile and P V of this one in flight together, the softmax between them) 281; at
+// T 8192 311, at B 4 H 16 288. At D 64 the pipelined kernel loses (220 vs 254 for (64, 2)).
+// Next: warp specialization (a producer warp with TMA, 2 consumer warpgroups taking turns),
+// FlashAttention-3's remaining steps.
 // Checked against a CPU reference in double on a slice of heads at the small size, and against
 // each other at every size; timed (median of 20, events) in TFLOP/s of the causal half
 // (4 B Hq Tq Tk D / 2 flops).

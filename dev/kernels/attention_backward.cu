@@ -5,27 +5,26 @@
 // Forward variants: f1 the flash forward without lse (inference), f2 with lse (training).
 // Backward variants (each includes the D = rowsum(dO * O) pre-kernel):
 //   1: the simple warp-per-row kernels (what f32 runs; the reference on the GPU);
-//   2: the tensor-core kernels as the engine runs them (dK/dV block owns all columns up to D 128,
-//      dK/dV and dQ blocks in one launch);
-//   3: dK/dV blocks owning half of the columns (two blocks per key tile, each recomputing S, dP);
-//   4: variant 2 with one Q/dO buffer in the dK/dV kernel (the tile loads, then is computed);
-//   5: variant 2 as two launches, dK/dV then dQ (the engine before the fused launch).
-// History (H100 SXM, bf16, causal, T 4096; TFLOP/s as counted below; fwd is the unchanged forward;
-// bwd5 is what the engine ran before the fused launch):
-//   config                  fwd  fwd+lse  bwd2   bwd3   bwd4   bwd5
-//   B 4  Hq 16 Hkv 16 D 128 203  202      182    130    187    169
-//   B 1  Hq 32 Hkv 8  D 128 188  189      182    129    185    138
-//   B 4  Hq 16 Hkv 16 D 64  184  184      147    147    149    146
-//   B 2  Hq 16 Hkv 16 D 256 188  186      103     73    100    106
-//   Writing lse costs nothing measurable. One launch for dK/dV and dQ (2 vs 5) gains most where
-//   few long dK/dV blocks leave a tail (GQA: 4 query heads per block, +32%); at D 256 the fused
-//   kernel spills a little and is within noise of two launches. Splitting the dK/dV columns (3)
-//   loses to the extra S and dP it recomputes. The second Q/dO buffer (2 vs 4) is within
-//   run-to-run noise (2 blocks per SM at D 128 already overlap one block's loads with the other's
-//   math). The backward computes 7 GEMM-sized products (S and dP in both kernels: the price of no
-//   atomics) where FA2 computes 5; per product it runs faster than the forward (182 x 7 / 5 = 255
-//   TFLOP/s of products vs the forward's 203). Next: wgmma/TMA (FA3-style) in both directions,
-//   8-warp dK/dV blocks of 128 keys (half the Q/dO traffic per key).
+//   2: what the engine runs: on Hopper at D 64 / 128 the wgmma tile policy (Wgmma: swizzled
+//      tiles, the warpgroup's 64 rows per wgmma, S and dP issued together, dV and dK together),
+//      otherwise 3;
+//   3: the mma.sync tile policy (MmaSync), dK/dV and dQ blocks in one launch;
+//   4: 3 as two launches, dK/dV then dQ.
+// An argument N runs configuration N only (for ncu).
+// History (H100 SXM, bf16, causal, T 4096, TFLOP/s as counted below), mma.sync:
+//   config                  fwd  fwd+lse  fused  cols/2  1 Q buf  two launches
+//   B 4  Hq 16 Hkv 16 D 128 203  202      182    130     187      169
+//   B 1  Hq 32 Hkv 8  D 128 188  189      182    129     185      138
+//   B 4  Hq 16 Hkv 16 D 64  184  184      147    147     149      146
+//   B 2  Hq 16 Hkv 16 D 256 188  186      103     73     100      106
+//   Writing lse costs nothing measurable; one launch gains most where few long dK/dV blocks
+//   leave a tail (GQA); splitting the dK/dV columns loses to the S and dP it recomputes.
+// wgmma (2026-11-23): 225 at B 4 H 16 D 128 (mma.sync 185), 192 at the 8B shape T 2048 (149),
+// 169 at D 64 (147); S and dP in flight together: 229. ncu (B 4 H 16 T 4096 D 128): tensor pipe
+// ~53% busy, 2 blocks of 4 warps per SM (255 registers: dK and dV accumulators), so the waits
+// between the products and the elementwise work are not hidden. The 7 products (no atomics) are
+// 1.4 x FlashAttention-2's 5: 229 counted is ~320 TFLOP/s of products. Next: 5 products with dQ
+// accumulated in a fixed order (a semaphore per query tile), and 2 consumer warpgroups per block.
 // Checked: the forward's lse and out against a CPU reference in double (one head pair, small
 // size), and every backward variant against variant 1 on the GPU (small size) or variant 2 (large).
 // Timed: median of 10 (events), TFLOP/s counted as flash-attention does: causal forward
