@@ -9,6 +9,10 @@
 //   Softmax is online in f32 and log2 units; the S accumulators become P's A fragments in
 //   registers. K and V tiles arrive by cp.async into two buffers each: the next tile loads while
 //   this one is computed.
+// - On Hopper at head dims 64 and 128 the same algorithm runs on warpgroup MMA
+//   (flash_forward_wgmma, attention_wgmma.cuh): 2 warpgroups of 64 rows share each K/V tile in
+//   128-byte-swizzled shared memory; at D 128 the pipelined form overlaps one tile's softmax
+//   with the previous tile's P V (FlashAttention-3's intra-warpgroup pipelining).
 // - The head dim is padded to a compiled size DP (64, 80, 96, 128 or 256) with zeros in shared
 //   memory, so any multiple of 8 up to 256 works; rows past Tq and keys past the range are
 //   zero-filled and masked.

@@ -1,6 +1,6 @@
 // The flash-attention backward (ops::attention_backward_lse) and the f32 forward that saves lse;
-// measured in dev/kernels/attention_backward.cu (H100, bf16, causal, T 4096, D 128: 182 TFLOP/s
-// counted as FA does, 2.5 x the forward's flops). Design notes:
+// measured in dev/kernels/attention_backward.cu (H100, bf16, causal, T 4096, D 128: 229 TFLOP/s
+// on Hopper's wgmma, 185 on mma.sync, counted as FA does: 2.5 x the forward's flops). Notes:
 // - Training shapes only: Tq == Tk, so query i sits at key position i. Key j is visible to query
 //   i when lo(i) <= j <= i, lo(i) = max(i - window + 1, key_start[b, i]) (window > 0).
 // - The probabilities are recomputed, never stored: P = exp2(scale_log2 q.k - lse_i log2 e), and
@@ -19,9 +19,11 @@
 //   dK/dV blocks finish (+32% for GQA, where each dK/dV block walks its group's query heads).
 // - dK/dV accumulators cost 2 x 16 x columns f32 per warp; D 256 would spill, so there the block
 //   owns half of the columns (two blocks per key tile, each recomputing S and dP).
-// - bf16/f16 on the tensor cores (mma.sync m16n8k16, f32 accumulators; attention_mma.cuh); f32
-//   on simple warp-per-row kernels (correctness for parity checks, not speed). Head dims are
-//   padded to 64/80/96/128/256 with zeros in shared memory, as in the forward.
+// - bf16/f16 on the tensor cores, written once over a tile policy: Wgmma (Hopper, D 64 / 128:
+//   wgmma from swizzled tiles) or MmaSync (mma.sync m16n8k16, attention_mma.cuh), f32
+//   accumulators either way; f32 on simple warp-per-row kernels (correctness for parity checks,
+//   not speed). Head dims are padded to 64/80/96/128/256 with zeros in shared memory, as in the
+//   forward (the wgmma policy takes only D 64 and 128, unpadded).
 #include <algorithm>
 #include <climits>
 #include <cstdint>

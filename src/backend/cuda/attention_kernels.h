@@ -34,7 +34,8 @@ struct DenseShape {
 
 // ops::attention_forward without saved probabilities: causal, bottom-right aligned, window,
 // key_start [B, Tq] (i64, device) or null. bf16/f16 with enough queries run a flash-attention
-// kernel on the tensor cores (mma.sync, f32 accumulators); f32, and few queries per kv head
+// kernel on the tensor cores (wgmma on Hopper at D 64/128, else mma.sync; f32 accumulators);
+// f32, and few queries per kv head
 // (decoding against a contiguous cache), run the split-key kernel of attention_decode.cu.
 void attention_forward(DType dtype, void* out, const void* q, const void* k, const void* v,
                        const int64_t* key_start, const DenseShape& s, float scale, int64_t window);
