@@ -137,7 +137,8 @@ void Attention::project(Context& ctx, const Tensor& x, Tensor& q, Tensor& k, Ten
 }
 
 Tensor Attention::forward(Context& ctx, const Tensor& x, const Tensor& positions,
-                          const Tensor& key_start, const RotaryEmbedding& rope) {
+                          const Tensor& key_start, const RotaryEmbedding& rope, KeptAttention* kept,
+                          Kept use) {
   const int64_t B = positions.size(0), T = positions.size(1), N = B * T, D = head_dim_;
   Tensor q, k, v;  // (N, Hq*D), (N, Hkv*D), (N, Hkv*D)
   project(ctx, x, q, k, v);
@@ -157,14 +158,31 @@ Tensor Attention::forward(Context& ctx, const Tensor& x, const Tensor& positions
   key_start_ = key_start;
 
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
-  Tensor out = ctx.arena.alloc({B, T, heads_, D}, x.dtype());
+  Tensor out;  // (B, T, Hq, D)
   if (x.device() == Device::cuda) {
     // Flash attention: the [B, H, T, T] probabilities never exist; backward recomputes them
     // from q, k and each row's logsumexp.
+    if (kept) {
+      TUNE_ASSERT(kept->out.shape() == Shape({B, T, heads_, D}) && kept->out.dtype() == x.dtype() &&
+                      kept->lse.shape() == Shape({B, heads_, T}) && kept->lse.dtype() == DType::f32,
+                  "Attention::forward: kept out ", shape_str(kept->out.shape()), " and lse ",
+                  shape_str(kept->lse.shape()), " for B ", B, " T ", T, " heads ", heads_, " D ",
+                  D);
+      out = kept->out;
+      lse_ = kept->lse;
+    } else {
+      out = ctx.arena.alloc({B, T, heads_, D}, x.dtype());
+      lse_ = ctx.arena.alloc({B, heads_, T}, DType::f32);
+    }
     out_ = out;
-    lse_ = ctx.arena.alloc({B, heads_, T}, DType::f32);
-    ops::attention_forward_lse(out, lse_, q_rot_, k_rot_, v_saved_, scale, window_, key_start);
+    // Reuse: the block's first forward computed these from the same q, k and v.
+    if (!kept || use == Kept::fill)
+      ops::attention_forward_lse(out, lse_, q_rot_, k_rot_, v_saved_, scale, window_, key_start);
   } else {
+    // The CPU's backward reads the probabilities, O(T^2) per layer: nothing is kept across a
+    // recomputation, which runs this again.
+    TUNE_ASSERT(!kept, "Attention::forward: attention is kept on CUDA only");
+    out = ctx.arena.alloc({B, T, heads_, D}, x.dtype());
     probs_ = ctx.arena.alloc({B, heads_, T, T}, x.dtype());
     ops::attention_forward(out, probs_, q_rot_, k_rot_, v_saved_, scale, window_, key_start);
   }
@@ -378,8 +396,9 @@ DecoderBlock::DecoderBlock(ParamStore& params, const TransformerConfig& c, const
       mlp_(params, c, names, layer, options) {}
 
 Tensor DecoderBlock::forward(Context& ctx, const Tensor& x, const Tensor& positions,
-                             const Tensor& key_start, const RotaryEmbedding& rope) {
-  Tensor a = attn_.forward(ctx, attn_norm_.forward(ctx, x), positions, key_start, rope);
+                             const Tensor& key_start, const RotaryEmbedding& rope,
+                             KeptAttention* kept, Kept use) {
+  Tensor a = attn_.forward(ctx, attn_norm_.forward(ctx, x), positions, key_start, rope, kept, use);
   return residual_mlp(ctx, x, a);
 }
 
@@ -484,15 +503,30 @@ Tensor CausalLM::forward_hidden(Context& ctx, const Tensor& ids_in, const Tensor
   positions_ = positions;
   recompute_ = ctx.recompute_blocks && ctx.mode == Mode::train;
   offloaded_ = recompute_ && ctx.offload_blocks && device == Device::cuda;
+  kept_.clear();
+  kept_.reserve(blocks_.size());
   if (offloaded_) {
     x = forward_blocks_offloaded(ctx, x);
   } else {
+    // On CUDA each block's flash-attention output and lse outlive it too (KeptAttention: per
+    // layer N * Hq*D activations and B * Hq * T f32, a small part of what the block frees), so
+    // that the rerun skips the attention forward. Offloading keeps only the block inputs.
+    const bool keep_attention = recompute_ && device == Device::cuda;
+    const int64_t B = positions.size(0), T = positions.size(1);
+    const int64_t Hq = config_.num_heads, D = config_.head_dim;
     for (size_t l = 0; l < blocks_.size(); ++l) {
       if (recompute_) {
-        // Only the block's output outlives it; backward reruns the block from its input.
+        // Only the block's output (and its kept attention) outlives it; backward reruns the
+        // block from its input.
         Tensor out = ctx.arena.alloc(x.shape(), x.dtype());
+        KeptAttention* kept = nullptr;
+        if (keep_attention) {
+          kept_.push_back(
+              {ctx.arena.alloc({B, T, Hq, D}, x.dtype()), ctx.arena.alloc({B, Hq, T}, DType::f32)});
+          kept = &kept_.back();
+        }
         const Arena::Mark mark = ctx.arena.mark();
-        ops::copy(out, blocks_[l]->forward(ctx, x, positions, key_start_, rope_));
+        ops::copy(out, blocks_[l]->forward(ctx, x, positions, key_start_, rope_, kept, Kept::fill));
         ctx.arena.release(mark);
         x = out;
       } else {
@@ -581,8 +615,11 @@ void CausalLM::backward_hidden(Context& ctx, const Tensor& dxn) {
     for (size_t l = blocks_.size(); l-- > 0;) {
       Tensor dx_in = turns[l % 2];
       const Arena::Mark mark = ctx.arena.mark();
-      if (recompute_)
-        blocks_[l]->forward(ctx, hidden_[l], positions_, key_start_, rope_);  // same masks
+      if (recompute_) {
+        // The same masks; with kept attention the attention forward itself is not rerun.
+        KeptAttention* kept = kept_.empty() ? nullptr : &kept_[l];
+        blocks_[l]->forward(ctx, hidden_[l], positions_, key_start_, rope_, kept, Kept::reuse);
+      }
       ops::copy(dx_in, blocks_[l]->backward(ctx, dx, rope_));
       ctx.arena.release(mark);
       dx = dx_in;

@@ -142,9 +142,10 @@ std::vector<OptionSpec> train_option_specs() {
       {"training.activation_checkpointing",
        K::choice,
        "none",
-       "blocks: keep only each decoder block's input and recompute the block in backward (same "
-       "gradients, much less activation memory, ~1/3 more compute); blocks+offload (CUDA): "
-       "keep those inputs in pinned host memory, copied while the next block computes",
+       "blocks: keep only each decoder block's input (on CUDA also its attention output and "
+       "logsumexp) and recompute the rest of the block in backward (same gradients, much less "
+       "activation memory, ~1/3 more compute); blocks+offload (CUDA): keep only those inputs, "
+       "in pinned host memory, copied while the next block computes",
        {"none", "blocks", "blocks+offload"}},
       // output
       {"output.dir", K::text, "output",

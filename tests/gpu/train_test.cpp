@@ -1,8 +1,9 @@
 // Training on CUDA, beyond the golden cases (ctest gpu.golden_*): activation checkpointing per
 // block, with and without offloading the block inputs to pinned host memory, must give the very
 // same loss and gradients as keeping every activation (the kernels are deterministic and dropout
-// masks are a function of the step), with less device memory; and the mixed-precision optimizer's
-// f32 masters must carry updates that bf16 parameters alone would round away.
+// masks are a function of the step), with less device memory, and `blocks` must rerun each block
+// with the attention output it kept rather than the attention forward; and the mixed-precision
+// optimizer's f32 masters must carry updates that bf16 parameters alone would round away.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -10,6 +11,8 @@
 #include "test_util.h"
 #include "tune/models/model.h"
 #include "tune/nn/context.h"
+#include "tune/nn/loss.h"
+#include "tune/ops/ops.h"
 #include "tune/train/init.h"
 #include "tune/train/optim.h"
 
@@ -74,6 +77,60 @@ TEST(CudaTrain, CheckpointingAndOffloadGiveTheSameGradients) {
       }
     }
   }
+}
+
+// In `blocks` mode each block's flash-attention output and lse are kept from the first forward,
+// and the recomputation in backward reads them instead of running the attention forward again:
+// zeroing one layer's kept output between forward and backward must change the gradients (with
+// the same step otherwise bit-identical), and offloading keeps nothing.
+TEST(CudaTrain, BlocksCheckpointingReusesTheKeptAttention) {
+  models::ModelOptions options;
+  options.training = models::Training::full;
+  options.dtype = DType::bf16;
+  options.device = Device::cuda;
+  auto model = models::load_model(kGolden + "llama_gqa", options);
+  const auto& arch = model->config().arch;
+  const int64_t B = 2, T = 37;
+  std::vector<int64_t> ids(B * T), pos(B * T);
+  for (int64_t i = 0; i < B * T; ++i) {
+    ids[i] = (i * 7 + 3) % arch.vocab_size;
+    pos[i] = i % T;
+  }
+  const Tensor t_ids = Tensor::from_i64({B, T}, ids), t_pos = Tensor::from_i64({B, T}, pos);
+  enum class Poison { none, kept_out };
+  auto grads = [&](bool offload, Poison poison) {
+    nn::Context ctx(Device::cuda);
+    ctx.step = 5;
+    ctx.recompute_blocks = true;
+    ctx.offload_blocks = offload;
+    model->params().zero_grads();
+    Tensor logits = model->lm().forward(ctx, t_ids, t_pos);
+    const std::vector<nn::KeptAttention>& kept = model->lm().kept_attention();
+    if (offload) {
+      EXPECT_TRUE(kept.empty());
+    } else {
+      EXPECT_EQ(kept.size(), static_cast<size_t>(arch.num_layers));
+      for (const nn::KeptAttention& k : kept) {
+        EXPECT_EQ(k.out.shape(), Shape({B, T, arch.num_heads, arch.head_dim}));
+        EXPECT_EQ(k.lse.shape(), Shape({B, arch.num_heads, T}));
+      }
+    }
+    if (poison == Poison::kept_out) {
+      Tensor out = kept.at(0).out;
+      ops::fill(out, 0.0);
+    }
+    Tensor dlogits = ctx.arena.alloc(logits.shape(), logits.dtype());
+    nn::causal_lm_loss(dlogits, logits, t_ids);
+    model->lm().backward(ctx, dlogits);
+    return model->params().grads().to(Device::cpu).to(DType::f32).to_f32_vector();
+  };
+  const std::vector<float> kept = grads(false, Poison::none);
+  const std::vector<float> offloaded = grads(true, Poison::none);
+  ASSERT_EQ(kept.size(), offloaded.size());
+  EXPECT_EQ(0, std::memcmp(kept.data(), offloaded.data(), kept.size() * sizeof(float)));
+  const std::vector<float> poisoned = grads(false, Poison::kept_out);
+  EXPECT_NE(0, std::memcmp(kept.data(), poisoned.data(), kept.size() * sizeof(float)))
+      << "the recomputation did not read the kept attention output";
 }
 
 // An update of 1e-4 on weights near 1 is far below bf16's resolution (2^-8 to 2^-7 there): a bf16

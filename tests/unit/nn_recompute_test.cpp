@@ -41,6 +41,9 @@ Pass run(const std::string& name, models::Training training, bool recompute) {
   ctx.recompute_blocks = recompute;
   model->params().zero_grads();
   Tensor logits = model->lm().forward(ctx, t_ids, t_pos);
+  // The CPU's attention backward reads the probabilities (O(T^2) a layer), so its recomputation
+  // keeps no attention and reruns it; CUDA keeps out and lse (tests/gpu/train_test.cpp).
+  EXPECT_TRUE(model->lm().kept_attention().empty());
   Tensor dlogits = ctx.arena.alloc(logits.shape(), logits.dtype());
   Pass p;
   p.loss = nn::causal_lm_loss(dlogits, logits, t_ids).mean();

@@ -62,7 +62,9 @@ struct Context {
   // gives the same mask, so an interrupted run resumes exactly.
   uint64_t step = 0;
   // Activation checkpointing per block (DESIGN.md decision 3): forward keeps only each block's
-  // input and backward reruns the block's forward first. Same gradients, far less memory.
+  // input and backward reruns the block's forward first. Same gradients, far less memory. On
+  // CUDA (without offload_blocks) each block's attention output and lse are kept as well, and the
+  // rerun skips the flash-attention forward (CausalLM::kept_attention).
   bool recompute_blocks = false;
   // With recompute_blocks on CUDA: the kept block inputs go to pinned host memory, copied on a
   // side stream while the next block computes, and come back one block ahead in backward; the

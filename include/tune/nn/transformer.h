@@ -158,15 +158,28 @@ struct SequenceStep {
   int adapter = 0;               // 0: the base model; k >= 1: the AdapterBank's adapter k
 };
 
+// Activation checkpointing on CUDA (CausalLM with Context::recompute_blocks): what a block's
+// flash-attention forward computed, kept from its first forward to its recomputation in backward
+// so that the rerun skips that forward (the same data it would compute again). The rerun still
+// projects and rotates q, k and v, which attention's backward reads.
+struct KeptAttention {
+  Tensor out;  // [B, T, Hq, D], the activation dtype: o_proj's input and D_i in the backward
+  Tensor lse;  // [B, Hq, T] f32: each query row's logsumexp
+};
+// What Attention::forward does with a KeptAttention: fill writes this forward's out and lse into
+// it; reuse reads them from it instead of running the attention forward.
+enum class Kept : uint8_t { fill, reuse };
+
 class Attention {
  public:
   Attention() = default;
   Attention(ParamStore& params, const TransformerConfig& c, const TensorNames& names, int64_t layer,
             const BuildOptions& options);
   // x [B*T, C] -> [B*T, C]; positions [B, T] and key_start (document_key_starts, or undefined)
-  // on the model's device.
+  // on the model's device. kept (CUDA only; null: nothing kept) is filled or reused as `use`
+  // says; its tensors must have the shapes above.
   Tensor forward(Context& ctx, const Tensor& x, const Tensor& positions, const Tensor& key_start,
-                 const RotaryEmbedding& rope);
+                 const RotaryEmbedding& rope, KeptAttention* kept = nullptr, Kept use = Kept::fill);
   // dx is written (=).
   void backward(Context& ctx, const Tensor& dy, Tensor& dx, const RotaryEmbedding& rope);
   // Inference over T new positions of one sequence, x [T, C] -> [T, C]: their keys and values
@@ -224,9 +237,9 @@ class DecoderBlock {
  public:
   DecoderBlock(ParamStore& params, const TransformerConfig& c, const TensorNames& names,
                int64_t layer, const BuildOptions& options);
-  // h = x + attn(norm(x)); y = h + mlp(norm(h))
+  // h = x + attn(norm(x)); y = h + mlp(norm(h)). kept, use: see Attention::forward.
   Tensor forward(Context& ctx, const Tensor& x, const Tensor& positions, const Tensor& key_start,
-                 const RotaryEmbedding& rope);
+                 const RotaryEmbedding& rope, KeptAttention* kept = nullptr, Kept use = Kept::fill);
   Tensor backward(Context& ctx, const Tensor& dy, const RotaryEmbedding& rope);
   // Inference with a KV cache (see Attention::forward_cached).
   Tensor forward_cached(Context& ctx, const Tensor& x, const Tensor& positions,
@@ -306,6 +319,10 @@ class CausalLM {
   // After forward: Hugging Face's output_hidden_states — the embeddings, each block's output,
   // and last the final norm's output (L + 1 tensors, [B*T, C]).
   const std::vector<Tensor>& hidden_states() const { return hidden_; }
+  // After a training forward with Context::recompute_blocks on CUDA (not offloaded): each block's
+  // kept attention output and lse, which backward's recomputation reads instead of rerunning the
+  // attention forward (one per block; empty otherwise). Arena memory, like hidden_states().
+  const std::vector<KeptAttention>& kept_attention() const { return kept_; }
   // Every Linear, in model order (LoRA loading and merging walk these).
   std::vector<Linear*> linears();
 
@@ -330,8 +347,9 @@ class CausalLM {
   Linear lm_head_;
   RotaryEmbedding rope_;
   std::vector<Tensor> hidden_;
+  std::vector<KeptAttention> kept_;  // see kept_attention()
   Tensor positions_, key_start_;  // of the last forward (on the model's device), for recomputation
-  bool recompute_ = false;        // the last forward kept only block inputs
+  bool recompute_ = false;        // the last forward kept only block inputs (and kept_)
   // Context::offload_blocks: the block inputs' pinned host copies, the two device buffers they
   // take turns in, and the copy stream; built on the first offloaded forward.
   struct Offload;
