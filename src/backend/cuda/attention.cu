@@ -76,6 +76,42 @@ __device__ __forceinline__ void load_tile(T* sm, const T* g, int64_t row_stride,
   }
 }
 
+// One block's query tile: rows [i0, last_row] of (batch b, query head h), and the rows of its
+// heads in q, k and v (strides in elements between consecutive positions).
+template <typename T>
+struct QueryTile {
+  int64_t b, i0, last_row, q_stride, kv_stride;
+  int h;
+  const T *qh, *kh, *vh;
+};
+
+template <typename T>
+__device__ __forceinline__ QueryTile<T> query_tile(const FlashArgs& p, const T* q, const T* k,
+                                                   const T* v, int h, int64_t b, int64_t i0,
+                                                   int rows) {
+  const int g = h / (p.q_heads / p.kv_heads);
+  const int64_t q_stride = static_cast<int64_t>(p.q_heads) * p.d;
+  const int64_t kv_stride = static_cast<int64_t>(p.kv_heads) * p.d;
+  return QueryTile<T>{b,
+                      i0,
+                      min64(p.q_seq, i0 + rows) - 1,
+                      q_stride,
+                      kv_stride,
+                      h,
+                      q + b * p.q_seq * q_stride + static_cast<int64_t>(h) * p.d,
+                      k + b * p.kv_seq * kv_stride + static_cast<int64_t>(g) * p.d,
+                      v + b * p.kv_seq * kv_stride + static_cast<int64_t>(g) * p.d};
+}
+
+// The first key any row of the tile sees (packed documents make it the minimum over the rows).
+template <typename T>
+__device__ __forceinline__ int64_t first_key_of_tile(const FlashArgs& p, const QueryTile<T>& t) {
+  int64_t lo = first_key(p, t.b, t.i0);
+  for (int64_t i = t.i0 + 1; i <= t.last_row && p.key_start; ++i)
+    lo = min64(lo, first_key(p, t.b, i));
+  return lo;
+}
+
 // The two query rows a thread holds (gid and gid + 8 of its warp's 16), their visible key range
 // and online-softmax statistics (row max m in log2 units of the scaled scores, sum l).
 struct Rows {
@@ -219,29 +255,18 @@ __global__ void __launch_bounds__(kWarpsTc * 32)
   __shared__ int64_t tile_lo;
 
   const int64_t b = blockIdx.z;
-  const int h = blockIdx.y, g = h / (p.q_heads / p.kv_heads);
+  const int h = blockIdx.y;
   const int64_t i0 = static_cast<int64_t>(blockIdx.x) * kBM;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int gid = lane / 4, tig = lane % 4;
   const int64_t offset = p.kv_seq - p.q_seq;
-  const int64_t last_row = min64(p.q_seq, i0 + kBM) - 1;
-
-  const int64_t q_stride = static_cast<int64_t>(p.q_heads) * p.d;
-  const int64_t kv_stride = static_cast<int64_t>(p.kv_heads) * p.d;
-  const T* qh = q + b * p.q_seq * q_stride + static_cast<int64_t>(h) * p.d;
-  const T* kh = k + b * p.kv_seq * kv_stride + static_cast<int64_t>(g) * p.d;
-  const T* vh = v + b * p.kv_seq * kv_stride + static_cast<int64_t>(g) * p.d;
-
-  if (threadIdx.x == 0) {
-    int64_t lo = first_key(p, b, i0);
-    for (int64_t i = i0 + 1; i <= last_row && p.key_start; ++i) lo = min64(lo, first_key(p, b, i));
-    tile_lo = lo;
-  }
-  load_tile<T, DP>(sQ, qh, q_stride, i0, kBM, p.q_seq, p.d);
+  const QueryTile<T> tile = query_tile(p, q, k, v, h, b, i0, kBM);
+  if (threadIdx.x == 0) tile_lo = first_key_of_tile(p, tile);
+  load_tile<T, DP>(sQ, tile.qh, tile.q_stride, i0, kBM, p.q_seq, p.d);
   __syncthreads();
-  const int64_t j_begin = tile_lo, j_end = offset + last_row + 1;  // keys [j_begin, j_end)
-  load_tile<T, DP>(sK0, kh, kv_stride, j_begin, BN, j_end, p.d);
-  load_tile<T, DP>(sV0, vh, kv_stride, j_begin, BN, j_end, p.d);
+  const int64_t j_begin = tile_lo, j_end = offset + tile.last_row + 1;  // keys [j_begin, j_end)
+  load_tile<T, DP>(sK0, tile.kh, tile.kv_stride, j_begin, BN, j_end, p.d);
+  load_tile<T, DP>(sV0, tile.vh, tile.kv_stride, j_begin, BN, j_end, p.d);
   cp_async_commit();
 
   // This thread's two rows of the warp's 16: gid and gid + 8.
@@ -258,8 +283,10 @@ __global__ void __launch_bounds__(kWarpsTc * 32)
     if constexpr (STAGES == 2) {
       // The buffers of the next tile were last read in the previous trip, which ended in a barrier.
       if (more) {
-        load_tile<T, DP>(sK0 + (stage ^ 1) * BN * kLd, kh, kv_stride, j0 + BN, BN, j_end, p.d);
-        load_tile<T, DP>(sV0 + (stage ^ 1) * BN * kLd, vh, kv_stride, j0 + BN, BN, j_end, p.d);
+        load_tile<T, DP>(sK0 + (stage ^ 1) * BN * kLd, tile.kh, tile.kv_stride, j0 + BN, BN, j_end,
+                         p.d);
+        load_tile<T, DP>(sV0 + (stage ^ 1) * BN * kLd, tile.vh, tile.kv_stride, j0 + BN, BN, j_end,
+                         p.d);
       }
       cp_async_commit();
       cp_async_wait_all_but_one();
@@ -286,7 +313,7 @@ __global__ void __launch_bounds__(kWarpsTc * 32)
     }
     if constexpr (STAGES == 1) {
       __syncthreads();  // every warp is done with sK
-      if (more) load_tile<T, DP>(sK, kh, kv_stride, j0 + BN, BN, j_end, p.d);
+      if (more) load_tile<T, DP>(sK, tile.kh, tile.kv_stride, j0 + BN, BN, j_end, p.d);
       cp_async_commit();
     }
 
@@ -308,7 +335,7 @@ __global__ void __launch_bounds__(kWarpsTc * 32)
     }
     __syncthreads();  // every warp is done with sV (and, STAGES 2, with sK)
     if constexpr (STAGES == 1) {
-      if (more) load_tile<T, DP>(sV, vh, kv_stride, j0 + BN, BN, j_end, p.d);
+      if (more) load_tile<T, DP>(sV, tile.vh, tile.kv_stride, j0 + BN, BN, j_end, p.d);
       cp_async_commit();
     }
   }
@@ -349,29 +376,18 @@ __global__ void __launch_bounds__(WGS * 128, 1)
   T* sV0 = sK0 + 2 * BN * DP;                                   // [2][BN][DP]
   __shared__ int64_t tile_lo;
 
-  const int h = blockIdx.x, g = h / (p.q_heads / p.kv_heads);
+  const int h = blockIdx.x;
   const int64_t b = blockIdx.y;
   const int64_t i0 = static_cast<int64_t>(gridDim.z - 1 - blockIdx.z) * BM;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int gid = lane / 4, tig = lane % 4, group_row = (warp / 4) * 64;
-  const int64_t last_row = min64(p.q_seq, i0 + BM) - 1;
-
-  const int64_t q_stride = static_cast<int64_t>(p.q_heads) * p.d;
-  const int64_t kv_stride = static_cast<int64_t>(p.kv_heads) * p.d;
-  const T* qh = q + b * p.q_seq * q_stride + static_cast<int64_t>(h) * p.d;
-  const T* kh = k + b * p.kv_seq * kv_stride + static_cast<int64_t>(g) * p.d;
-  const T* vh = v + b * p.kv_seq * kv_stride + static_cast<int64_t>(g) * p.d;
-
-  if (threadIdx.x == 0) {
-    int64_t lo = first_key(p, b, i0);
-    for (int64_t i = i0 + 1; i <= last_row && p.key_start; ++i) lo = min64(lo, first_key(p, b, i));
-    tile_lo = lo;
-  }
-  wg::load_swizzled<T, DP, BM, kThreadsW>(sQ, qh, q_stride, i0, p.q_seq);
+  const QueryTile<T> tile = query_tile(p, q, k, v, h, b, i0, BM);
+  if (threadIdx.x == 0) tile_lo = first_key_of_tile(p, tile);
+  wg::load_swizzled<T, DP, BM, kThreadsW>(sQ, tile.qh, tile.q_stride, i0, p.q_seq);
   __syncthreads();
-  const int64_t j_begin = tile_lo, j_end = p.kv_seq - p.q_seq + last_row + 1;
-  wg::load_swizzled<T, DP, BN, kThreadsW>(sK0, kh, kv_stride, j_begin, j_end);
-  wg::load_swizzled<T, DP, BN, kThreadsW>(sV0, vh, kv_stride, j_begin, j_end);
+  const int64_t j_begin = tile_lo, j_end = p.kv_seq - p.q_seq + tile.last_row + 1;
+  wg::load_swizzled<T, DP, BN, kThreadsW>(sK0, tile.kh, tile.kv_stride, j_begin, j_end);
+  wg::load_swizzled<T, DP, BN, kThreadsW>(sV0, tile.vh, tile.kv_stride, j_begin, j_end);
   cp_async_commit();
 
   Rows r = thread_rows(p, b, i0 + warp * 16 + gid);
@@ -385,10 +401,10 @@ __global__ void __launch_bounds__(WGS * 128, 1)
     T* sV = sV0 + stage * BN * DP;
     // The next tile's buffers were last read in the previous trip, which ended in a barrier.
     if (j0 + BN < j_end) {
-      wg::load_swizzled<T, DP, BN, kThreadsW>(sK0 + (stage ^ 1) * BN * DP, kh, kv_stride, j0 + BN,
-                                              j_end);
-      wg::load_swizzled<T, DP, BN, kThreadsW>(sV0 + (stage ^ 1) * BN * DP, vh, kv_stride, j0 + BN,
-                                              j_end);
+      wg::load_swizzled<T, DP, BN, kThreadsW>(sK0 + (stage ^ 1) * BN * DP, tile.kh, tile.kv_stride,
+                                              j0 + BN, j_end);
+      wg::load_swizzled<T, DP, BN, kThreadsW>(sV0 + (stage ^ 1) * BN * DP, tile.vh, tile.kv_stride,
+                                              j0 + BN, j_end);
     }
     cp_async_commit();
     cp_async_wait_all_but_one();
@@ -438,34 +454,25 @@ __global__ void __launch_bounds__(WGS * 128, 1)
   T* sV0 = sK0 + kStages * BN * DP;                             // [3][BN][DP]
   __shared__ int64_t tile_lo;
 
-  const int h = blockIdx.x, g = h / (p.q_heads / p.kv_heads);
+  const int h = blockIdx.x;
   const int64_t b = blockIdx.y;
   const int64_t i0 = static_cast<int64_t>(gridDim.z - 1 - blockIdx.z) * BM;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int gid = lane / 4, tig = lane % 4, group_row = (warp / 4) * 64;
-  const int64_t last_row = min64(p.q_seq, i0 + BM) - 1;
-
-  const int64_t q_stride = static_cast<int64_t>(p.q_heads) * p.d;
-  const int64_t kv_stride = static_cast<int64_t>(p.kv_heads) * p.d;
-  const T* qh = q + b * p.q_seq * q_stride + static_cast<int64_t>(h) * p.d;
-  const T* kh = k + b * p.kv_seq * kv_stride + static_cast<int64_t>(g) * p.d;
-  const T* vh = v + b * p.kv_seq * kv_stride + static_cast<int64_t>(g) * p.d;
-
-  if (threadIdx.x == 0) {
-    int64_t lo = first_key(p, b, i0);
-    for (int64_t i = i0 + 1; i <= last_row && p.key_start; ++i) lo = min64(lo, first_key(p, b, i));
-    tile_lo = lo;
-  }
-  wg::load_swizzled<T, DP, BM, kThreadsW>(sQ, qh, q_stride, i0, p.q_seq);
+  const QueryTile<T> tile = query_tile(p, q, k, v, h, b, i0, BM);
+  if (threadIdx.x == 0) tile_lo = first_key_of_tile(p, tile);
+  wg::load_swizzled<T, DP, BM, kThreadsW>(sQ, tile.qh, tile.q_stride, i0, p.q_seq);
   __syncthreads();
-  const int64_t j_begin = tile_lo, j_end = p.kv_seq - p.q_seq + last_row + 1;
+  const int64_t j_begin = tile_lo, j_end = p.kv_seq - p.q_seq + tile.last_row + 1;
   const int tiles = static_cast<int>((j_end - j_begin + BN - 1) / BN);
   auto load_kv = [&](int t) {
     if (t < tiles) {
       const int64_t j0 = j_begin + static_cast<int64_t>(t) * BN;
       const int st = t % kStages;
-      wg::load_swizzled<T, DP, BN, kThreadsW>(sK0 + st * BN * DP, kh, kv_stride, j0, j_end);
-      wg::load_swizzled<T, DP, BN, kThreadsW>(sV0 + st * BN * DP, vh, kv_stride, j0, j_end);
+      wg::load_swizzled<T, DP, BN, kThreadsW>(sK0 + st * BN * DP, tile.kh, tile.kv_stride, j0,
+                                              j_end);
+      wg::load_swizzled<T, DP, BN, kThreadsW>(sV0 + st * BN * DP, tile.vh, tile.kv_stride, j0,
+                                              j_end);
     }
     cp_async_commit();
   };
