@@ -23,7 +23,11 @@
 // 169 at D 64 (147); S and dP in flight together: 229. ncu (B 4 H 16 T 4096 D 128): tensor pipe
 // ~53% busy, 2 blocks of 4 warps per SM (255 registers: dK and dV accumulators), so the waits
 // between the products and the elementwise work are not hidden. The 7 products (no atomics) are
-// 1.4 x FlashAttention-2's 5: 229 counted is ~320 TFLOP/s of products. Next: 5 products with dQ
+// 1.4 x FlashAttention-2's 5: 229 counted is ~320 TFLOP/s of products. Tried and dropped: at
+// the 8B shape (T 2048, GQA 32/8) key tile 0's dK/dV blocks are as long as an even share of the
+// launch, so splitting a key tile's query heads over two blocks (f32 partials, a combining pass)
+// looked like a shorter tail; it measured 168 vs 198 TFLOP/s (the partials' traffic and the
+// extra pass cost more than the tail). Next: 5 products with dQ
 // accumulated in a fixed order (a semaphore per query tile), and 2 consumer warpgroups per block.
 // Checked: the forward's lse and out against a CPU reference in double (one head pair, small
 // size), and every backward variant against variant 1 on the GPU (small size) or variant 2 (large).
