@@ -508,7 +508,7 @@ __global__ void __launch_bounds__(kThreads)
 // rest dQ tiles. The dQ blocks fill the SMs while the long dK/dV blocks of the first key tiles
 // finish, instead of waiting for a second launch behind the first one's tail.
 template <typename T, int DP, int NO, int BN, int QSTAGES, typename Mma>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, DP == 64 ? 3 : 1)
     flash_backward_fused(T* dq, T* dk, T* dv, const T* q, const T* k, const T* v, const T* dout,
                          BackwardArgs p, int dkdv_blocks) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
