@@ -367,7 +367,7 @@ void launch_flash(void* out, const void* q, const void* k, const void* v, const 
 namespace wg = attention_wgmma;
 
 template <typename T, int DP, int BN, int WGS>
-__global__ void __launch_bounds__(WGS * 128, DP == 64 ? 2 : 1)
+__global__ void __launch_bounds__(WGS * 128, 1)
     flash_forward_wgmma(T* out, const T* q, const T* k, const T* v, FlashArgs p) {
   constexpr int BM = 64 * WGS, kThreadsW = WGS * 128;
   extern __shared__ __align__(1024) unsigned char smem_dyn[];
