@@ -92,6 +92,11 @@ void Linear::base_forward(Tensor& y, const Tensor& x) const {
 
 void Linear::lora_forward(Context& ctx, const Tensor& x, Tensor& y) {
   if (lora_a_ < 0) return;
+  lora_input(ctx, x);
+  ops::matmul(y, xa_, Transpose::no, params_->param(lora_b_), Transpose::yes, lora_scale_, 0.0);
+}
+
+void Linear::lora_input(Context& ctx, const Tensor& x) {
   Tensor xd = x;
   if (lora_dropout_ > 0 && ctx.mode == Mode::train) {
     xd = ctx.arena.alloc(x.shape(), x.dtype());
@@ -101,7 +106,12 @@ void Linear::lora_forward(Context& ctx, const Tensor& x, Tensor& y) {
   Tensor a = params_->param(lora_a_);  // (r, in)
   xa_ = ctx.arena.alloc({x.size(0), a.size(0)}, x.dtype());
   ops::matmul(xa_, xd, Transpose::no, a, Transpose::yes);
-  ops::matmul(y, xa_, Transpose::no, params_->param(lora_b_), Transpose::yes, lora_scale_, 0.0);
+}
+
+void Linear::save_input(Context& ctx, const Tensor& x) {
+  x_ = x;
+  a_stack_ = Tensor();
+  if (lora_a_ >= 0) lora_input(ctx, x);
 }
 
 void Linear::backward(Context& ctx, const Tensor& dy, Tensor& dx, Accumulate accumulate) {

@@ -334,18 +334,26 @@ Mlp::Mlp(ParamStore& params, const TransformerConfig& c, const TensorNames& name
 }
 
 Tensor Mlp::forward(Context& ctx, const Tensor& x) {
+  return down_.forward(ctx, activation(ctx, x));
+}
+
+void Mlp::recompute(Context& ctx, const Tensor& x) {
+  down_.save_input(ctx, activation(ctx, x));
+}
+
+Tensor Mlp::activation(Context& ctx, const Tensor& x) {
   if (kind_ == MlpKind::gelu_tanh) {
     up_out_ = up_.forward(ctx, x);  // (N, F)
     Tensor h = ctx.arena.alloc(up_out_.shape(), x.dtype());
     ops::gelu_tanh_forward(h, up_out_);
-    return down_.forward(ctx, h);
+    return h;
   }
   const std::vector<Tensor> gate_up = Linear::forward_group(ctx, x, {&gate_, &up_});
   gate_out_ = gate_up[0];  // (N, F)
   up_out_ = gate_up[1];    // (N, F)
   Tensor h = ctx.arena.alloc(gate_out_.shape(), x.dtype());
   ops::swiglu_forward(h, gate_out_, up_out_);
-  return down_.forward(ctx, h);
+  return h;
 }
 
 void Mlp::forward_decode(Context& ctx, const Tensor& x, Norm& norm, Tensor& residual) {
@@ -397,9 +405,19 @@ DecoderBlock::DecoderBlock(ParamStore& params, const TransformerConfig& c, const
 
 Tensor DecoderBlock::forward(Context& ctx, const Tensor& x, const Tensor& positions,
                              const Tensor& key_start, const RotaryEmbedding& rope,
-                             KeptAttention* kept, Kept use) {
-  Tensor a = attn_.forward(ctx, attn_norm_.forward(ctx, x), positions, key_start, rope, kept, use);
+                             KeptAttention* kept) {
+  Tensor a =
+      attn_.forward(ctx, attn_norm_.forward(ctx, x), positions, key_start, rope, kept, Kept::fill);
   return residual_mlp(ctx, x, a);
+}
+
+void DecoderBlock::recompute(Context& ctx, const Tensor& x, const Tensor& positions,
+                             const Tensor& key_start, const RotaryEmbedding& rope,
+                             KeptAttention* kept) {
+  Tensor a =
+      attn_.forward(ctx, attn_norm_.forward(ctx, x), positions, key_start, rope, kept, Kept::reuse);
+  Tensor h = ctx.arena.alloc(x.shape(), x.dtype());
+  mlp_.recompute(ctx, mlp_norm_.add_forward(ctx, x, a, h));  // h = x + a
 }
 
 Tensor DecoderBlock::residual_mlp(Context& ctx, const Tensor& x, const Tensor& a) {
@@ -526,7 +544,7 @@ Tensor CausalLM::forward_hidden(Context& ctx, const Tensor& ids_in, const Tensor
           kept = &kept_.back();
         }
         const Arena::Mark mark = ctx.arena.mark();
-        ops::copy(out, blocks_[l]->forward(ctx, x, positions, key_start_, rope_, kept, Kept::fill));
+        ops::copy(out, blocks_[l]->forward(ctx, x, positions, key_start_, rope_, kept));
         ctx.arena.release(mark);
         x = out;
       } else {
@@ -618,7 +636,7 @@ void CausalLM::backward_hidden(Context& ctx, const Tensor& dxn) {
       if (recompute_) {
         // The same masks; with kept attention the attention forward itself is not rerun.
         KeptAttention* kept = kept_.empty() ? nullptr : &kept_[l];
-        blocks_[l]->forward(ctx, hidden_[l], positions_, key_start_, rope_, kept, Kept::reuse);
+        blocks_[l]->recompute(ctx, hidden_[l], positions_, key_start_, rope_, kept);
       }
       ops::copy(dx_in, blocks_[l]->backward(ctx, dx, rope_));
       ctx.arena.release(mark);
@@ -694,7 +712,7 @@ Tensor CausalLM::backward_blocks_offloaded(Context& ctx, Tensor dx) {
     }
     Tensor dx_in = turns[l % 2];  // the gradient between blocks takes turns in two buffers
     const Arena::Mark mark = ctx.arena.mark();
-    blocks_[l]->forward(ctx, in, positions_, key_start_, rope_);  // same masks
+    blocks_[l]->recompute(ctx, in, positions_, key_start_, rope_, nullptr);  // same masks
     ops::copy(dx_in, blocks_[l]->backward(ctx, dx, rope_));
     ctx.arena.release(mark);
     dx = dx_in;

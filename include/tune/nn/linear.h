@@ -43,6 +43,9 @@ class Linear {
   // whose rounding to bf16 would bias the loss). No bias then.
   Tensor forward(Context& ctx, const Tensor& x, DType out);
   void backward(Context& ctx, const Tensor& dy, Tensor& dx, Accumulate accumulate);
+  // What forward saves for backward (x, and with an adapter x A^T) without the product itself:
+  // activation checkpointing's rerun of a block's last Linear, whose output nothing reads.
+  void save_input(Context& ctx, const Tensor& x);
 
   // The weights of `linears` stacked, [sum of their out, in], as one view of the parameter buffer
   // when they lie there one right after another (declared in a row, same role and input size,
@@ -76,6 +79,7 @@ class Linear {
   // base_forward adds to it when there is an adapter; dx is written (beta 0) or added to.
   void base_forward(Tensor& y, const Tensor& x) const;
   void lora_forward(Context& ctx, const Tensor& x, Tensor& y);
+  void lora_input(Context& ctx, const Tensor& x);  // x_dropped_ and xa_, as lora_forward saves
   void base_backward(const Tensor& dy, Tensor& dx, double beta) const;
   void lora_backward(Context& ctx, const Tensor& dy, Tensor& dx, double beta);
   // A group's adapters together (shares_adapters): each adapted member's y written with its

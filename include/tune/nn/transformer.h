@@ -217,6 +217,9 @@ class Mlp {
   Mlp(ParamStore& params, const TransformerConfig& c, const TensorNames& names, int64_t layer,
       const BuildOptions& options);
   Tensor forward(Context& ctx, const Tensor& x);
+  // forward for backward's sake (activation checkpointing): saves what backward reads but skips
+  // the down projection's product, whose output only the block's output reads.
+  void recompute(Context& ctx, const Tensor& x);
   void backward(Context& ctx, const Tensor& dy, Tensor& dx);
   // Inference on norm(x) (saves nothing), the output added to residual in place: for one row
   // with gate and up stacked in the parameter buffer, RMSNorm and gate|up are one kernel.
@@ -228,6 +231,8 @@ class Mlp {
 
  private:
   friend class BatchedDecode;
+  // The down projection's input: act(gate) * up, or gelu(up).
+  Tensor activation(Context& ctx, const Tensor& x);
   MlpKind kind_ = MlpKind::swiglu;
   Linear gate_, up_, down_;
   Tensor gate_out_, up_out_;
@@ -237,9 +242,14 @@ class DecoderBlock {
  public:
   DecoderBlock(ParamStore& params, const TransformerConfig& c, const TensorNames& names,
                int64_t layer, const BuildOptions& options);
-  // h = x + attn(norm(x)); y = h + mlp(norm(h)). kept, use: see Attention::forward.
+  // h = x + attn(norm(x)); y = h + mlp(norm(h)). kept: filled (see Attention::forward).
   Tensor forward(Context& ctx, const Tensor& x, const Tensor& positions, const Tensor& key_start,
-                 const RotaryEmbedding& rope, KeptAttention* kept = nullptr, Kept use = Kept::fill);
+                 const RotaryEmbedding& rope, KeptAttention* kept = nullptr);
+  // Activation checkpointing's rerun of forward before backward: the same saved state, read
+  // from `kept` where the first forward kept it (Kept::reuse), without the block's output (the
+  // MLP's down projection and the last residual add: backward reads neither).
+  void recompute(Context& ctx, const Tensor& x, const Tensor& positions, const Tensor& key_start,
+                 const RotaryEmbedding& rope, KeptAttention* kept);
   Tensor backward(Context& ctx, const Tensor& dy, const RotaryEmbedding& rope);
   // Inference with a KV cache (see Attention::forward_cached).
   Tensor forward_cached(Context& ctx, const Tensor& x, const Tensor& positions,
