@@ -171,9 +171,10 @@ void Linear::lora_backward(Context& ctx, const Tensor& dy, Tensor& dx, double be
 // adapter's share is a block of rows, [r, N], a tensor of its own for its B products (a column
 // block of [N, sum r] would need a row stride the ops do not take); the same for d(xa)^T.
 //
-//   xa^T    [R, N]  = A_stack x^T                    y_p    += scale_p (xa_p^T)^T B_p^T
+//   xa^T    [R, N]  = A_stack x^T                    y_p     = scale_p (xa_p^T)^T B_p^T
 //   dB_p            += scale_p dy_p^T (xa_p^T)^T     dxa_p^T = scale_p B_p^T dy_p^T
-//   dA_stack [R, in] = dxa^T x  (added to each dA_p)  dx     += (dxa^T)^T A_stack
+//   dA_stack [R, in] = dxa^T x  (added to each dA_p)  dx  (+)= (dxa^T)^T A_stack
+// (y_p and dx are written first; the base products then add to them, see base_forward.)
 
 bool Linear::shares_adapters(std::initializer_list<Linear*> group) {
   const Linear* first = *group.begin();

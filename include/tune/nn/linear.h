@@ -3,10 +3,9 @@
 // and saves exactly what backward needs: x, and with LoRA x·A^T (computed once, reused for dB)
 // and the dropped-out x when dropout is on.
 //
-// Linears that read the same input (attention's q, k, v; the MLP's gate, up) also run as a group,
-// with fewer and larger products: the base weights as one [sum out, in] product when they lie
-// side by side in the parameter buffer, and the adapters' x·A^T, dA and dx·A as one product each
-// (the skinny LoRA GEMMs, N or K = r, are bound by reading x and dy, not by arithmetic).
+// Linears that read the same input (attention's q, k, v; the MLP's gate, up) also run as a group:
+// their adapters' x·A^T, dA and dx·A as one product each (the skinny LoRA GEMMs, N or K = r, are
+// bound by reading x and dy, not by arithmetic); the base products stay one per member.
 #pragma once
 
 #include <initializer_list>
