@@ -1,9 +1,10 @@
 // ops::embedding_forward / embedding_backward on the GPU against the CPU op in f64 on the same
-// rounded inputs: f32/bf16/f16 tables, i32 and i64 ids with many repeats (the backward's
-// per-id ownership), awkward row counts and widths, outputs inside sentinel-filled buffers (pads
-// of 37 elements misalign rows for 16-byte access, 64 keep them aligned). Forward is an exact
-// copy; backward within 1e-6 (f32) or the storage dtype's rounding of one addition. Bad ids throw
-// naming the id; backward is bitwise reproducible.
+// rounded inputs: f32/bf16/f16 tables, i32 and i64 ids with many repeats (the backward sums each
+// id's rows in one segment after sorting by id), long runs of one id, awkward row counts and
+// widths, outputs inside sentinel-filled buffers (pads of 37 elements misalign rows for 16-byte
+// access, 64 keep them aligned). Forward is an exact copy; backward within 1e-6 (f32; 1e-5 with a
+// run of 32768 rows) or the storage dtype's rounding of one addition. Bad ids throw naming the id;
+// backward is bitwise reproducible.
 #include <gtest/gtest.h>
 
 #include "gpu/gpu_test_util.h"
@@ -59,6 +60,47 @@ void check(DType dtype, DType id_type, int64_t n, int64_t c, int64_t pad) {
   ops::embedding_backward(dtable.view, dout_dev.view, ids_dev);
   const double tol = dtype == DType::f32 ? 1e-6 : (dtype == DType::bf16 ? 8e-3 : 1e-3);
   EXPECT_LE(test::rel_error(fetch(dtable, {vocab, c}, "dtable"), dtable_ref), tol);
+}
+
+// Long runs of one id, the backward's segments after its sort: few ids over many rows, GPT-2's
+// 65536 tokens over its 50257 ids, and a pad id on every other row (one run of n / 2 rows).
+void check_repeats(DType dtype, DType id_type, int64_t n, int64_t vocab, bool pad_rows,
+                   int64_t pad) {
+  SCOPED_TRACE(str(dtype_name(dtype), " ids ", dtype_name(id_type), " n=", n, " vocab=", vocab,
+                   pad_rows ? " pad rows" : "", " pad=", pad));
+  const int64_t c = 64;
+  const uint64_t seed = static_cast<uint64_t>(n * 13 + vocab + (pad_rows ? 1 : 0));
+  Tensor ids = test::randint({n}, vocab, seed);
+  if (pad_rows) {
+    for (int64_t i = 0; i < n; i += 2) ids.data<int64_t>()[i] = vocab - 1;
+  }
+  if (id_type == DType::i32) {
+    Tensor i32 = Tensor::empty({n}, DType::i32);
+    for (int64_t i = 0; i < n; ++i) i32.data<int32_t>()[i] = static_cast<int32_t>(ids.item(i));
+    ids = i32;
+  }
+  const Tensor ids_dev = ids_to_device(ids);
+  const Tensor dout = rounded({n, c}, dtype, seed + 1);
+  const Tensor dtable0 = rounded({vocab, c}, dtype, seed + 2);
+  Tensor dtable_ref = dtable0.clone();
+  ops::embedding_backward(dtable_ref, dout, ids);
+  Placed dtable = place({vocab, c}, dtype, pad, dtable0);
+  Placed dout_dev = place({n, c}, dtype, pad, dout);
+  ops::embedding_backward(dtable.view, dout_dev.view, ids_dev);
+  // f32: a run of 32768 rows is summed in f32, so its rounding grows past one addition's.
+  const double tol = dtype == DType::f32 ? 1e-5 : (dtype == DType::bf16 ? 8e-3 : 1e-3);
+  EXPECT_LE(test::rel_error(fetch(dtable, {vocab, c}, "dtable"), dtable_ref), tol);
+}
+
+TEST(CudaEmbedding, BackwardMatchesCpuWithLongRunsOfOneId) {
+  for (DType dtype : {DType::f32, DType::bf16, DType::f16}) {
+    for (DType id_type : {DType::i64, DType::i32}) {
+      check_repeats(dtype, id_type, 4097, 7, false, 37);
+      check_repeats(dtype, id_type, 4097, 7, false, 64);
+      check_repeats(dtype, id_type, 65536, 50257, false, 64);
+      check_repeats(dtype, id_type, 65536, 50257, true, 64);
+    }
+  }
 }
 
 TEST(CudaEmbedding, MatchesCpuAtAwkwardSizes) {
