@@ -86,8 +86,7 @@ Tensor Linear::forward(Context& ctx, const Tensor& x, DType out) {
 void Linear::base_forward(Tensor& y, const Tensor& x) const {
   ops::matmul(y, x, Transpose::no, params_->param(weight_),
               layout_ == Layout::out_in ? Transpose::yes : Transpose::no, 1.0,
-              lora_a_ >= 0 ? 1.0 : 0.0);
-  if (bias_ >= 0) ops::add_bias(y, params_->param(bias_));
+              lora_a_ >= 0 ? 1.0 : 0.0, bias_ >= 0 ? params_->param(bias_) : Tensor());
 }
 
 void Linear::lora_forward(Context& ctx, const Tensor& x, Tensor& y) {
@@ -248,8 +247,6 @@ void Linear::backward_group(Context& ctx, std::initializer_list<Linear*> group,
                             std::initializer_list<Tensor> dys, Tensor& dx, Accumulate accumulate) {
   TUNE_ASSERT(group.size() == dys.size(), "Linear::backward_group: ", group.size(), " Linears but ",
               dys.size(), " gradients");
-  const Tensor x = (*group.begin())->x_;
-  const int64_t N = x.size(0);
   // The first product into dx takes the caller's beta, the others add; adapters first (see
   // base_forward).
   double beta = accumulate == Accumulate::yes ? 1.0 : 0.0;

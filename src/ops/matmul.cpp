@@ -1,4 +1,4 @@
-// matmul: c = alpha * op(a) @ op(b) + beta * c on 2-D tensors; BLAS does the work.
+// matmul: c = alpha * op(a) @ op(b) + beta * c (+ bias) on 2-D tensors; BLAS does the work.
 #include <climits>
 
 #include "backend/cpu/cpu_kernels.h"
@@ -21,7 +21,7 @@ cpu::Trans to_cpu(Transpose t) {
 }  // namespace
 
 void matmul(Tensor& c, const Tensor& a, Transpose ta, const Tensor& b, Transpose tb, double alpha,
-            double beta) {
+            double beta, const Tensor& bias) {
   const Arg ca{"c", c}, aa{"a", a}, ba{"b", b};
   detail::check_rank(kOp, aa, 2);
   detail::check_rank(kOp, ba, 2);
@@ -53,6 +53,15 @@ void matmul(Tensor& c, const Tensor& a, Transpose ta, const Tensor& b, Transpose
   const bool on_cuda = detail::check_device(kOp, {ca, aa, ba}) == Device::cuda;
   detail::check_no_overlap(kOp, ca, aa);
   detail::check_no_overlap(kOp, ca, ba);
+  if (bias.defined()) {
+    const Arg bias_arg{"bias", bias};
+    detail::check_shape(kOp, bias_arg, {n}, ca);
+    detail::check_device(kOp, {ca, bias_arg});
+    if (bias.dtype() != c.dtype()) {
+      detail::fail(kOp, str("bias is ", dtype_name(bias.dtype()), " but c is ",
+                            dtype_name(c.dtype()), "; the bias takes c's dtype"));
+    }
+  }
   if (on_cuda) {
     // c may be f32 when a and b are bf16 or f16: full-precision results of low-precision inputs.
     const DType ab = detail::check_cuda_float(kOp, {aa, ba});
@@ -60,7 +69,7 @@ void matmul(Tensor& c, const Tensor& a, Transpose ta, const Tensor& b, Transpose
     cuda::gemm(ab, c.dtype(), ta == Transpose::yes ? cuda::Trans::yes : cuda::Trans::no,
                tb == Transpose::yes ? cuda::Trans::yes : cuda::Trans::no, m, n, k,
                static_cast<float>(alpha), a.raw(), a.size(1), b.raw(), b.size(1),
-               static_cast<float>(beta), c.raw(), n);
+               static_cast<float>(beta), c.raw(), n, bias.defined() ? bias.raw() : nullptr);
     return;
   }
   const DType dt = detail::check_float(kOp, {ca, aa, ba});
@@ -68,6 +77,7 @@ void matmul(Tensor& c, const Tensor& a, Transpose ta, const Tensor& b, Transpose
     using T = decltype(tag);
     cpu::gemm<T>(to_cpu(ta), to_cpu(tb), m, n, k, static_cast<T>(alpha), a.data<T>(), a.size(1),
                  b.data<T>(), b.size(1), static_cast<T>(beta), c.data<T>(), n);
+    if (bias.defined()) cpu::add_bias<T>(c.data<T>(), bias.data<T>(), m, n);
   });
 }
 

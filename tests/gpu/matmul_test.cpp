@@ -1,6 +1,7 @@
 // ops::matmul on the GPU (cuBLASLt) against the CPU in f64: every transpose, alpha and beta, at
 // awkward sizes, with c placed inside a larger buffer whose sentinels must survive untouched.
-// f32 must match to 1e-5 (relative, whole tensor), bf16 and f16 to 2e-2.
+// f32 must match to 1e-5 (relative, whole tensor), bf16 and f16 to 2e-2. With a bias: the
+// epilogue's (a 16-byte aligned bias), the separate pass's (misaligned) and the gemv path's.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -15,10 +16,13 @@ using test::to_device;
 
 using ops::Transpose;
 
+// bias_offset >= 0: a bias [n] at that element offset of a device buffer (offset 8 or more
+// elements: 16-byte aligned for 2-byte dtypes; 1: misaligned).
 void check(DType dtype, int64_t m, int64_t n, int64_t k, Transpose ta, Transpose tb, double alpha,
-           double beta, double tolerance) {
+           double beta, double tolerance, int64_t bias_offset = -1) {
   SCOPED_TRACE(str(dtype_name(dtype), " m=", m, " n=", n, " k=", k, " ta=", ta == Transpose::yes,
-                   " tb=", tb == Transpose::yes, " alpha=", alpha, " beta=", beta));
+                   " tb=", tb == Transpose::yes, " alpha=", alpha, " beta=", beta,
+                   " bias_offset=", bias_offset));
   const uint64_t seed = static_cast<uint64_t>(m * 1000003 + n * 1009 + k);
   // Inputs rounded to the test dtype first, so the reference sees exactly what the GPU sees.
   const Tensor a = test::randn(ta == Transpose::no ? Shape{m, k} : Shape{k, m}, DType::f32, seed)
@@ -30,7 +34,14 @@ void check(DType dtype, int64_t m, int64_t n, int64_t k, Transpose ta, Transpose
           .to(DType::f64);
   const Tensor c0 = test::randn({m, n}, DType::f32, seed + 2).to(dtype).to(DType::f64);
   Tensor ref = c0.clone();
-  ops::matmul(ref, a, ta, b, tb, alpha, beta);
+  const Tensor bias = test::randn({n}, DType::f32, seed + 3).to(dtype).to(DType::f64);
+  ops::matmul(ref, a, ta, b, tb, alpha, beta, bias_offset >= 0 ? bias : Tensor());
+  Tensor bias_buffer;
+  if (bias_offset >= 0) {
+    bias_buffer = Tensor::empty({bias_offset + n}, dtype);
+    bias_buffer.narrow(bias_offset, n).copy_from(bias.to(dtype));
+    bias_buffer = to_device(bias_buffer, dtype);
+  }
 
   // c sits in the middle of a buffer of sentinels.
   const int64_t pad = 37;
@@ -39,7 +50,8 @@ void check(DType dtype, int64_t m, int64_t n, int64_t k, Transpose ta, Transpose
   Tensor buffer = to_device(host_buffer, dtype);
   Tensor c = buffer.narrow(pad, m * n).view({m, n});
   Tensor da = to_device(a, dtype), db = to_device(b, dtype);
-  ops::matmul(c, da, ta, db, tb, alpha, beta);
+  ops::matmul(c, da, ta, db, tb, alpha, beta,
+              bias_offset >= 0 ? bias_buffer.narrow(bias_offset, n) : Tensor());
 
   Tensor back = Tensor::empty(buffer.shape(), dtype);
   back.copy_from(buffer);
@@ -62,6 +74,19 @@ TEST(CudaMatmul, MatchesCpuAtAwkwardSizes) {
           check(dtype, s[0], s[1], s[2], ta, tb, 1.0, 0.0, tol);
           check(dtype, s[0], s[1], s[2], ta, tb, 0.5, 0.25, tol);
         }
+      }
+    }
+  }
+}
+
+TEST(CudaMatmul, BiasMatchesCpu) {
+  const int64_t sizes[][3] = {{7, 33, 5}, {257, 64, 33}, {4097, 80, 64}, {3, 1031, 64}};
+  for (DType dtype : {DType::f32, DType::bf16, DType::f16}) {
+    const double tol = dtype == DType::f32 ? 1e-5 : 2e-2;
+    for (const auto& s : sizes) {
+      for (int64_t offset : {int64_t{0}, int64_t{8}, int64_t{1}}) {
+        check(dtype, s[0], s[1], s[2], Transpose::no, Transpose::yes, 1.0, 0.0, tol, offset);
+        check(dtype, s[0], s[1], s[2], Transpose::no, Transpose::no, 0.5, 1.0, tol, offset);
       }
     }
   }

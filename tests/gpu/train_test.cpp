@@ -3,10 +3,14 @@
 // same loss and gradients as keeping every activation (the kernels are deterministic and dropout
 // masks are a function of the step), with less device memory, and `blocks` must rerun each block
 // with the attention output it kept rather than the attention forward; and the mixed-precision
-// optimizer's f32 masters must carry updates that bf16 parameters alone would round away.
+// optimizer's f32 masters must carry updates that bf16 parameters alone would round away; and a
+// vocabulary that is not a multiple of 64 (the head's products over a padded copy of its weight)
+// must give the loss and gradients of the plain head.
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "test_util.h"
 #include "tune/models/model.h"
@@ -160,6 +164,65 @@ TEST(CudaTrain, MixedPrecisionMastersKeepSmallUpdates) {
   const double after = params.param(norm).to(Device::cpu).item(0);
   EXPECT_NE(after, before);  // 80 steps of 1e-4 = 8e-3: at least one bf16 step below 2.0
   EXPECT_NEAR(after, before - 80 * 1e-4, 8e-3);
+}
+
+// GPT-2's 50257 words leave the logits' rows misaligned for cuBLASLt's fast kernels, so the
+// training loss (CausalLM::head_loss) multiplies by a copy of the head padded to a multiple of 64
+// words, with -inf logits on the padding. Against the plain head (CausalLM::forward, then the loss
+// and backward): the same loss and gradients, and a target among the padding words is an error.
+TEST(CudaTrain, PaddedVocabularyHeadMatchesThePlainHead) {
+  std::ifstream file(kGolden + "gpt2_tiny/config.json");
+  nlohmann::json json = nlohmann::json::parse(file);
+  const int64_t B = 2, T = 37, V = 500;
+  json["vocab_size"] = V;  // padded to 512
+  const models::ModelConfig config = models::parse_model_config(json, "gpt2_tiny, 500 words");
+  std::vector<int64_t> ids(B * T), pos(B * T);
+  for (int64_t i = 0; i < B * T; ++i) {
+    ids[i] = (i * 7 + 3) % V;
+    pos[i] = i % T;
+  }
+  ids[5] = V - 1;  // the last word, next to the padding
+  const Tensor t_ids = Tensor::from_i64({B, T}, ids), t_pos = Tensor::from_i64({B, T}, pos);
+  struct Result {
+    double loss;
+    Tensor grads;  // f64 on the host
+  };
+  // plain: CausalLM::forward (the head's Linear, logits of V columns), then the loss and backward.
+  auto run = [&](DType dtype, bool plain, const Tensor& labels) {
+    models::ModelOptions options;
+    options.dtype = dtype;
+    options.device = Device::cuda;
+    models::Model model(config, options);
+    nn::ParamStore& params = model.params();
+    params.trainable().copy_from(
+        test::randn({params.trainable_numel()}, DType::f32, 11, 0.1).to(dtype));
+    nn::Context ctx(Device::cuda);
+    params.zero_grads();
+    Result r;
+    if (plain) {
+      Tensor logits = model.lm().forward(ctx, t_ids, t_pos);
+      EXPECT_EQ(logits.size(1), V);
+      Tensor dlogits = ctx.arena.alloc(logits.shape(), logits.dtype());
+      r.loss = nn::causal_lm_loss(dlogits, logits, labels).mean();
+      model.lm().backward(ctx, dlogits);
+    } else {
+      r.loss = model.lm().forward_backward(ctx, t_ids, t_pos, labels, 0).mean();
+    }
+    r.grads = params.grads().to(Device::cpu).to(DType::f64);
+    return r;
+  };
+  const Result plain = run(DType::f32, true, t_ids);
+  const Result padded = run(DType::f32, false, t_ids);
+  EXPECT_NEAR(padded.loss, plain.loss, 1e-5 * plain.loss);
+  EXPECT_LE(test::rel_error(padded.grads, plain.grads), 1e-5);
+  // bf16 weights and activations (f32 logits) against the f32 head, as the golden cases compare.
+  const Result low = run(DType::bf16, false, t_ids);
+  EXPECT_NEAR(low.loss, plain.loss, 2e-2 * plain.loss);
+  EXPECT_LE(test::rel_error(low.grads, plain.grads), 2e-2);
+
+  std::vector<int64_t> bad = ids;
+  bad[40] = V + 3;  // a padding word
+  EXPECT_THROW(run(DType::f32, false, Tensor::from_i64({B, T}, bad)), Error);
 }
 
 }  // namespace

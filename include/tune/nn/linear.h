@@ -69,6 +69,11 @@ class Linear {
 
   const std::string& module() const { return module_; }
   bool has_lora() const { return lora_a_ >= 0; }
+  bool has_bias() const { return bias_ >= 0; }
+  Layout layout() const { return layout_; }
+  // The weight as stored, and its gradient (undefined when the weight is frozen).
+  Tensor weight() const { return params_->param(weight_); }
+  Tensor weight_grad() const { return params_->grad(weight_); }
   int64_t in_features() const { return in_; }
   int64_t out_features() const { return out_; }
 

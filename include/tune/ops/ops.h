@@ -17,11 +17,13 @@ namespace tune::ops {
 
 enum class Transpose : uint8_t { no, yes };
 
-// c = alpha * op(a) @ op(b) + beta * c, for 2-D a, b, c (pass views for higher ranks).
-// beta = 0 overwrites c (NaNs in c are not propagated); beta = 1 accumulates. One dtype for all
-// three, except on CUDA, where c may be f32 for bf16/f16 a and b (f32 accumulation either way).
+// c = alpha * op(a) @ op(b) + beta * c (+ bias on every row), for 2-D a, b, c (pass views for
+// higher ranks). beta = 0 overwrites c (NaNs in c are not propagated); beta = 1 accumulates. One
+// dtype for all three, except on CUDA, where c may be f32 for bf16/f16 a and b (f32 accumulation
+// either way). A defined bias [n] has c's dtype; CUDA adds it in the product's epilogue (before
+// c is rounded), the CPU after.
 void matmul(Tensor& c, const Tensor& a, Transpose ta, const Tensor& b, Transpose tb,
-            double alpha = 1.0, double beta = 0.0);
+            double alpha = 1.0, double beta = 0.0, const Tensor& bias = Tensor());
 
 // ---- elementwise and reductions ----
 void fill(Tensor& x, double value);

@@ -21,10 +21,9 @@ namespace tune::cuda {
 int64_t embedding_forward(DType dtype, DType id_type, void* out, const void* ids, const void* table,
                           int64_t n, int64_t c, int64_t vocab);
 
-// dtable [vocab, c] += dout [n, c] scattered at ids. Deterministic, no atomics: the block of the
-// first row holding an id owns that id, sums every row with it in row order in f32 (shared
-// memory), and adds the sum to dtable once. Each block scans the ids before it, so the work grows
-// as n^2 / 256 id reads (~0.3 ms at n = 16k). Returns as embedding_forward.
+// dtable [vocab, c] += dout [n, c] scattered at ids. Deterministic, no atomics: the rows are
+// sorted by id (a stable radix sort), and one block sums each id's rows in row order in f32 and
+// adds the sum to dtable once. Returns as embedding_forward.
 int64_t embedding_backward(DType dtype, DType id_type, void* dtable, const void* dout,
                            const void* ids, int64_t n, int64_t c, int64_t vocab);
 

@@ -9,6 +9,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_kernels.h"
+#include "backend/cuda/elementwise_kernels.h"
 #include "backend/cuda/gemv_kernels.h"
 
 namespace tune::cuda {
@@ -93,14 +94,15 @@ struct Key {
   Trans ta, tb;
   int64_t m, n, k, lda, ldb, ldc;
   uint32_t align_a, align_b, align_c;
+  bool bias;  // the bias epilogue
   bool operator==(const Key&) const = default;
 };
 struct KeyHash {
   size_t operator()(const Key& k) const {
     size_t h = 0;
-    for (int64_t v :
-         {int64_t(k.dtype), int64_t(k.c_dtype), int64_t(k.ta), int64_t(k.tb), k.m, k.n, k.k, k.lda,
-          k.ldb, k.ldc, int64_t(k.align_a), int64_t(k.align_b), int64_t(k.align_c)})
+    for (int64_t v : {int64_t(k.dtype), int64_t(k.c_dtype), int64_t(k.ta), int64_t(k.tb), k.m, k.n,
+                      k.k, k.lda, k.ldb, k.ldc, int64_t(k.align_a), int64_t(k.align_b),
+                      int64_t(k.align_c), int64_t(k.bias)})
       h = h * 1000003u ^ std::hash<int64_t>()(v);
     return h;
   }
@@ -124,6 +126,14 @@ std::shared_ptr<Plan> make_plan(const Key& key) {
                                                    sizeof op_first));
   TUNE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSB, &op_second,
                                                    sizeof op_second));
+  if (key.bias) {
+    // The bias runs along the rows of the column-major C^T (n, m): one value per column of c.
+    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    TUNE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
+                                                     sizeof epilogue));
+    TUNE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+                                                     &c_type, sizeof c_type));
+  }
   const auto m = static_cast<uint64_t>(key.m), n = static_cast<uint64_t>(key.n),
              k = static_cast<uint64_t>(key.k);
   // Stored shapes, read column-major: b is (k, n) or, transposed, (n, k) row-major.
@@ -158,22 +168,37 @@ std::shared_ptr<Plan> make_plan(const Key& key) {
 
 void gemm(DType dtype, DType c_dtype, Trans ta, Trans tb, int64_t m, int64_t n, int64_t k,
           float alpha, const void* a, int64_t lda, const void* b, int64_t ldb, float beta, void* c,
-          int64_t ldc) {
+          int64_t ldc, const void* bias) {
   if (m == 0 || n == 0) return;
   // A few rows times a Linear's weight (b = W [n, k], transposed): decoding's products, bound by
-  // reading W, go to the warp-per-column kernel.
-  if (c_dtype == dtype && m <= kGemvMaxRows && ta == Trans::no && tb == Trans::yes && k > 0) {
-    gemv(dtype, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  // reading W, go to the warp-per-column kernel. cuBLASLt wants the bias 16-byte aligned; the
+  // bias then goes on in a pass of its own.
+  const bool gemv_rows =
+      c_dtype == dtype && m <= kGemvMaxRows && ta == Trans::no && tb == Trans::yes && k > 0;
+  if (gemv_rows || (bias && alignment(bias) < 16)) {
+    if (gemv_rows)
+      gemv(dtype, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    else
+      gemm(dtype, c_dtype, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    if (bias) {
+      TUNE_CHECK(ldc == n, "cuda::gemm: a bias on a strided c");
+      add_bias(c_dtype, c, bias, m, n);
+    }
     return;
   }
-  const Key key{dtype, c_dtype, ta,           tb,           m,           n, k, lda,
-                ldb,   ldc,     alignment(a), alignment(b), alignment(c)};
+  const Key key{
+      dtype,        c_dtype,        ta, tb, m, n, k, lda, ldb, ldc, alignment(a), alignment(b),
+      alignment(c), bias != nullptr};
   thread_local std::unordered_map<Key, std::shared_ptr<Plan>, KeyHash> plans;
   if (plans.size() > 4096) plans.clear();  // shapes that keep changing (serving's prefills)
   std::shared_ptr<Plan>& plan = plans[key];
   if (!plan) plan = make_plan(key);
   Descriptors& d = plan->d;
   Lt& h = lt();
+  if (bias) {
+    TUNE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                                     sizeof bias));
+  }
   // k == 0 is a valid product (C = beta C); cuBLASLt handles it.
   TUNE_CUBLAS_CHECK(cublasLtMatmul(h.handle, d.op, &alpha, b, d.a, a, d.b, &beta, c, d.c, c, d.c,
                                    &plan->algo, h.workspace, kWorkspaceBytes, cudaStreamPerThread));
