@@ -41,7 +41,7 @@ trap 'rm -rf "$work"' EXIT
 python3 - "$shape" "$layers" "$work/shape.json" <<'EOF'
 import json, sys
 c = json.load(open(sys.argv[1]))
-c["num_hidden_layers"] = int(sys.argv[2])
+c["n_layer" if "n_layer" in c else "num_hidden_layers"] = int(sys.argv[2])  # GPT-2 says n_layer
 json.dump(c, open(sys.argv[3], "w"))
 EOF
 
