@@ -29,6 +29,12 @@
 //            3: as 2 with enough blocks for ~1536 threads per SM (GPT-2's rows give blocks of
 //               96-200 threads), and a column pass with 8 lanes per column, each summing every
 //               8th block in order, then the 8 lane sums in order (still deterministic)
+//            4: as 3 with the shared dw/db sums laid out [V][c / V] (3 keeps them by column, so a
+//               warp's lanes are V floats apart: 8-way bank conflicts in bf16, 4-way in f32, on
+//               2V read-modify-writes per row, ~0.2 ms of shared-memory wavefronts at 65536 x 768
+//               bf16 by count) and the two row sums in one block exchange (2 barriers, not 4);
+//               bitwise variant 3 (checked), and optionally the residual add fused into dx
+//               (norm.cu). Not yet timed: run the lab on an H100 and record it here.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -217,14 +223,33 @@ __global__ void bwd1_dwdb(T* dw, T* db, const T* dy, const T* x, const float* me
   db[j] = from_f<T>(to_f(db[j]) + ab);
 }
 
-template <typename T, int V>
+// Two block sums in one exchange (two barriers, not four); bitwise block_sum's totals.
+__device__ __forceinline__ float2 block_sum2(float a, float b, float2* scratch) {
+  const int lane = threadIdx.x % 32, wid = threadIdx.x / 32, nw = (blockDim.x + 31) / 32;
+  a = warp_sum(a);
+  b = warp_sum(b);
+  __syncthreads();
+  if (lane == 0) scratch[wid] = make_float2(a, b);
+  __syncthreads();
+  const float2 v = lane < nw ? scratch[lane] : make_float2(0.f, 0.f);
+  return make_float2(warp_sum(v.x), warp_sum(v.y));
+}
+
+// Packed (variant 4): the shared dw/db sums laid out [V][c / V] per half (lanes on consecutive
+// words; by column, lanes sit V floats apart: 8-way bank conflicts in bf16 on 2V read-modify-writes
+// per row), and the two row sums in one block_sum2. residual (null: none) is added to dx after
+// dx is rounded, as a separate add would.
+template <typename T, int V, bool Packed>
 __global__ void bwd_block(T* dx, float* partial, const T* dy, const T* x, const T* w,
-                          const float* mean, const float* rstd, int n, int c) {
+                          const float* mean, const float* rstd, const T* residual, int n, int c) {
   extern __shared__ float acc[];  // [2c]: dw sums, then db sums
-  __shared__ float scratch[32];
+  __shared__ float2 scratch2[32];
+  float* scratch = reinterpret_cast<float*>(scratch2);
+  const int ks = Packed ? c / V : 1;
+  auto at = [&](int j) { return Packed ? j / V : j; };
   for (int j = threadIdx.x * V; j < c; j += blockDim.x * V)
 #pragma unroll
-    for (int k = 0; k < V; ++k) acc[j + k] = acc[c + j + k] = 0.f;
+    for (int k = 0; k < V; ++k) acc[at(j) + k * ks] = acc[c + at(j) + k * ks] = 0.f;
   for (int r = blockIdx.x; r < n; r += gridDim.x) {
     const T* dyr = dy + (int64_t)r * c;
     const T* xr = x + (int64_t)r * c;
@@ -240,16 +265,29 @@ __global__ void bwd_block(T* dx, float* partial, const T* dy, const T* x, const 
         sgx += g * (to_f(px.v[k]) - mu);
       }
     }
-    const float mg = block_sum(sg, scratch) / c, mgx = block_sum(sgx, scratch) * rs / c;
+    float mg, mgx;
+    if constexpr (Packed) {
+      const float2 t = block_sum2(sg, sgx, scratch2);
+      mg = t.x / c, mgx = t.y * rs / c;
+    } else {
+      mg = block_sum(sg, scratch) / c, mgx = block_sum(sgx, scratch) * rs / c;
+    }
+    const T* resr = residual ? residual + (int64_t)r * c : nullptr;
     for (int j = threadIdx.x * V; j < c; j += blockDim.x * V) {
       const Pack<T, V> pdy = load<T, V>(dyr + j), px = load<T, V>(xr + j), pw = load<T, V>(w + j);
       Pack<T, V> pdx;
 #pragma unroll
       for (int k = 0; k < V; ++k) {
         const float d = to_f(pdy.v[k]), xhat = (to_f(px.v[k]) - mu) * rs;
-        acc[j + k] += d * xhat;
-        acc[c + j + k] += d;
+        acc[at(j) + k * ks] += d * xhat;
+        acc[c + at(j) + k * ks] += d;
         pdx.v[k] = from_f<T>(rs * (to_f(pw.v[k]) * d - mg - xhat * mgx));
+      }
+      if (resr) {
+        const Pack<T, V> pres = load<T, V>(resr + j);
+#pragma unroll
+        for (int k = 0; k < V; ++k)
+          pdx.v[k] = from_f<T>(__fadd_rn(to_f(pdx.v[k]), to_f(pres.v[k])));
       }
       store<T, V>(dxr + j, pdx);
     }
@@ -257,7 +295,8 @@ __global__ void bwd_block(T* dx, float* partial, const T* dy, const T* x, const 
   float* out = partial + (int64_t)blockIdx.x * 2 * c;
   for (int j = threadIdx.x * V; j < c; j += blockDim.x * V)
 #pragma unroll
-    for (int k = 0; k < V; ++k) out[j + k] = acc[j + k], out[c + j + k] = acc[c + j + k];
+    for (int k = 0; k < V; ++k)
+      out[j + k] = acc[at(j) + k * ks], out[c + j + k] = acc[c + at(j) + k * ks];
 }
 
 template <typename T>
@@ -336,24 +375,32 @@ bool forward(int variant, T* y, float* mean, float* rstd, const T* x, const T* w
   return false;
 }
 
+// residual (not null) only with variant 4: dx += residual in the same pass.
 template <typename T>
 bool backward(int variant, T* dx, T* dw, T* db, const T* dy, const T* x, const T* w,
-              const float* mean, const float* rstd, int n, int c, int block = 256) {
+              const float* mean, const float* rstd, int n, int c, int block = 256,
+              const T* residual = nullptr) {
   constexpr int V = vec<T>();
+  if (residual && variant != 4) return false;
   if (variant == 1) {
     if (block != 128) return false;
     bwd1_dx<<<(n + 127) / 128, 128>>>(dx, dy, x, w, mean, rstd, n, c);
     bwd1_dwdb<<<(c + 127) / 128, 128>>>(dw, db, dy, x, mean, rstd, n, c);
     return true;
   }
-  if ((variant != 2 && variant != 3) || c % V) return false;
+  if (variant < 2 || variant > 4 || c % V) return false;
   const int threads = std::min(block, ((c / V + 31) / 32) * 32);
   if (threads != block && block != 256) return false;
   const int per_sm =
       variant == 2 ? kBlocksPerSm : std::clamp(1536 / threads, kBlocksPerSm, kMaxBlocksPerSm);
   const int grid = std::min(n, g_sms * per_sm);
-  bwd_block<T, V>
-      <<<grid, threads, 2 * c * sizeof(float)>>>(dx, g_partial, dy, x, w, mean, rstd, n, c);
+  if (variant == 4) {
+    bwd_block<T, V, true><<<grid, threads, 2 * c * sizeof(float)>>>(dx, g_partial, dy, x, w, mean,
+                                                                    rstd, residual, n, c);
+  } else {
+    bwd_block<T, V, false><<<grid, threads, 2 * c * sizeof(float)>>>(dx, g_partial, dy, x, w, mean,
+                                                                     rstd, nullptr, n, c);
+  }
   if (variant == 2) {
     dwdb_reduce<<<(c + 255) / 256, 256>>>(dw, db, g_partial, grid, c);
   } else {
@@ -519,7 +566,15 @@ void validate(const char* tname, double tol, float offset) {
           if (v != 4) ++g_failures;
         }
       }
-      for (int v = 1; v <= 3; ++v) {
+      // Variant 4 must reproduce variant 3 bit for bit (same arithmetic, sums laid out and
+      // exchanged differently), and with a residual, variant 4 then a separate add.
+      std::vector<T> raw3(nc + 2 * c), raw4(nc + 2 * c);
+      auto raw = [&](std::vector<T>& out) {
+        CHECK(cudaMemcpy(out.data(), dxo, nc * sizeof(T), cudaMemcpyDeviceToHost));
+        CHECK(cudaMemcpy(out.data() + nc, dwo, c * sizeof(T), cudaMemcpyDeviceToHost));
+        CHECK(cudaMemcpy(out.data() + nc + c, dbo, c * sizeof(T), cudaMemcpyDeviceToHost));
+      };
+      for (int v = 1; v <= 4; ++v) {
         CHECK(cudaMemcpy(dwo, hdw0.data(), c * sizeof(T), cudaMemcpyHostToDevice));
         CHECK(cudaMemcpy(dbo, hdb0.data(), c * sizeof(T), cudaMemcpyHostToDevice));
         if (!backward<T>(v, dxo, dwo, dbo, dyd, xd, wd, md, rd, n, c, v == 1 ? 128 : 256)) continue;
@@ -531,6 +586,32 @@ void validate(const char* tname, double tol, float offset) {
                       ew, eb);
           ++g_failures;
         }
+        if (v == 3) raw(raw3);
+        if (v == 4) {
+          raw(raw4);
+          if (std::memcmp(raw3.data(), raw4.data(), raw3.size() * sizeof(T)) != 0) {
+            std::printf("FAIL %s backward4 n=%d c=%d: not bitwise backward3\n", tname, n, c);
+            ++g_failures;
+          }
+        }
+      }
+      if (c % vec<T>() == 0) {
+        std::vector<T> hres;
+        rounded(hres, rng, nc, 1.f, 0.f);
+        T* resd = upload(hres);
+        CHECK(cudaMemcpy(dwo, hdw0.data(), c * sizeof(T), cudaMemcpyHostToDevice));
+        CHECK(cudaMemcpy(dbo, hdb0.data(), c * sizeof(T), cudaMemcpyHostToDevice));
+        backward<T>(4, dxo, dwo, dbo, dyd, xd, wd, md, rd, n, c, 256, resd);
+        CHECK(cudaGetLastError());
+        std::vector<T> fused(nc + 2 * c);
+        raw(fused);
+        for (size_t i = 0; i < nc; ++i) raw4[i] = host_from<T>(host_to(raw4[i]) + host_to(hres[i]));
+        if (std::memcmp(fused.data(), raw4.data(), fused.size() * sizeof(T)) != 0) {
+          std::printf("FAIL %s backward4 + residual n=%d c=%d: not bitwise backward4 then add\n",
+                      tname, n, c);
+          ++g_failures;
+        }
+        cudaFree(resd);
       }
       cudaFree(xd), cudaFree(wd), cudaFree(bd), cudaFree(dyd), cudaFree(md), cudaFree(rd);
       cudaFree(yo), cudaFree(dxo), cudaFree(dwo), cudaFree(dbo), cudaFree(mo), cudaFree(ro);
@@ -599,7 +680,7 @@ void bench(const char* tname, int n, int c) {
       std::printf("%s forward%d  block %4d  %dx%d: %8.4f ms  %7.1f GB/s\n", tname, v, block, n, c,
                   ms, fwd_bytes / ms / 1e6);
     }
-  for (int v = 1; v <= 3; ++v)
+  for (int v = 1; v <= 4; ++v)
     for (int block : {128, 256, 512, 1024}) {
       bool ok = true;
       const float ms =
@@ -609,6 +690,14 @@ void bench(const char* tname, int n, int c) {
       std::printf("%s backward%d block %4d  %dx%d: %8.4f ms  %7.1f GB/s\n", tname, v, block, n, c,
                   ms, bwd_bytes / ms / 1e6);
     }
+  {  // the fused residual add: one more stream read (y stands in for the residual)
+    bool ok = true;
+    const float ms =
+        time_ms([&] { ok = backward<T>(4, dx, dw, db, dy, x, w, mean, rstd, n, c, 256, y); });
+    if (ok)
+      std::printf("%s backward4 + residual      %dx%d: %8.4f ms  %7.1f GB/s\n", tname, n, c, ms,
+                  4.0 * nc * sizeof(T) / ms / 1e6);
+  }
   cudaFree(x), cudaFree(y), cudaFree(dy), cudaFree(dx), cudaFree(w), cudaFree(b), cudaFree(dw);
   cudaFree(db), cudaFree(mean), cudaFree(rstd);
 }

@@ -73,10 +73,21 @@ Tensor LayerNorm::forward(Context& ctx, const Tensor& x) {
   return y;
 }
 
-Tensor LayerNorm::backward(Context& ctx, const Tensor& dy) {
+Tensor LayerNorm::add_forward(Context& ctx, const Tensor& x, const Tensor& a, Tensor& h) {
+  Tensor y = ctx.arena.alloc(x.shape(), x.dtype());
+  const DType stats = x.device() == Device::cpu ? x.dtype() : DType::f32;
+  mean_ = ctx.arena.alloc({x.size(0)}, stats);
+  rstd_ = ctx.arena.alloc({x.size(0)}, stats);
+  ops::add_layer_norm_forward(h, y, mean_, rstd_, x, a, params_->param(weight_),
+                              params_->param(bias_), eps_);
+  x_ = h;
+  return y;
+}
+
+Tensor LayerNorm::backward(Context& ctx, const Tensor& dy, const Tensor& residual) {
   Tensor dx = ctx.arena.alloc(dy.shape(), dy.dtype());
   Tensor dw = params_->grad(weight_), db = params_->grad(bias_);
-  ops::layer_norm_backward(dx, dw, db, dy, x_, params_->param(weight_), mean_, rstd_);
+  ops::layer_norm_backward(dx, dw, db, dy, x_, params_->param(weight_), mean_, rstd_, residual);
   return dx;
 }
 
@@ -87,19 +98,6 @@ Norm::Norm(ParamStore& params, const std::string& module, int64_t dim, double ep
     rms_ = RMSNorm(params, module, dim, eps, role);
   else
     layer_ = LayerNorm(params, module, dim, eps, role);
-}
-
-Tensor Norm::add_forward(Context& ctx, const Tensor& x, const Tensor& a, Tensor& h) {
-  if (kind_ == NormKind::rms) return rms_.add_forward(ctx, x, a, h);
-  ops::add(h, x, a);
-  return layer_.forward(ctx, h);
-}
-
-Tensor Norm::backward(Context& ctx, const Tensor& dy, const Tensor& residual) {
-  if (kind_ == NormKind::rms) return rms_.backward(ctx, dy, residual);
-  Tensor dx = layer_.backward(ctx, dy);
-  if (residual.defined()) ops::add_inplace(dx, residual);
-  return dx;
 }
 
 namespace {

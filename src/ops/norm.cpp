@@ -136,11 +136,43 @@ void layer_norm_forward(Tensor& y, Tensor& mean, Tensor& rstd, const Tensor& x, 
   });
 }
 
+void add_layer_norm_forward(Tensor& h, Tensor& y, Tensor& mean, Tensor& rstd, const Tensor& x,
+                            const Tensor& a, const Tensor& w, const Tensor& b, double eps) {
+  constexpr const char* op = "add_layer_norm_forward";
+  const Arg ha{"h", h}, ya{"y", y}, ma{"mean", mean}, ra{"rstd", rstd}, xa{"x", x}, aa{"a", a},
+      wa{"w", w}, ba{"b", b};
+  detail::check_rank(op, xa, 2);
+  detail::check_same_shape(op, aa, xa);
+  detail::check_same_shape(op, ha, xa);
+  detail::check_shape(op, wa, {x.size(1)}, xa);
+  detail::check_shape(op, ba, {x.size(1)}, xa);
+  detail::check_same_shape(op, ya, xa);
+  detail::check_shape(op, ma, {x.size(0)}, xa);
+  detail::check_shape(op, ra, {x.size(0)}, xa);
+  if (!(eps >= 0.0)) detail::fail(op, str("eps = ", eps, " must be >= 0"));
+  if (detail::check_device(op, {ha, ya, ma, ra, xa, aa, wa, ba}) == Device::cuda) {
+    const DType dt = check_cuda_norm_dtypes(op, {ha, ya, xa, aa, wa, ba}, ra);
+    check_cuda_norm_dtypes(op, {xa}, ma);
+    cuda::add_layer_norm_forward(dt, h.raw(), y.raw(), static_cast<float*>(mean.raw()),
+                                 static_cast<float*>(rstd.raw()), x.raw(), a.raw(), w.raw(),
+                                 b.raw(), x.size(0), x.size(1), static_cast<float>(eps));
+    return;
+  }
+  const DType dt = detail::check_float(op, {ha, ya, ma, ra, xa, aa, wa, ba});
+  detail::dispatch_float(dt, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::add_layer_norm_forward<T>(h.data<T>(), y.data<T>(), mean.data<T>(), rstd.data<T>(),
+                                   x.data<T>(), a.data<T>(), w.data<T>(), b.data<T>(), x.size(0),
+                                   x.size(1), eps);
+  });
+}
+
 void layer_norm_backward(Tensor& dx, Tensor& dw, Tensor& db, const Tensor& dy, const Tensor& x,
-                         const Tensor& w, const Tensor& mean, const Tensor& rstd) {
+                         const Tensor& w, const Tensor& mean, const Tensor& rstd,
+                         const Tensor& residual) {
   constexpr const char* op = "layer_norm_backward";
   const Arg dxa{"dx", dx}, dwa{"dw", dw}, dba{"db", db}, dya{"dy", dy}, xa{"x", x}, wa{"w", w},
-      ma{"mean", mean}, ra{"rstd", rstd};
+      ma{"mean", mean}, ra{"rstd", rstd}, resa{"residual", residual};
   detail::check_rank(op, xa, 2);
   detail::check_shape(op, wa, {x.size(1)}, xa);
   detail::check_shape(op, ma, {x.size(0)}, xa);
@@ -151,10 +183,10 @@ void layer_norm_backward(Tensor& dx, Tensor& dw, Tensor& db, const Tensor& dy, c
   const DType dt = cuda ? check_cuda_norm_dtypes(op, {dxa, dya, xa, wa}, ra)
                         : detail::check_float(op, {dxa, dya, xa, wa, ma, ra});
   if (cuda) check_cuda_norm_dtypes(op, {xa}, ma);
-  // dw, db are undefined for a frozen weight or bias.
-  for (const Arg* g : {&dwa, &dba}) {
+  // dw, db are undefined for a frozen weight or bias, residual when there is nothing to add.
+  for (const Arg* g : {&dwa, &dba, &resa}) {
     if (!g->tensor.defined()) continue;
-    detail::check_same_shape(op, *g, wa);
+    detail::check_same_shape(op, *g, g == &resa ? xa : wa);
     detail::check_device(op, {*g, xa});
     if (cuda) {
       detail::check_cuda_float(op, {*g, xa});
@@ -162,18 +194,22 @@ void layer_norm_backward(Tensor& dx, Tensor& dw, Tensor& db, const Tensor& dy, c
       detail::check_float(op, {*g, xa});
     }
   }
+  const bool with_res = residual.defined();
+  if (with_res) detail::check_no_overlap(op, dxa, resa);  // dx may alias dy, not residual
   if (cuda) {
     cuda::layer_norm_backward(dt, dx.raw(), dw.defined() ? dw.raw() : nullptr,
                               db.defined() ? db.raw() : nullptr, dy.raw(), x.raw(), w.raw(),
                               static_cast<const float*>(mean.raw()),
-                              static_cast<const float*>(rstd.raw()), x.size(0), x.size(1));
+                              static_cast<const float*>(rstd.raw()),
+                              with_res ? residual.raw() : nullptr, x.size(0), x.size(1));
     return;
   }
   detail::dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);
     cpu::layer_norm_backward<T>(dx.data<T>(), dw.defined() ? dw.data<T>() : nullptr,
                                 db.defined() ? db.data<T>() : nullptr, dy.data<T>(), x.data<T>(),
-                                w.data<T>(), mean.data<T>(), rstd.data<T>(), x.size(0), x.size(1));
+                                w.data<T>(), mean.data<T>(), rstd.data<T>(),
+                                with_res ? residual.data<T>() : nullptr, x.size(0), x.size(1));
   });
 }
 

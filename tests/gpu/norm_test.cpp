@@ -1,8 +1,9 @@
-// ops::rms_norm_*, add_rms_norm_forward and layer_norm_* forward / backward on the GPU against the
-// CPU op in f64 on the same rounded inputs, at awkward sizes, with every output placed inside a
-// larger device buffer whose sentinels must survive (a pad of 37 elements leaves the outputs
-// misaligned for 128-bit access, 64 keeps them aligned, so both the scalar and the vectorised
-// kernels are exercised). f32 must match to 1e-5 (relative, whole tensor), bf16 and f16 to 2e-2.
+// ops::rms_norm_*, add_rms_norm_forward, layer_norm_* and add_layer_norm_forward on the GPU
+// against the CPU op in f64 on the same rounded inputs, at awkward sizes, with every output placed
+// inside a larger device buffer whose sentinels must survive (a pad of 37 elements leaves the
+// outputs misaligned for 128-bit access, 64 keeps them aligned, so both the scalar and the
+// vectorised kernels are exercised). f32 must match to 1e-5 (relative, whole tensor), bf16 and f16
+// to 2e-2.
 #include <gtest/gtest.h>
 
 #include "gpu/gpu_test_util.h"
@@ -279,6 +280,97 @@ TEST(CudaLayerNorm, BackwardInPlaceFrozenAndDeterministic) {
     EXPECT_EQ(test::max_abs_diff(to_host_f64(db1), to_host_f64(db2)), 0.0);
     EXPECT_LE(test::rel_error(to_host_f64(dw1), dw_ref), tol);
     EXPECT_LE(test::rel_error(to_host_f64(db1), db_ref), tol);
+  }
+}
+
+// LayerNorm's residual forms (add_layer_norm_forward; layer_norm_backward with a residual) as
+// check_residual: against the CPU's unfused sequence in f64, and bit for bit against the device's
+// own unfused sequence into buffers placed alike. pad_in places x, a and the residual too (37:
+// misaligned, which must not change the outputs' pack width and so their bits).
+void check_layer_norm_residual(DType dtype, int64_t n, int64_t c, int64_t pad, int64_t pad_in) {
+  SCOPED_TRACE(str("layer_norm residual ", dtype_name(dtype), " n=", n, " c=", c, " pad=", pad,
+                   " pad_in=", pad_in));
+  const double tol = dtype == DType::f32 ? 1e-5 : 2e-2;
+  const double eps = 1e-5;
+  const uint64_t seed = static_cast<uint64_t>(n * 1000003 + c * 1009 + pad + 31);
+  Tensor xs = test::randn({n, c}, DType::f64, seed);
+  for (int64_t i = 0; i < xs.numel(); ++i) xs.data<double>()[i] = 2.0 + 0.5 * xs.data<double>()[i];
+  const Tensor x = xs.to(DType::f32).to(dtype).to(DType::f64);
+  const Tensor a = rounded({n, c}, dtype, seed + 1);
+  const Tensor w = rounded({c}, dtype, seed + 2), b = rounded({c}, dtype, seed + 3);
+  const Tensor dy = rounded({n, c}, dtype, seed + 4), res = rounded({n, c}, dtype, seed + 5);
+  const Tensor dw0 = rounded({c}, dtype, seed + 6), db0 = rounded({c}, dtype, seed + 7);
+
+  // Forward. x + a is exact in f64; rounded to f32, then to dtype, it is the device's sum.
+  Tensor h_ref = Tensor::empty({n, c}, DType::f64);
+  ops::add(h_ref, x, a);
+  h_ref = h_ref.to(DType::f32).to(dtype).to(DType::f64);
+  Tensor y_ref = Tensor::empty({n, c}, DType::f64), mean_ref = Tensor::empty({n}, DType::f64),
+         rstd_ref = Tensor::empty({n}, DType::f64);
+  ops::layer_norm_forward(y_ref, mean_ref, rstd_ref, h_ref, w, b, eps);
+  Placed xp = place({n, c}, dtype, pad_in, x), ap = place({n, c}, dtype, pad_in, a);
+  const Tensor wd = to_device(w, dtype), bd = to_device(b, dtype);
+  Placed h = place({n, c}, dtype, pad), y = place({n, c}, dtype, pad),
+         mean = place({n}, DType::f32, pad), rstd = place({n}, DType::f32, pad);
+  ops::add_layer_norm_forward(h.view, y.view, mean.view, rstd.view, xp.view, ap.view, wd, bd, eps);
+  const Tensor h_got = fetch(h, {n, c}, "h"), y_got = fetch(y, {n, c}, "y");
+  const Tensor mean_got = fetch(mean, {n}, "mean"), rstd_got = fetch(rstd, {n}, "rstd");
+  EXPECT_EQ(differences(h_got, h_ref), 0);
+  EXPECT_LE(test::rel_error(y_got, y_ref), tol);
+  EXPECT_LE(test::rel_error(mean_got, mean_ref), 1e-5);
+  EXPECT_LE(test::rel_error(rstd_got, rstd_ref), 1e-5);
+  Placed hu = place({n, c}, dtype, pad), yu = place({n, c}, dtype, pad),
+         mu = place({n}, DType::f32, pad), ru = place({n}, DType::f32, pad);
+  ops::add(hu.view, xp.view, ap.view);
+  ops::layer_norm_forward(yu.view, mu.view, ru.view, hu.view, wd, bd, eps);
+  EXPECT_EQ(differences(fetch(hu, {n, c}, "h unfused"), h_got), 0);
+  EXPECT_EQ(differences(fetch(yu, {n, c}, "y unfused"), y_got), 0);
+  EXPECT_EQ(differences(fetch(mu, {n}, "mean unfused"), mean_got), 0);
+  EXPECT_EQ(differences(fetch(ru, {n}, "rstd unfused"), rstd_got), 0);
+
+  // Backward, both sides from the f32-rounded mean and rstd the GPU keeps.
+  const Tensor mean32 = mean_ref.to(DType::f32).to(DType::f64);
+  const Tensor rstd32 = rstd_ref.to(DType::f32).to(DType::f64);
+  Tensor dx_ref = Tensor::empty({n, c}, DType::f64), dw_ref = dw0.clone(), db_ref = db0.clone();
+  ops::layer_norm_backward(dx_ref, dw_ref, db_ref, dy, h_ref, w, mean32, rstd32, res);
+  const Tensor dyd = to_device(dy, dtype), hd = to_device(h_ref, dtype);
+  const Tensor md = to_device(mean32, DType::f32), rd = to_device(rstd32, DType::f32);
+  Placed resp = place({n, c}, dtype, pad_in, res);
+  Placed dx = place({n, c}, dtype, pad), dw = place({c}, dtype, pad, dw0),
+         db = place({c}, dtype, pad, db0);
+  ops::layer_norm_backward(dx.view, dw.view, db.view, dyd, hd, wd, md, rd, resp.view);
+  const Tensor dx_got = fetch(dx, {n, c}, "dx"), dw_got = fetch(dw, {c}, "dw"),
+               db_got = fetch(db, {c}, "db");
+  EXPECT_LE(test::rel_error(dx_got, dx_ref), tol);
+  EXPECT_LE(test::rel_error(dw_got, dw_ref), tol);
+  EXPECT_LE(test::rel_error(db_got, db_ref), tol);
+  Placed dxu = place({n, c}, dtype, pad), dwu = place({c}, dtype, pad, dw0),
+         dbu = place({c}, dtype, pad, db0);
+  ops::layer_norm_backward(dxu.view, dwu.view, dbu.view, dyd, hd, wd, md, rd);
+  ops::add_inplace(dxu.view, resp.view);
+  EXPECT_EQ(differences(fetch(dxu, {n, c}, "dx unfused"), dx_got), 0);
+  EXPECT_EQ(differences(fetch(dwu, {c}, "dw unfused"), dw_got), 0);
+  EXPECT_EQ(differences(fetch(dbu, {c}, "db unfused"), db_got), 0);
+  // dx written over dy (aligned as dx is), parameters frozen: the same dx.
+  Placed inplace = place({n, c}, dtype, pad, dy);
+  Tensor none_w, none_b;
+  ops::layer_norm_backward(inplace.view, none_w, none_b, inplace.view, hd, wd, md, rd, resp.view);
+  EXPECT_EQ(differences(fetch(inplace, {n, c}, "dx over dy"), dx_got), 0);
+}
+
+TEST(CudaLayerNorm, ResidualFormsMatchCpuAndUnfusedAtAwkwardSizes) {
+  for (DType dtype : {DType::f32, DType::bf16, DType::f16}) {
+    for (int64_t n : {1, 7, 33, 257, 4097}) {
+      for (int64_t c : {64, 80, 768, 1000, 1600}) {
+        check_layer_norm_residual(dtype, n, c, 37, 64);
+        check_layer_norm_residual(dtype, n, c, 64, 64);
+        check_layer_norm_residual(dtype, n, c, 64, 37);  // x, a, residual misaligned
+        if (testing::Test::HasFailure()) return;
+      }
+    }
+    check_layer_norm_residual(dtype, 33, 8192, 64, 64);  // dw, db partials in global memory
+    check_layer_norm_residual(dtype, 33, 4099, 64, 64);  // odd: the scalar kernels
+    check_layer_norm_residual(dtype, 7, 1, 64, 64);
   }
 }
 

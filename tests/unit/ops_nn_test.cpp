@@ -368,6 +368,65 @@ TEST(OpsLayerNorm, BackwardWithoutParameterGradientsAndInPlace) {
   }
 }
 
+// The fused block forms against add, norm; norm backward, add (same_bits, above).
+TEST(OpsLayerNorm, ResidualFormsMatchAddThenNorm) {
+  uint64_t seed = 950;
+  for (DType dt : kFloatTypes) {
+    for (int64_t n : {1, 7, 33, 257}) {
+      for (int64_t c : {1, 5, 67, 1000}) {
+        SCOPED_TRACE(str(dtype_name(dt), " ", n, "x", c));
+        const Tensor x = randn({n, c}, dt, seed++, 2.0), a = randn({n, c}, dt, seed++);
+        const Tensor w = randn({c}, dt, seed++), b = randn({c}, dt, seed++);
+        const Tensor dy = randn({n, c}, dt, seed++), res = randn({n, c}, dt, seed++);
+        const Tensor dw0 = randn({c}, dt, seed++), db0 = randn({c}, dt, seed++);
+        // Unfused.
+        Tensor h_ref = Tensor::empty({n, c}, dt), y_ref = Tensor::empty({n, c}, dt);
+        Tensor mean_ref = Tensor::empty({n}, dt), rstd_ref = Tensor::empty({n}, dt);
+        ops::add(h_ref, x, a);
+        ops::layer_norm_forward(y_ref, mean_ref, rstd_ref, h_ref, w, b, 1e-5);
+        Tensor dx_ref = Tensor::empty({n, c}, dt), dw_ref = dw0.clone(), db_ref = db0.clone();
+        ops::layer_norm_backward(dx_ref, dw_ref, db_ref, dy, h_ref, w, mean_ref, rstd_ref);
+        ops::add_inplace(dx_ref, res);
+        // Fused.
+        Tensor h = test::full({n, c}, dt, NAN), y = test::full({n, c}, dt, NAN);
+        Tensor mean = test::full({n}, dt, NAN), rstd = test::full({n}, dt, NAN);
+        ops::add_layer_norm_forward(h, y, mean, rstd, x, a, w, b, 1e-5);
+        EXPECT_TRUE(same_bits(h, h_ref));
+        EXPECT_TRUE(same_bits(y, y_ref));
+        EXPECT_TRUE(same_bits(mean, mean_ref));
+        EXPECT_TRUE(same_bits(rstd, rstd_ref));
+        Tensor dx = test::full({n, c}, dt, NAN), dw = dw0.clone(), db = db0.clone();
+        ops::layer_norm_backward(dx, dw, db, dy, h, w, mean, rstd, res);
+        EXPECT_TRUE(same_bits(dx, dx_ref));
+        EXPECT_TRUE(same_bits(dw, dw_ref));
+        EXPECT_TRUE(same_bits(db, db_ref));
+        // dx over dy, weight and bias frozen.
+        Tensor inplace = dy.clone(), no_dw, no_db;
+        ops::layer_norm_backward(inplace, no_dw, no_db, inplace, h, w, mean, rstd, res);
+        EXPECT_TRUE(same_bits(inplace, dx_ref));
+      }
+    }
+  }
+}
+
+TEST(OpsLayerNorm, ResidualFormsNameTheirArguments) {
+  const Tensor x = Tensor::zeros({2, 3}, DType::f32), w = Tensor::zeros({3}, DType::f32);
+  const Tensor b = Tensor::zeros({3}, DType::f32);
+  Tensor h = Tensor::zeros({2, 3}, DType::f32), y = Tensor::zeros({2, 3}, DType::f32);
+  Tensor mean = Tensor::zeros({2}, DType::f32), rstd = Tensor::zeros({2}, DType::f32), dw, db;
+  const Tensor a = Tensor::zeros({2, 4}, DType::f32);
+  EXPECT_EQ(error_of([&] { ops::add_layer_norm_forward(h, y, mean, rstd, x, a, w, b, 1e-5); }),
+            "[add_layer_norm_forward] a has shape (2, 4) but x has shape (2, 3); expected a to be "
+            "(2, 3)");
+  const Tensor res64 = Tensor::zeros({2, 3}, DType::f64);
+  EXPECT_TRUE(
+      contains(error_of([&] { ops::layer_norm_backward(y, dw, db, h, x, w, mean, rstd, res64); }),
+               "[layer_norm_backward] residual is f64 (2, 3)"));
+  EXPECT_TRUE(
+      contains(error_of([&] { ops::layer_norm_backward(y, dw, db, h, x, w, mean, rstd, y); }),
+               "[layer_norm_backward] dx overlaps residual in memory"));
+}
+
 TEST(OpsLayerNorm, ShapeErrorsNameTheOp) {
   Tensor x = Tensor::zeros({3, 4}, DType::f32), y = Tensor::zeros({3, 4}, DType::f32);
   Tensor m = Tensor::zeros({3}, DType::f32), r = Tensor::zeros({3}, DType::f32);

@@ -55,7 +55,11 @@ class LayerNorm {
   LayerNorm(ParamStore& params, const std::string& module, int64_t dim, double eps, Role role);
   // x [N, dim] -> [N, dim]
   Tensor forward(Context& ctx, const Tensor& x);
-  Tensor backward(Context& ctx, const Tensor& dy);
+  // GPT-2's residual add and this norm in one pass (ops::add_layer_norm_forward): h = x + a is
+  // written ([N, dim], the caller's), the norm of h returned.
+  Tensor add_forward(Context& ctx, const Tensor& x, const Tensor& a, Tensor& h);
+  // With residual defined, returns dx + residual, added in the same pass.
+  Tensor backward(Context& ctx, const Tensor& dy, const Tensor& residual = Tensor());
 
  private:
   ParamStore* params_ = nullptr;
@@ -75,10 +79,16 @@ class Norm {
   Tensor forward(Context& ctx, const Tensor& x) {
     return kind_ == NormKind::rms ? rms_.forward(ctx, x) : layer_.forward(ctx, x);
   }
-  // h = x + a (written), returns norm(h): one fused pass for RMSNorm, add then norm for LayerNorm.
-  Tensor add_forward(Context& ctx, const Tensor& x, const Tensor& a, Tensor& h);
-  // dx, plus residual when defined (fused into RMSNorm's backward, a second pass for LayerNorm).
-  Tensor backward(Context& ctx, const Tensor& dy, const Tensor& residual = Tensor());
+  // h = x + a (written), returns norm(h), in one fused pass.
+  Tensor add_forward(Context& ctx, const Tensor& x, const Tensor& a, Tensor& h) {
+    return kind_ == NormKind::rms ? rms_.add_forward(ctx, x, a, h)
+                                  : layer_.add_forward(ctx, x, a, h);
+  }
+  // dx, plus residual when defined (fused into the norm's backward).
+  Tensor backward(Context& ctx, const Tensor& dy, const Tensor& residual = Tensor()) {
+    return kind_ == NormKind::rms ? rms_.backward(ctx, dy, residual)
+                                  : layer_.backward(ctx, dy, residual);
+  }
   const RMSNorm* rms() const { return kind_ == NormKind::rms ? &rms_ : nullptr; }
 
  private:

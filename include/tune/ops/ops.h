@@ -81,9 +81,17 @@ void rms_norm_matmul(Tensor& y, const Tensor& x, const Tensor& norm_w, double ep
 void layer_norm_forward(Tensor& y, Tensor& mean, Tensor& rstd, const Tensor& x, const Tensor& w,
                         const Tensor& b, double eps);
 // dx [N, C] written (may alias dy); dw, db [C] accumulated (+=), each skipped when undefined
-// (a frozen weight or bias). On CUDA dw and db are deterministic (no atomics).
+// (a frozen weight or bias). On CUDA dw and db are deterministic (no atomics). With residual
+// [N, C] defined, dx = ... + residual in the same pass, as for rms_norm_backward (bit for bit
+// layer_norm_backward then add_inplace(dx, residual); dx may alias dy, not residual).
 void layer_norm_backward(Tensor& dx, Tensor& dw, Tensor& db, const Tensor& dy, const Tensor& x,
-                         const Tensor& w, const Tensor& mean, const Tensor& rstd);
+                         const Tensor& w, const Tensor& mean, const Tensor& rstd,
+                         const Tensor& residual = Tensor());
+// GPT-2's residual add and the LayerNorm after it, in one pass: h = x + a, then y, mean and rstd
+// as layer_norm_forward(y, mean, rstd, h, w, b, eps). x, a, h, y [N, C]. h is rounded to its
+// dtype before the norm reads it, so every output equals add then layer_norm_forward bit for bit.
+void add_layer_norm_forward(Tensor& h, Tensor& y, Tensor& mean, Tensor& rstd, const Tensor& x,
+                            const Tensor& a, const Tensor& w, const Tensor& b, double eps);
 
 // ---- rotary position embedding, Hugging Face's rotate_half convention ----
 // x [B, T, H, D] rotated in place: for i < D/2, with c = cos[pos, i], s = sin[pos, i]:

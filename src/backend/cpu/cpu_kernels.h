@@ -75,10 +75,15 @@ void add_rms_norm_forward(T* h, T* y, T* rstd, const T* x, const T* a, const T* 
 template <typename T>
 void layer_norm_forward(T* y, T* mean, T* rstd, const T* x, const T* w, const T* b, int64_t n,
                         int64_t c, double eps);
-// dx (N, C) written, may alias dy; dw, db (C) accumulated, each skipped when null.
+// dx (N, C) written, may alias dy; dw, db (C) accumulated, each skipped when null. With residual
+// (N, C) not null, dx += residual after dx is rounded to T (residual must not alias dx).
 template <typename T>
 void layer_norm_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const T* mean,
-                         const T* rstd, int64_t n, int64_t c);
+                         const T* rstd, const T* residual, int64_t n, int64_t c);
+// h = x + a (N, C), then layer_norm_forward(y, mean, rstd, h, w, b) on each row.
+template <typename T>
+void add_layer_norm_forward(T* h, T* y, T* mean, T* rstd, const T* x, const T* a, const T* w,
+                            const T* b, int64_t n, int64_t c, double eps);
 
 // ---- rope.cpp ---- (positions already checked to lie in [0, P))
 enum class RopeDirection : uint8_t { forward, backward };

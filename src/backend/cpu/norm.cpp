@@ -9,8 +9,8 @@
 //   no atomics, same order at any thread count); dx then goes row by row reading each dy
 //   element before writing it, so dx may alias dy.
 // LayerNorm (GPT-2): y = (x - mean) * rstd * w + b, the variance taken about the mean in a
-// second pass (as torch does, no E[x^2] - mean^2 cancellation). Backward, with
-// xhat = (x - mean) * rstd and g = w * dy:
+// second pass (as torch does, no E[x^2] - mean^2 cancellation), with the same fused block forms
+// as RMSNorm. Backward, with xhat = (x - mean) * rstd and g = w * dy:
 //     dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),  dw += sum dy * xhat,  db += sum dy,
 //   the parameter sums first by column blocks as for RMSNorm, so dx may alias dy here too.
 #include <algorithm>
@@ -89,32 +89,51 @@ void rms_norm_backward(T* dx, T* dw, const T* dy, const T* x, const T* w, const 
   }
 }
 
+namespace {
+
+// One row of layer_norm_forward.
+template <typename T>
+void layer_norm_row(T* yr, T* mean, T* rstd, const T* xr, const T* w, const T* b, int64_t c,
+                    double eps) {
+  double sum = 0;
+  for (int64_t j = 0; j < c; ++j) sum += static_cast<double>(xr[j]);
+  const double mu = sum / static_cast<double>(c);
+  double ss = 0;
+  for (int64_t j = 0; j < c; ++j) {
+    const double d = static_cast<double>(xr[j]) - mu;
+    ss += d * d;
+  }
+  const T m = static_cast<T>(mu);
+  const T rs = static_cast<T>(1.0 / std::sqrt(ss / static_cast<double>(c) + eps));
+  *mean = m;
+  *rstd = rs;
+  for (int64_t j = 0; j < c; ++j) yr[j] = (xr[j] - m) * rs * w[j] + b[j];
+}
+
+}  // namespace
+
 template <typename T>
 void layer_norm_forward(T* y, T* mean, T* rstd, const T* x, const T* w, const T* b, int64_t n,
                         int64_t c, double eps) {
 #pragma omp parallel for schedule(static) if (n * c > kParallelMin)
+  for (int64_t r = 0; r < n; ++r)
+    layer_norm_row(y + r * c, mean + r, rstd + r, x + r * c, w, b, c, eps);
+}
+
+template <typename T>
+void add_layer_norm_forward(T* h, T* y, T* mean, T* rstd, const T* x, const T* a, const T* w,
+                            const T* b, int64_t n, int64_t c, double eps) {
+#pragma omp parallel for schedule(static) if (n * c > kParallelMin)
   for (int64_t r = 0; r < n; ++r) {
-    const T* xr = x + r * c;
-    T* yr = y + r * c;
-    double sum = 0;
-    for (int64_t j = 0; j < c; ++j) sum += static_cast<double>(xr[j]);
-    const double mu = sum / static_cast<double>(c);
-    double ss = 0;
-    for (int64_t j = 0; j < c; ++j) {
-      const double d = static_cast<double>(xr[j]) - mu;
-      ss += d * d;
-    }
-    const T m = static_cast<T>(mu);
-    const T rs = static_cast<T>(1.0 / std::sqrt(ss / static_cast<double>(c) + eps));
-    mean[r] = m;
-    rstd[r] = rs;
-    for (int64_t j = 0; j < c; ++j) yr[j] = (xr[j] - m) * rs * w[j] + b[j];
+    T* hr = h + r * c;
+    for (int64_t j = 0; j < c; ++j) hr[j] = x[r * c + j] + a[r * c + j];
+    layer_norm_row(y + r * c, mean + r, rstd + r, hr, w, b, c, eps);
   }
 }
 
 template <typename T>
 void layer_norm_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const T* mean,
-                         const T* rstd, int64_t n, int64_t c) {
+                         const T* rstd, const T* residual, int64_t n, int64_t c) {
   if (dw || db) {
     const int64_t blocks = (c + kColumnBlock - 1) / kColumnBlock;
 #pragma omp parallel for schedule(static) if (n * c > kParallelMin)
@@ -152,6 +171,10 @@ void layer_norm_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* 
     const T mean_gx = static_cast<T>(sum_gx / static_cast<double>(c));
     for (int64_t j = 0; j < c; ++j)
       dxr[j] = rs * (w[j] * dyr[j] - mean_g - (xr[j] - m) * rs * mean_gx);
+    if (residual) {  // a second loop, as for RMSNorm
+      const T* res = residual + r * c;
+      for (int64_t j = 0; j < c; ++j) dxr[j] += res[j];
+    }
   }
 }
 
@@ -164,7 +187,9 @@ void layer_norm_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* 
   template void layer_norm_forward<T>(T*, T*, T*, const T*, const T*, const T*, int64_t, int64_t, \
                                       double);                                                    \
   template void layer_norm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*,        \
-                                       const T*, int64_t, int64_t);
+                                       const T*, const T*, int64_t, int64_t);                     \
+  template void add_layer_norm_forward<T>(T*, T*, T*, T*, const T*, const T*, const T*, const T*, \
+                                          int64_t, int64_t, double);
 TUNE_INSTANTIATE(float)
 TUNE_INSTANTIATE(double)
 #undef TUNE_INSTANTIATE

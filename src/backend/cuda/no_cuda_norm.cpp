@@ -25,8 +25,13 @@ void layer_norm_forward(DType, void*, float*, float*, const void*, const void*, 
 }
 
 void layer_norm_backward(DType, void*, void*, void*, const void*, const void*, const void*,
-                         const float*, const float*, int64_t, int64_t) {
+                         const float*, const float*, const void*, int64_t, int64_t) {
   no_cuda("cuda::layer_norm_backward");
+}
+
+void add_layer_norm_forward(DType, void*, void*, float*, float*, const void*, const void*,
+                            const void*, const void*, int64_t, int64_t, float) {
+  no_cuda("cuda::add_layer_norm_forward");
 }
 
 }  // namespace tune::cuda

@@ -10,10 +10,12 @@
 // partial sums (shared memory, or global scratch for very wide rows) are its alone: no races and
 // no atomics. Each block writes its partial row; a second kernel adds the partials to dw in block
 // order, so dw is bitwise reproducible run to run.
-// LayerNorm follows the same plan: mean and rstd (saved, f32) from two passes over the row, and
-// a backward whose blocks keep dw and db partials side by side; its grid has ~1536 threads per
-// SM (GPT-2's rows make small blocks) and the column pass runs 8 lanes per column, each summing
-// every 8th block's partial in order, then the lanes in order.
+// LayerNorm follows the same plan, fused forms included: mean and rstd (saved, f32) from two
+// passes over the row, and a backward whose blocks keep dw and db partials side by side (in shared
+// memory laid out so that a warp's lanes hit consecutive words), with the row's two sums in one
+// block reduction; its grid has ~1536 threads per SM (GPT-2's rows make small blocks) and the
+// column pass runs 8 lanes per column, each summing every 8th block's partial in order, then the
+// lanes in order.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -190,21 +192,47 @@ __global__ void rms_dw_reduce(T* dw, const float* partial, int blocks, int c) {
 // mean((x - mean)^2), never mean(x^2) - mean^2, which cancels catastrophically for rows with a
 // large mean.
 
-// lanes threads (a warp, or the block) own row r; sum is warp_sum or a block sum.
-template <typename T, int V, typename Sum>
-__device__ __forceinline__ void layer_norm_row(T* yr, float* mean, float* rstd, const T* xr,
-                                               const T* w, const T* b, int c, float eps, int lane,
-                                               int lanes, Sum sum) {
+// V elements from p: 128 bits at once when wide, else one at a time. The fused forms read x and a
+// (or the residual) this way so that the pack layout, and with it the reduction order, is the
+// one the unfused kernel chooses from the other pointers, whatever the alignment of these.
+template <typename T, int V>
+__device__ __forceinline__ Pack<T, V> load_any(const T* p, bool wide) {
+  if (wide) return load<T, V>(p);
+  Pack<T, V> v;
+#pragma unroll
+  for (int k = 0; k < V; ++k) v.v[k] = p[k];
+  return v;
+}
+
+// lanes threads (a warp, or the block) own one row; sum is warp_sum or a block sum. With Add, as
+// rms_norm_row: h = x + a rounded to T is written to hr in the mean pass and the later passes
+// read it back (this thread's own writes), so the norm sees exactly what it would read after a
+// separate add. x and a are loaded 128 bits wide only when xa_wide.
+template <typename T, int V, bool Add, typename Sum>
+__device__ __forceinline__ void layer_norm_row(T* yr, float* mean, float* rstd, T* hr, const T* xr,
+                                               const T* ar, const T* w, const T* b, int c,
+                                               float eps, int lane, int lanes, bool xa_wide,
+                                               Sum sum) {
   float s = 0;
   for (int j = lane * V; j < c; j += lanes * V) {
-    const Pack<T, V> p = load<T, V>(xr + j);
+    Pack<T, V> p;
+    if constexpr (Add) {
+      p = load_any<T, V>(xr + j, xa_wide);
+      const Pack<T, V> pa = load_any<T, V>(ar + j, xa_wide);
+#pragma unroll
+      for (int k = 0; k < V; ++k) p.v[k] = from_f<T>(to_f(p.v[k]) + to_f(pa.v[k]));
+      store<T, V>(hr + j, p);
+    } else {
+      p = load<T, V>(xr + j);
+    }
 #pragma unroll
     for (int k = 0; k < V; ++k) s += to_f(p.v[k]);
   }
   const float mu = sum(s) / c;
+  const T* src = Add ? hr : xr;
   float ss = 0;
   for (int j = lane * V; j < c; j += lanes * V) {
-    const Pack<T, V> p = load<T, V>(xr + j);
+    const Pack<T, V> p = load<T, V>(src + j);
 #pragma unroll
     for (int k = 0; k < V; ++k) {
       const float d = to_f(p.v[k]) - mu;
@@ -217,7 +245,7 @@ __device__ __forceinline__ void layer_norm_row(T* yr, float* mean, float* rstd, 
     *rstd = rs;
   }
   for (int j = lane * V; j < c; j += lanes * V) {
-    const Pack<T, V> px = load<T, V>(xr + j), pw = load<T, V>(w + j), pb = load<T, V>(b + j);
+    const Pack<T, V> px = load<T, V>(src + j), pw = load<T, V>(w + j), pb = load<T, V>(b + j);
     Pack<T, V> py;
 #pragma unroll
     for (int k = 0; k < V; ++k)
@@ -226,48 +254,74 @@ __device__ __forceinline__ void layer_norm_row(T* yr, float* mean, float* rstd, 
   }
 }
 
-template <typename T, int V>
-__global__ void layer_forward_warp(T* y, float* mean, float* rstd, const T* x, const T* w,
-                                   const T* b, int n, int c, float eps) {
+// One warp per row (short rows). h and a are used only with Add.
+template <typename T, int V, bool Add>
+__global__ void layer_forward_warp(T* y, float* mean, float* rstd, T* h, const T* x, const T* a,
+                                   const T* w, const T* b, int n, int c, float eps, bool xa_wide) {
   const int r =
       static_cast<int>((blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32);
   if (r >= n) return;
   const int64_t off = static_cast<int64_t>(r) * c;
-  layer_norm_row<T, V>(y + off, mean + r, rstd + r, x + off, w, b, c, eps, threadIdx.x % 32, 32,
-                       [](float v) { return warp_sum(v); });
+  layer_norm_row<T, V, Add>(y + off, mean + r, rstd + r, Add ? h + off : nullptr, x + off,
+                            Add ? a + off : nullptr, w, b, c, eps, threadIdx.x % 32, 32, xa_wide,
+                            [](float v) { return warp_sum(v); });
 }
 
-template <typename T, int V>
-__global__ void layer_forward_block(T* y, float* mean, float* rstd, const T* x, const T* w,
-                                    const T* b, int c, float eps) {
+// One block per row.
+template <typename T, int V, bool Add>
+__global__ void layer_forward_block(T* y, float* mean, float* rstd, T* h, const T* x, const T* a,
+                                    const T* w, const T* b, int c, float eps, bool xa_wide) {
   __shared__ float scratch[32];
-  const int64_t r = blockIdx.x;
-  layer_norm_row<T, V>(y + r * c, mean + r, rstd + r, x + r * c, w, b, c, eps, threadIdx.x,
-                       blockDim.x, [&](float v) { return block_sum(v, scratch); });
+  const int64_t r = blockIdx.x, off = r * c;
+  layer_norm_row<T, V, Add>(y + off, mean + r, rstd + r, Add ? h + off : nullptr, x + off,
+                            Add ? a + off : nullptr, w, b, c, eps, threadIdx.x, blockDim.x, xa_wide,
+                            [&](float v) { return block_sum(v, scratch); });
+}
+
+// Two block sums in one exchange: two barriers where two block_sum calls take four. Each total
+// is bitwise block_sum's (the same warp sums, the same lane order).
+__device__ __forceinline__ float2 block_sum2(float a, float b, float2* scratch) {
+  const int lane = threadIdx.x % 32, wid = threadIdx.x / 32, nw = (blockDim.x + 31) / 32;
+  a = warp_sum(a);
+  b = warp_sum(b);
+  __syncthreads();  // scratch is free from the previous call
+  if (lane == 0) scratch[wid] = make_float2(a, b);
+  __syncthreads();
+  const float2 v = lane < nw ? scratch[lane] : make_float2(0.f, 0.f);
+  return make_float2(warp_sum(v.x), warp_sum(v.y));
 }
 
 // As rms_backward_rows, with xhat = (x - mean) * rstd and g = w * dy:
 //   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),  dw += dy * xhat,  db += dy.
 // partial [gridDim.x, 2c] (null: neither dw nor db) receives each block's dw sums in its first c
-// columns and db sums in the next c.
+// columns and db sums in the next c. In shared memory (smem_acc) the block's sums are laid out
+// [V][c / V] per half, element k of the pack at column j at k * (c / V) + j / V: a warp's lanes
+// then touch consecutive words (laid out by column, lanes V floats apart, the read-modify-writes
+// were 8-way bank conflicts in bf16: the kernel's bottleneck). In global memory (very wide rows)
+// they stay by column. residual (null: none) joins dx as in rms_backward_rows, loaded 128 bits
+// wide only when res_wide.
 template <typename T, int V>
 __global__ void layer_backward_rows(T* dx, float* partial, const T* dy, const T* x, const T* w,
-                                    const float* mean, const float* rstd, int n, int c,
-                                    bool smem_acc) {
+                                    const float* mean, const float* rstd, const T* residual, int n,
+                                    int c, bool smem_acc, bool res_wide) {
   extern __shared__ float dyn[];
-  __shared__ float scratch[32];
+  __shared__ float2 scratch[32];
   float* acc =
       partial ? (smem_acc ? dyn : partial + static_cast<int64_t>(blockIdx.x) * 2 * c) : nullptr;
+  // acc[at(j) + k * k_stride]: column j's pack, element k.
+  const int k_stride = smem_acc ? c / V : 1;
+  auto at = [&](int j) { return smem_acc ? j / V : j; };
   if (acc) {
     for (int j = threadIdx.x * V; j < c; j += blockDim.x * V) {
 #pragma unroll
-      for (int k = 0; k < V; ++k) acc[j + k] = acc[c + j + k] = 0.f;
+      for (int k = 0; k < V; ++k) acc[at(j) + k * k_stride] = acc[c + at(j) + k * k_stride] = 0.f;
     }
   }
   for (int r = blockIdx.x; r < n; r += gridDim.x) {
     const T* dyr = dy + static_cast<int64_t>(r) * c;
     const T* xr = x + static_cast<int64_t>(r) * c;
     T* dxr = dx + static_cast<int64_t>(r) * c;
+    const T* resr = residual ? residual + static_cast<int64_t>(r) * c : nullptr;
     const float mu = mean[r], rs = rstd[r];
     float sg = 0, sgx = 0;
     for (int j = threadIdx.x * V; j < c; j += blockDim.x * V) {
@@ -281,9 +335,11 @@ __global__ void layer_backward_rows(T* dx, float* partial, const T* dy, const T*
         sgx += g * (to_f(px.v[k]) - mu);
       }
     }
-    // The block sums' barriers also order every read of this dy row before any write of dx.
-    const float mean_g = block_sum(sg, scratch) / c;
-    const float mean_gx = block_sum(sgx, scratch) * rs / c;
+    // The barriers also order every read of this dy row before any write of dx (dx may alias
+    // dy; after them each thread reads only the dy elements it then overwrites).
+    const float2 sums = block_sum2(sg, sgx, scratch);
+    const float mean_g = sums.x / c;
+    const float mean_gx = sums.y * rs / c;
     for (int j = threadIdx.x * V; j < c; j += blockDim.x * V) {
       const Pack<T, V> pdy = load<T, V>(dyr + j), px = load<T, V>(xr + j), pw = load<T, V>(w + j);
       Pack<T, V> pdx;
@@ -291,21 +347,27 @@ __global__ void layer_backward_rows(T* dx, float* partial, const T* dy, const T*
       for (int k = 0; k < V; ++k) {
         const float d = to_f(pdy.v[k]), xhat = (to_f(px.v[k]) - mu) * rs;
         if (acc) {
-          acc[j + k] += d * xhat;
-          acc[c + j + k] += d;
+          acc[at(j) + k * k_stride] += d * xhat;
+          acc[c + at(j) + k * k_stride] += d;
         }
         pdx.v[k] = from_f<T>(rs * (__fmul_rn(to_f(pw.v[k]), d) - mean_g - xhat * mean_gx));
+      }
+      if (resr) {
+        const Pack<T, V> pres = load_any<T, V>(resr + j, res_wide);
+#pragma unroll
+        for (int k = 0; k < V; ++k)
+          pdx.v[k] = from_f<T>(__fadd_rn(to_f(pdx.v[k]), to_f(pres.v[k])));
       }
       store<T, V>(dxr + j, pdx);
     }
   }
-  if (acc && smem_acc) {
+  if (acc && smem_acc) {  // each thread copies out the sums it alone wrote
     float* out = partial + static_cast<int64_t>(blockIdx.x) * 2 * c;
     for (int j = threadIdx.x * V; j < c; j += blockDim.x * V) {
 #pragma unroll
       for (int k = 0; k < V; ++k) {
-        out[j + k] = acc[j + k];
-        out[c + j + k] = acc[c + j + k];
+        out[j + k] = acc[at(j) + k * k_stride];
+        out[c + j + k] = acc[c + at(j) + k * k_stride];
       }
     }
   }
@@ -454,40 +516,56 @@ void backward_t(void* dx, void* dw, const void* dy, const void* x, const void* w
   }
 }
 
-template <typename T, int V>
-void layer_forward_v(T* y, float* mean, float* rstd, const T* x, const T* w, const T* b, int n,
-                     int c, float eps) {
+// The fused form (Add) launches exactly as the plain one on h would, so a row is reduced in the
+// same order.
+template <typename T, int V, bool Add>
+void layer_forward_v(T* y, float* mean, float* rstd, T* h, const T* x, const T* a, const T* w,
+                     const T* b, int n, int c, float eps, bool xa_wide) {
   const cudaStream_t stream = cudaStreamPerThread;
   const int units = (c + V - 1) / V;
   if (units <= 32 * 4) {
     const int64_t threads = static_cast<int64_t>(n) * 32;
-    layer_forward_warp<T, V>
+    layer_forward_warp<T, V, Add>
         <<<static_cast<unsigned>((threads + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
-            y, mean, rstd, x, w, b, n, c, eps);
+            y, mean, rstd, h, x, a, w, b, n, c, eps, xa_wide);
   } else {
-    layer_forward_block<T, V><<<n, threads_for(units), 0, stream>>>(y, mean, rstd, x, w, b, c, eps);
+    layer_forward_block<T, V, Add>
+        <<<n, threads_for(units), 0, stream>>>(y, mean, rstd, h, x, a, w, b, c, eps, xa_wide);
   }
   TUNE_CUDA_CHECK(cudaGetLastError());
 }
 
+// h and a are null for the plain norm. The pack width is chosen from the pointers the plain norm
+// on h checks (y, h, w, b); x and a only decide how the fused kernel loads them.
 template <typename T>
-void layer_forward_t(void* y, float* mean, float* rstd, const void* x, const void* w, const void* b,
-                     int n, int c, float eps) {
+void layer_forward_t(void* y, float* mean, float* rstd, void* h, const void* x, const void* a,
+                     const void* w, const void* b, int n, int c, float eps) {
   constexpr int V = 16 / sizeof(T);
   auto* yt = static_cast<T*>(y);
+  auto* ht = static_cast<T*>(h);
   auto* xt = static_cast<const T*>(x);
+  auto* at = static_cast<const T*>(a);
   auto* wt = static_cast<const T*>(w);
   auto* bt = static_cast<const T*>(b);
-  if (c % V == 0 && aligned16(y) && aligned16(x) && aligned16(w) && aligned16(b)) {
-    layer_forward_v<T, V>(yt, mean, rstd, xt, wt, bt, n, c, eps);
-  } else {
-    layer_forward_v<T, 1>(yt, mean, rstd, xt, wt, bt, n, c, eps);
+  const bool add = h != nullptr;
+  const bool wide =
+      c % V == 0 && aligned16(y) && aligned16(add ? h : x) && aligned16(w) && aligned16(b);
+  const bool xa_wide = aligned16(x) && (!add || aligned16(a));
+  if (add) {
+    if (wide)
+      return layer_forward_v<T, V, true>(yt, mean, rstd, ht, xt, at, wt, bt, n, c, eps, xa_wide);
+    return layer_forward_v<T, 1, true>(yt, mean, rstd, ht, xt, at, wt, bt, n, c, eps, false);
   }
+  if (wide) {
+    return layer_forward_v<T, V, false>(yt, mean, rstd, nullptr, xt, nullptr, wt, bt, n, c, eps,
+                                        true);
+  }
+  layer_forward_v<T, 1, false>(yt, mean, rstd, nullptr, xt, nullptr, wt, bt, n, c, eps, false);
 }
 
 template <typename T, int V>
 void layer_backward_v(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const float* mean,
-                      const float* rstd, int n, int c) {
+                      const float* rstd, const T* residual, bool res_wide, int n, int c) {
   const cudaStream_t stream = cudaStreamPerThread;
   // GPT-2's rows make small blocks (96 threads at c = 768 in bf16): enough of them for ~1536
   // threads per SM (dev/kernels/layer_norm.cu, backward 3).
@@ -499,8 +577,8 @@ void layer_backward_v(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, 
       sums ? partial_scratch(static_cast<size_t>(grid) * 2 * c * sizeof(float)) : nullptr;
   const bool smem_acc = sums && static_cast<size_t>(2 * c) * sizeof(float) <= kSmemLimit;
   const size_t smem = smem_acc ? static_cast<size_t>(2 * c) * sizeof(float) : 0;
-  layer_backward_rows<T, V>
-      <<<grid, threads, smem, stream>>>(dx, partial, dy, x, w, mean, rstd, n, c, smem_acc);
+  layer_backward_rows<T, V><<<grid, threads, smem, stream>>>(dx, partial, dy, x, w, mean, rstd,
+                                                             residual, n, c, smem_acc, res_wide);
   TUNE_CUDA_CHECK(cudaGetLastError());
   if (sums) {
     layer_dwdb_reduce<T><<<(c + 31) / 32, dim3(32, 8), 0, stream>>>(dw, db, partial, grid, c);
@@ -508,9 +586,11 @@ void layer_backward_v(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, 
   }
 }
 
+// The pack width is chosen without the residual (as the plain backward chooses it), so the
+// fused form reduces each row in the same order whatever the residual's alignment.
 template <typename T>
 void layer_backward_t(void* dx, void* dw, void* db, const void* dy, const void* x, const void* w,
-                      const float* mean, const float* rstd, int n, int c) {
+                      const float* mean, const float* rstd, const void* residual, int n, int c) {
   constexpr int V = 16 / sizeof(T);
   auto* dxt = static_cast<T*>(dx);
   auto* dwt = static_cast<T*>(dw);
@@ -518,10 +598,11 @@ void layer_backward_t(void* dx, void* dw, void* db, const void* dy, const void* 
   auto* dyt = static_cast<const T*>(dy);
   auto* xt = static_cast<const T*>(x);
   auto* wt = static_cast<const T*>(w);
+  auto* rt = static_cast<const T*>(residual);
   if (c % V == 0 && aligned16(dx) && aligned16(dy) && aligned16(x) && aligned16(w)) {
-    layer_backward_v<T, V>(dxt, dwt, dbt, dyt, xt, wt, mean, rstd, n, c);
+    layer_backward_v<T, V>(dxt, dwt, dbt, dyt, xt, wt, mean, rstd, rt, aligned16(residual), n, c);
   } else {
-    layer_backward_v<T, 1>(dxt, dwt, dbt, dyt, xt, wt, mean, rstd, n, c);
+    layer_backward_v<T, 1>(dxt, dwt, dbt, dyt, xt, wt, mean, rstd, rt, false, n, c);
   }
 }
 
@@ -596,29 +677,47 @@ void layer_norm_forward(DType dtype, void* y, float* mean, float* rstd, const vo
   const int ni = static_cast<int>(n), ci = static_cast<int>(c);
   switch (dtype) {
     case DType::f32:
-      return layer_forward_t<float>(y, mean, rstd, x, w, b, ni, ci, eps);
+      return layer_forward_t<float>(y, mean, rstd, nullptr, x, nullptr, w, b, ni, ci, eps);
     case DType::bf16:
-      return layer_forward_t<__nv_bfloat16>(y, mean, rstd, x, w, b, ni, ci, eps);
+      return layer_forward_t<__nv_bfloat16>(y, mean, rstd, nullptr, x, nullptr, w, b, ni, ci, eps);
     case DType::f16:
-      return layer_forward_t<__half>(y, mean, rstd, x, w, b, ni, ci, eps);
+      return layer_forward_t<__half>(y, mean, rstd, nullptr, x, nullptr, w, b, ni, ci, eps);
     default:
       bad_dtype("cuda::layer_norm_forward", dtype);
   }
 }
 
+void add_layer_norm_forward(DType dtype, void* h, void* y, float* mean, float* rstd, const void* x,
+                            const void* a, const void* w, const void* b, int64_t n, int64_t c,
+                            float eps) {
+  check_sizes("cuda::add_layer_norm_forward", n, c);
+  if (n == 0) return;
+  const int ni = static_cast<int>(n), ci = static_cast<int>(c);
+  switch (dtype) {
+    case DType::f32:
+      return layer_forward_t<float>(y, mean, rstd, h, x, a, w, b, ni, ci, eps);
+    case DType::bf16:
+      return layer_forward_t<__nv_bfloat16>(y, mean, rstd, h, x, a, w, b, ni, ci, eps);
+    case DType::f16:
+      return layer_forward_t<__half>(y, mean, rstd, h, x, a, w, b, ni, ci, eps);
+    default:
+      bad_dtype("cuda::add_layer_norm_forward", dtype);
+  }
+}
+
 void layer_norm_backward(DType dtype, void* dx, void* dw, void* db, const void* dy, const void* x,
-                         const void* w, const float* mean, const float* rstd, int64_t n,
-                         int64_t c) {
+                         const void* w, const float* mean, const float* rstd, const void* residual,
+                         int64_t n, int64_t c) {
   check_sizes("cuda::layer_norm_backward", n, c);
   if (n == 0 || c == 0) return;
   const int ni = static_cast<int>(n), ci = static_cast<int>(c);
   switch (dtype) {
     case DType::f32:
-      return layer_backward_t<float>(dx, dw, db, dy, x, w, mean, rstd, ni, ci);
+      return layer_backward_t<float>(dx, dw, db, dy, x, w, mean, rstd, residual, ni, ci);
     case DType::bf16:
-      return layer_backward_t<__nv_bfloat16>(dx, dw, db, dy, x, w, mean, rstd, ni, ci);
+      return layer_backward_t<__nv_bfloat16>(dx, dw, db, dy, x, w, mean, rstd, residual, ni, ci);
     case DType::f16:
-      return layer_backward_t<__half>(dx, dw, db, dy, x, w, mean, rstd, ni, ci);
+      return layer_backward_t<__half>(dx, dw, db, dy, x, w, mean, rstd, residual, ni, ci);
     default:
       bad_dtype("cuda::layer_norm_backward", dtype);
   }

@@ -37,8 +37,18 @@ void layer_norm_forward(DType dtype, void* y, float* mean, float* rstd, const vo
 
 // dx [n, c] = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = w * dy and
 // xhat = (x - mean) * rstd (dx may alias dy); dw [c] += column sums of dy * xhat and db [c] +=
-// column sums of dy, each skipped when null. Deterministic as rms_norm_backward.
+// column sums of dy, each skipped when null. Deterministic as rms_norm_backward. With residual
+// [n, c] not null, dx += residual in the same pass, bit-identical to the separate add (as
+// rms_norm_backward's).
 void layer_norm_backward(DType dtype, void* dx, void* dw, void* db, const void* dy, const void* x,
-                         const void* w, const float* mean, const float* rstd, int64_t n, int64_t c);
+                         const void* w, const float* mean, const float* rstd, const void* residual,
+                         int64_t n, int64_t c);
+
+// h = x + a [n, c] (rounded to dtype, as cuda::add does), then layer_norm_forward on h in the same
+// pass; h, y, mean and rstd equal add then layer_norm_forward bit for bit (the same kernel shape
+// and reduction order whatever the alignment of x and a).
+void add_layer_norm_forward(DType dtype, void* h, void* y, float* mean, float* rstd, const void* x,
+                            const void* a, const void* w, const void* b, int64_t n, int64_t c,
+                            float eps);
 
 }  // namespace tune::cuda
