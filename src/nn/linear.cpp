@@ -89,6 +89,25 @@ void Linear::base_forward(Tensor& y, const Tensor& x) const {
               lora_a_ >= 0 ? 1.0 : 0.0, bias_ >= 0 ? params_->param(bias_) : Tensor());
 }
 
+Tensor Linear::forward_gelu(Context& ctx, const Tensor& x, Tensor& pre) {
+  TUNE_ASSERT(lora_a_ < 0, module_, ": forward_gelu takes a Linear without an adapter");
+  pre = ctx.arena.alloc({x.size(0), out_}, x.dtype());
+  Tensor h = ctx.arena.alloc({x.size(0), out_}, x.dtype());
+  x_ = x;
+  a_stack_ = Tensor();
+  ops::matmul_gelu(h, pre, x, Transpose::no, params_->param(weight_),
+                   layout_ == Layout::out_in ? Transpose::yes : Transpose::no,
+                   bias_ >= 0 ? params_->param(bias_) : Tensor());
+  return h;
+}
+
+void Linear::backward_gelu(Context&, const Tensor& dy, Tensor& dx, const Tensor& pre) {
+  TUNE_ASSERT(lora_a_ < 0, module_, ": backward_gelu takes a Linear without an adapter");
+  weight_backward(dy);
+  ops::matmul_gelu_backward(dx, dy, Transpose::no, params_->param(weight_),
+                            layout_ == Layout::out_in ? Transpose::no : Transpose::yes, pre);
+}
+
 void Linear::lora_forward(Context& ctx, const Tensor& x, Tensor& y) {
   if (lora_a_ < 0) return;
   lora_input(ctx, x);
@@ -121,7 +140,12 @@ void Linear::backward(Context& ctx, const Tensor& dy, Tensor& dx, Accumulate acc
 }
 
 void Linear::base_backward(const Tensor& dy, Tensor& dx, double beta) const {
-  Tensor w = params_->param(weight_);
+  weight_backward(dy);
+  ops::matmul(dx, dy, Transpose::no, params_->param(weight_),
+              layout_ == Layout::out_in ? Transpose::no : Transpose::yes, 1.0, beta);
+}
+
+void Linear::weight_backward(const Tensor& dy) const {
   Tensor dw = params_->grad(weight_);
   if (dw.defined()) {
     if (layout_ == Layout::out_in)
@@ -133,8 +157,6 @@ void Linear::base_backward(const Tensor& dy, Tensor& dx, double beta) const {
     Tensor db = params_->grad(bias_);
     if (db.defined()) ops::bias_backward(db, dy);
   }
-  ops::matmul(dx, dy, Transpose::no, w, layout_ == Layout::out_in ? Transpose::no : Transpose::yes,
-              1.0, beta);
 }
 
 void Linear::lora_backward(Context& ctx, const Tensor& dy, Tensor& dx, double beta) {

@@ -343,7 +343,8 @@ void Mlp::recompute(Context& ctx, const Tensor& x) {
 
 Tensor Mlp::activation(Context& ctx, const Tensor& x) {
   if (kind_ == MlpKind::gelu_tanh) {
-    up_out_ = up_.forward(ctx, x);  // (N, F)
+    if (!up_.has_lora()) return up_.forward_gelu(ctx, x, up_out_);  // GELU in the product
+    up_out_ = up_.forward(ctx, x);                                  // (N, F)
     Tensor h = ctx.arena.alloc(up_out_.shape(), x.dtype());
     ops::gelu_tanh_forward(h, up_out_);
     return h;
@@ -379,8 +380,12 @@ void Mlp::forward_decode(Context& ctx, const Tensor& x, Norm& norm, Tensor& resi
 void Mlp::backward(Context& ctx, const Tensor& dy, Tensor& dx) {
   if (kind_ == MlpKind::gelu_tanh) {
     Tensor dh = ctx.arena.alloc(up_out_.shape(), dy.dtype());
-    down_.backward(ctx, dy, dh, Accumulate::no);
-    ops::gelu_tanh_backward(dh, dh, up_out_);
+    if (!down_.has_lora()) {
+      down_.backward_gelu(ctx, dy, dh, up_out_);  // GELU's gradient in the product
+    } else {
+      down_.backward(ctx, dy, dh, Accumulate::no);
+      ops::gelu_tanh_backward(dh, dh, up_out_);
+    }
     up_.backward(ctx, dh, dx, Accumulate::no);
     return;
   }

@@ -1,4 +1,5 @@
-// matmul: c = alpha * op(a) @ op(b) + beta * c (+ bias) on 2-D tensors; BLAS does the work.
+// matmul: c = alpha * op(a) @ op(b) + beta * c (+ bias) on 2-D tensors; BLAS does the work. And
+// the products with GELU after them (GPT-2's MLP), fused into the product on CUDA.
 #include <climits>
 
 #include "backend/cpu/cpu_kernels.h"
@@ -12,20 +13,21 @@ using detail::Arg;
 
 namespace {
 
-constexpr const char* kOp = "matmul";
+constexpr const char* kMatmul = "matmul";
 
 cpu::Trans to_cpu(Transpose t) {
   return t == Transpose::yes ? cpu::Trans::yes : cpu::Trans::no;
 }
 
-}  // namespace
-
-void matmul(Tensor& c, const Tensor& a, Transpose ta, const Tensor& b, Transpose tb, double alpha,
-            double beta, const Tensor& bias) {
+// matmul's checks and dispatch, with op naming the caller. An epilogue (CUDA only: on the CPU the
+// callers run it as its op) writes or reads aux, as cuda::gemm says.
+void product(const char* op, Tensor& c, const Tensor& a, Transpose ta, const Tensor& b,
+             Transpose tb, double alpha, double beta, const Tensor& bias,
+             cuda::Epilogue epilogue = cuda::Epilogue::none, const Tensor& aux = Tensor()) {
   const Arg ca{"c", c}, aa{"a", a}, ba{"b", b};
-  detail::check_rank(kOp, aa, 2);
-  detail::check_rank(kOp, ba, 2);
-  detail::check_rank(kOp, ca, 2);
+  detail::check_rank(op, aa, 2);
+  detail::check_rank(op, ba, 2);
+  detail::check_rank(op, ca, 2);
   // op(a) is (m, k), op(b) is (k, n).
   const char* op_a = ta == Transpose::yes ? "a^T" : "a";
   const char* op_b = tb == Transpose::yes ? "b^T" : "b";
@@ -34,51 +36,99 @@ void matmul(Tensor& c, const Tensor& a, Transpose ta, const Tensor& b, Transpose
   const int64_t kb = tb == Transpose::no ? b.size(0) : b.size(1);
   const int64_t n = tb == Transpose::no ? b.size(1) : b.size(0);
   if (k != kb) {
-    detail::fail(kOp, str("inner dimensions differ: ", op_a, " is ", shape_str({m, k}),
-                          " (a has shape ", shape_str(a.shape()), ") but ", op_b, " is ",
-                          shape_str({kb, n}), " (b has shape ", shape_str(b.shape()), ")"));
+    detail::fail(op, str("inner dimensions differ: ", op_a, " is ", shape_str({m, k}),
+                         " (a has shape ", shape_str(a.shape()), ") but ", op_b, " is ",
+                         shape_str({kb, n}), " (b has shape ", shape_str(b.shape()), ")"));
   }
   if (c.shape() != Shape{m, n}) {
-    detail::fail(kOp, str("c has shape ", shape_str(c.shape()), " but ", op_a, " @ ", op_b,
-                          " has shape ", shape_str({m, n}), " (a has shape ", shape_str(a.shape()),
-                          ", b has shape ", shape_str(b.shape()), ")"));
+    detail::fail(op, str("c has shape ", shape_str(c.shape()), " but ", op_a, " @ ", op_b,
+                         " has shape ", shape_str({m, n}), " (a has shape ", shape_str(a.shape()),
+                         ", b has shape ", shape_str(b.shape()), ")"));
   }
   for (int64_t d : {m, n, k}) {
     if (d > INT_MAX) {
-      detail::fail(kOp, str("dimension ", d, " exceeds the BLAS limit of ", INT_MAX,
-                            " (a has shape ", shape_str(a.shape()), ", b has shape ",
-                            shape_str(b.shape()), "); split the product"));
+      detail::fail(op, str("dimension ", d, " exceeds the BLAS limit of ", INT_MAX,
+                           " (a has shape ", shape_str(a.shape()), ", b has shape ",
+                           shape_str(b.shape()), "); split the product"));
     }
   }
-  const bool on_cuda = detail::check_device(kOp, {ca, aa, ba}) == Device::cuda;
-  detail::check_no_overlap(kOp, ca, aa);
-  detail::check_no_overlap(kOp, ca, ba);
+  const bool on_cuda = detail::check_device(op, {ca, aa, ba}) == Device::cuda;
+  detail::check_no_overlap(op, ca, aa);
+  detail::check_no_overlap(op, ca, ba);
   if (bias.defined()) {
     const Arg bias_arg{"bias", bias};
-    detail::check_shape(kOp, bias_arg, {n}, ca);
-    detail::check_device(kOp, {ca, bias_arg});
+    detail::check_shape(op, bias_arg, {n}, ca);
+    detail::check_device(op, {ca, bias_arg});
     if (bias.dtype() != c.dtype()) {
-      detail::fail(kOp, str("bias is ", dtype_name(bias.dtype()), " but c is ",
-                            dtype_name(c.dtype()), "; the bias takes c's dtype"));
+      detail::fail(op, str("bias is ", dtype_name(bias.dtype()), " but c is ",
+                           dtype_name(c.dtype()), "; the bias takes c's dtype"));
     }
+  }
+  if (aux.defined()) {
+    const Arg xa{"aux", aux};
+    detail::check_no_overlap(op, xa, aa);
+    detail::check_no_overlap(op, xa, ba);
   }
   if (on_cuda) {
     // c may be f32 when a and b are bf16 or f16: full-precision results of low-precision inputs.
-    const DType ab = detail::check_cuda_float(kOp, {aa, ba});
-    if (c.dtype() != DType::f32 || ab == DType::f32) detail::check_cuda_float(kOp, {ca, aa, ba});
+    const DType ab = detail::check_cuda_float(op, {aa, ba});
+    if (c.dtype() != DType::f32 || ab == DType::f32) detail::check_cuda_float(op, {ca, aa, ba});
     cuda::gemm(ab, c.dtype(), ta == Transpose::yes ? cuda::Trans::yes : cuda::Trans::no,
                tb == Transpose::yes ? cuda::Trans::yes : cuda::Trans::no, m, n, k,
                static_cast<float>(alpha), a.raw(), a.size(1), b.raw(), b.size(1),
-               static_cast<float>(beta), c.raw(), n, bias.defined() ? bias.raw() : nullptr);
+               static_cast<float>(beta), c.raw(), n, bias.defined() ? bias.raw() : nullptr,
+               epilogue, aux.defined() ? aux.raw() : nullptr);
     return;
   }
-  const DType dt = detail::check_float(kOp, {ca, aa, ba});
+  TUNE_ASSERT(epilogue == cuda::Epilogue::none, op, ": the CPU runs epilogues as ops");
+  const DType dt = detail::check_float(op, {ca, aa, ba});
   detail::dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);
     cpu::gemm<T>(to_cpu(ta), to_cpu(tb), m, n, k, static_cast<T>(alpha), a.data<T>(), a.size(1),
                  b.data<T>(), b.size(1), static_cast<T>(beta), c.data<T>(), n);
     if (bias.defined()) cpu::add_bias<T>(c.data<T>(), bias.data<T>(), m, n);
   });
+}
+
+}  // namespace
+
+void matmul(Tensor& c, const Tensor& a, Transpose ta, const Tensor& b, Transpose tb, double alpha,
+            double beta, const Tensor& bias) {
+  product(kMatmul, c, a, ta, b, tb, alpha, beta, bias);
+}
+
+void matmul_gelu(Tensor& h, Tensor& pre, const Tensor& a, Transpose ta, const Tensor& b,
+                 Transpose tb, const Tensor& bias) {
+  constexpr const char* op = "matmul_gelu";
+  const Arg ha{"h", h}, pa{"pre", pre};
+  detail::check_same_shape(op, ha, pa);
+  detail::check_no_overlap(op, ha, pa);
+  if (detail::check_device(op, {ha, pa}) == Device::cuda) {
+    if (h.dtype() != pre.dtype())
+      detail::fail(op,
+                   str("h is ", dtype_name(h.dtype()), " but pre is ", dtype_name(pre.dtype())));
+    product(op, h, a, ta, b, tb, 1.0, 0.0, bias, cuda::Epilogue::gelu, pre);
+    return;
+  }
+  product(op, pre, a, ta, b, tb, 1.0, 0.0, bias);
+  gelu_tanh_forward(h, pre);
+}
+
+void matmul_gelu_backward(Tensor& dpre, const Tensor& a, Transpose ta, const Tensor& b,
+                          Transpose tb, const Tensor& pre) {
+  constexpr const char* op = "matmul_gelu_backward";
+  const Arg da{"dpre", dpre}, pa{"pre", pre};
+  detail::check_same_shape(op, da, pa);
+  detail::check_no_overlap(op, da, pa);
+  if (detail::check_device(op, {da, pa}) == Device::cuda) {
+    if (dpre.dtype() != pre.dtype())
+      detail::fail(
+          op, str("dpre is ", dtype_name(dpre.dtype()), " but pre is ", dtype_name(pre.dtype())));
+    product(op, dpre, a, ta, b, tb, 1.0, 0.0, Tensor(), cuda::Epilogue::dgelu, pre);
+    return;
+  }
+  product(op, dpre, a, ta, b, tb, 1.0, 0.0, Tensor());
+  gelu_tanh_backward(dpre, dpre, pre);
 }
 
 }  // namespace tune::ops

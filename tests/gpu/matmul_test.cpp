@@ -112,6 +112,47 @@ TEST(CudaMatmul, SkinnyProductsMatchCpu) {
   }
 }
 
+// ops::matmul_gelu and its backward (GPT-2's MLP): cuBLASLt's GELU epilogues where n is a
+// multiple of 8, the product then the activation's kernel otherwise (n = 33) and for a few rows
+// (the gemv path); against the CPU's composition in f64. f32 at 1e-5 also pins the activation to
+// the tanh approximation (the erf form differs by ~1e-3).
+TEST(CudaMatmul, GeluProductsMatchCpu) {
+  const int64_t sizes[][3] = {{257, 64, 33}, {4097, 80, 64}, {33, 33, 64}, {3, 1032, 64}};
+  for (DType dtype : {DType::f32, DType::bf16, DType::f16}) {
+    const double tol = dtype == DType::f32 ? 1e-5 : 2e-2;
+    for (const auto& s : sizes) {
+      for (bool with_bias : {false, true}) {
+        const int64_t m = s[0], n = s[1], k = s[2];
+        SCOPED_TRACE(str(dtype_name(dtype), " m=", m, " n=", n, " k=", k, " bias=", with_bias));
+        const uint64_t seed = static_cast<uint64_t>(m * 31 + n * 7 + k);
+        auto rounded = [&](const Shape& shape, uint64_t s) {
+          return test::randn(shape, DType::f32, s).to(dtype).to(DType::f64);
+        };
+        const Tensor x = rounded({m, k}, seed), w = rounded({n, k}, seed + 1),
+                     bias = with_bias ? rounded({n}, seed + 2) : Tensor(),
+                     dy = rounded({m, k}, seed + 3);
+        Tensor h_ref = Tensor::empty({m, n}, DType::f64), pre_ref = h_ref.clone();
+        ops::matmul_gelu(h_ref, pre_ref, x, Transpose::no, w, Transpose::yes, bias);
+        Tensor h = Tensor::empty({m, n}, dtype).to(Device::cuda);
+        Tensor pre = Tensor::empty({m, n}, dtype).to(Device::cuda);
+        ops::matmul_gelu(h, pre, to_device(x, dtype), Transpose::no, to_device(w, dtype),
+                         Transpose::yes, with_bias ? to_device(bias, dtype) : Tensor());
+        auto host = [&](const Tensor& t) { return t.to(Device::cpu).to(DType::f64); };
+        EXPECT_LE(test::rel_error(host(pre), pre_ref), tol);
+        EXPECT_LE(test::rel_error(host(h), h_ref), tol);
+        Tensor dpre = Tensor::empty({m, n}, dtype).to(Device::cuda);
+        // Backward through the next product, dpre = (dy w) * gelu'(pre) with w [n, k] as the next
+        // Linear's weight read transposed, from the device's own pre (its rounding counts once).
+        Tensor dpre_own_ref = Tensor::empty({m, n}, DType::f64);
+        ops::matmul_gelu_backward(dpre_own_ref, dy, Transpose::no, w, Transpose::yes, host(pre));
+        ops::matmul_gelu_backward(dpre, to_device(dy, dtype), Transpose::no, to_device(w, dtype),
+                                  Transpose::yes, pre);
+        EXPECT_LE(test::rel_error(host(dpre), dpre_own_ref), tol);
+      }
+    }
+  }
+}
+
 // ops::rms_norm_matmul: one kernel for a few rows on CUDA (the norm in f32, never written), the
 // composition of the two ops for more rows; against the CPU's composition in f64.
 TEST(CudaMatmul, RmsNormThenProductMatchesCpu) {

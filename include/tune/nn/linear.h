@@ -42,6 +42,12 @@ class Linear {
   // whose rounding to bf16 would bias the loss). No bias then.
   Tensor forward(Context& ctx, const Tensor& x, DType out);
   void backward(Context& ctx, const Tensor& dy, Tensor& dx, Accumulate accumulate);
+  // GPT-2's MLP with GELU-tanh in the products (ops::matmul_gelu; a Linear without an adapter):
+  // forward_gelu returns gelu_tanh(forward(x)) and keeps forward(x) in `pre` for backward;
+  // backward_gelu is backward (dx written) with dx = (dy W) * gelu_tanh'(pre), the gradient of the
+  // activation before this Linear, whose output `pre` was.
+  Tensor forward_gelu(Context& ctx, const Tensor& x, Tensor& pre);
+  void backward_gelu(Context& ctx, const Tensor& dy, Tensor& dx, const Tensor& pre);
   // What forward saves for backward (x, and with an adapter x A^T) without the product itself:
   // activation checkpointing's rerun of a block's last Linear, whose output nothing reads.
   void save_input(Context& ctx, const Tensor& x);
@@ -85,6 +91,7 @@ class Linear {
   void lora_forward(Context& ctx, const Tensor& x, Tensor& y);
   void lora_input(Context& ctx, const Tensor& x);  // x_dropped_ and xa_, as lora_forward saves
   void base_backward(const Tensor& dy, Tensor& dx, double beta) const;
+  void weight_backward(const Tensor& dy) const;  // dW and db, where trained
   void lora_backward(Context& ctx, const Tensor& dy, Tensor& dx, double beta);
   // A group's adapters together (shares_adapters): each adapted member's y written with its
   // adapter's product; dx written (beta 0) or added to with the sum of the adapters' input

@@ -24,6 +24,15 @@ enum class Transpose : uint8_t { no, yes };
 // c is rounded), the CPU after.
 void matmul(Tensor& c, const Tensor& a, Transpose ta, const Tensor& b, Transpose tb,
             double alpha = 1.0, double beta = 0.0, const Tensor& bias = Tensor());
+// A product with GELU-tanh after it (GPT-2's MLP; CUDA runs the activation in the product's
+// epilogue): pre = op(a) @ op(b) + bias (bias optional; pre is what backward needs), h =
+// gelu_tanh(pre) — as matmul then gelu_tanh_forward.
+void matmul_gelu(Tensor& h, Tensor& pre, const Tensor& a, Transpose ta, const Tensor& b,
+                 Transpose tb, const Tensor& bias = Tensor());
+// Its backward through the product after the activation: dpre = (op(a) @ op(b)) *
+// gelu_tanh'(pre) — as matmul then gelu_tanh_backward.
+void matmul_gelu_backward(Tensor& dpre, const Tensor& a, Transpose ta, const Tensor& b,
+                          Transpose tb, const Tensor& pre);
 
 // ---- elementwise and reductions ----
 void fill(Tensor& x, double value);

@@ -19,9 +19,15 @@ enum class Trans : uint8_t { no, yes };
 // share one dtype (f32, bf16 or f16), c is that dtype or f32 (f32 results of bf16/f16 inputs:
 // the output head's logits), and products accumulate in f32 (f32 inputs: full f32, no TF32).
 // lda, ldb, ldc are the row strides of a, b and c as stored. A non-null bias [n] of c_dtype is
-// added to every row of c, in the product's epilogue where cuBLASLt can (a 16-byte aligned bias).
+// added to every row of c. Both the bias and the epilogue below run in cuBLASLt's epilogue where
+// it can (16-byte aligned bias and aux, n a multiple of 8), else as passes of their own.
+//   Epilogue::gelu:  aux = the result (bias included), c = gelu_tanh(aux) (GPT-2's MLP forward);
+//   Epilogue::dgelu: c = the result * gelu_tanh'(aux) (its backward; no bias).
+// aux [m, n] of c_dtype, row stride n; an epilogue needs beta = 0 and ldc = n.
+enum class Epilogue : uint8_t { none, gelu, dgelu };
 void gemm(DType dtype, DType c_dtype, Trans ta, Trans tb, int64_t m, int64_t n, int64_t k,
           float alpha, const void* a, int64_t lda, const void* b, int64_t ldb, float beta, void* c,
-          int64_t ldc, const void* bias = nullptr);
+          int64_t ldc, const void* bias = nullptr, Epilogue epilogue = Epilogue::none,
+          void* aux = nullptr);
 
 }  // namespace tune::cuda

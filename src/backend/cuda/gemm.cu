@@ -94,7 +94,8 @@ struct Key {
   Trans ta, tb;
   int64_t m, n, k, lda, ldb, ldc;
   uint32_t align_a, align_b, align_c;
-  bool bias;  // the bias epilogue
+  bool bias;
+  Epilogue epilogue;
   bool operator==(const Key&) const = default;
 };
 struct KeyHash {
@@ -102,7 +103,7 @@ struct KeyHash {
     size_t h = 0;
     for (int64_t v : {int64_t(k.dtype), int64_t(k.c_dtype), int64_t(k.ta), int64_t(k.tb), k.m, k.n,
                       k.k, k.lda, k.ldb, k.ldc, int64_t(k.align_a), int64_t(k.align_b),
-                      int64_t(k.align_c), int64_t(k.bias)})
+                      int64_t(k.align_c), int64_t(k.bias), int64_t(k.epilogue)})
       h = h * 1000003u ^ std::hash<int64_t>()(v);
     return h;
   }
@@ -126,13 +127,24 @@ std::shared_ptr<Plan> make_plan(const Key& key) {
                                                    sizeof op_first));
   TUNE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSB, &op_second,
                                                    sizeof op_second));
+  // The bias runs along the rows of the column-major C^T (n, m): one value per column of c; aux
+  // is laid out as C^T, (n, m) with leading dimension n.
+  cublasLtEpilogue_t epilogue = key.bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+  if (key.epilogue == Epilogue::gelu)
+    epilogue = key.bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
+  if (key.epilogue == Epilogue::dgelu) epilogue = CUBLASLT_EPILOGUE_DGELU;
+  TUNE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
+                                                   sizeof epilogue));
   if (key.bias) {
-    // The bias runs along the rows of the column-major C^T (n, m): one value per column of c.
-    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
-    TUNE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
-                                                     sizeof epilogue));
     TUNE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
                                                      &c_type, sizeof c_type));
+  }
+  if (key.epilogue != Epilogue::none) {
+    const auto aux_ld = static_cast<int64_t>(key.n);
+    TUNE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+        d.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE, &c_type, sizeof c_type));
+    TUNE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD,
+                                                     &aux_ld, sizeof aux_ld));
   }
   const auto m = static_cast<uint64_t>(key.m), n = static_cast<uint64_t>(key.n),
              k = static_cast<uint64_t>(key.k);
@@ -168,27 +180,47 @@ std::shared_ptr<Plan> make_plan(const Key& key) {
 
 void gemm(DType dtype, DType c_dtype, Trans ta, Trans tb, int64_t m, int64_t n, int64_t k,
           float alpha, const void* a, int64_t lda, const void* b, int64_t ldb, float beta, void* c,
-          int64_t ldc, const void* bias) {
+          int64_t ldc, const void* bias, Epilogue epilogue, void* aux) {
   if (m == 0 || n == 0) return;
+  TUNE_CHECK(epilogue == Epilogue::none || (beta == 0.f && ldc == n && aux),
+             "cuda::gemm: an epilogue needs beta 0, an unstrided c and aux");
+  TUNE_CHECK(epilogue != Epilogue::dgelu || !bias, "cuda::gemm: dgelu takes no bias");
   // A few rows times a Linear's weight (b = W [n, k], transposed): decoding's products, bound by
-  // reading W, go to the warp-per-column kernel. cuBLASLt wants the bias 16-byte aligned; the
-  // bias then goes on in a pass of its own.
+  // reading W, go to the warp-per-column kernel. cuBLASLt wants the bias and aux 16-byte aligned
+  // (and aux rows a multiple of 8 elements).
   const bool gemv_rows =
       c_dtype == dtype && m <= kGemvMaxRows && ta == Trans::no && tb == Trans::yes && k > 0;
-  if (gemv_rows || (bias && alignment(bias) < 16)) {
+  const bool fused = !gemv_rows && (!bias || alignment(bias) >= 16) &&
+                     (epilogue == Epilogue::none || (alignment(aux) >= 16 && n % 8 == 0));
+  if (!fused) {  // the product, then the bias and the epilogue as passes of their own
+    void* product = epilogue == Epilogue::gelu ? aux : c;
     if (gemv_rows)
-      gemv(dtype, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+      gemv(dtype, m, n, k, alpha, a, lda, b, ldb, beta, product, ldc);
     else
-      gemm(dtype, c_dtype, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+      gemm(dtype, c_dtype, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, product, ldc);
     if (bias) {
       TUNE_CHECK(ldc == n, "cuda::gemm: a bias on a strided c");
-      add_bias(c_dtype, c, bias, m, n);
+      add_bias(c_dtype, product, bias, m, n);
     }
+    if (epilogue == Epilogue::gelu) gelu_tanh_forward(c_dtype, c, aux, m * n);
+    if (epilogue == Epilogue::dgelu) gelu_tanh_backward(c_dtype, c, c, aux, m * n);
     return;
   }
-  const Key key{
-      dtype,        c_dtype,        ta, tb, m, n, k, lda, ldb, ldc, alignment(a), alignment(b),
-      alignment(c), bias != nullptr};
+  const Key key{dtype,
+                c_dtype,
+                ta,
+                tb,
+                m,
+                n,
+                k,
+                lda,
+                ldb,
+                ldc,
+                alignment(a),
+                alignment(b),
+                alignment(c),
+                bias != nullptr,
+                epilogue};
   thread_local std::unordered_map<Key, std::shared_ptr<Plan>, KeyHash> plans;
   if (plans.size() > 4096) plans.clear();  // shapes that keep changing (serving's prefills)
   std::shared_ptr<Plan>& plan = plans[key];
@@ -198,6 +230,10 @@ void gemm(DType dtype, DType c_dtype, Trans ta, Trans tb, int64_t m, int64_t n, 
   if (bias) {
     TUNE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
                                                      sizeof bias));
+  }
+  if (epilogue != Epilogue::none) {
+    TUNE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+        d.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
   }
   // k == 0 is a valid product (C = beta C); cuBLASLt handles it.
   TUNE_CUBLAS_CHECK(cublasLtMatmul(h.handle, d.op, &alpha, b, d.a, a, d.b, &beta, c, d.c, c, d.c,
