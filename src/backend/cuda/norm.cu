@@ -7,16 +7,15 @@
 // squares pass and read back for y, one pass over [n, c] instead of two (add, then norm); the
 // residual gradient likewise joins dx in the backward's last pass.
 // Backward: a grid of row-striding blocks; thread t owns the same columns in every row, so its dw
-// partial sums (shared memory laid out so that a warp's lanes hit consecutive words, or global
-// scratch for very wide rows) are its alone: no races and no atomics. Each block writes its
-// partial row; a second kernel adds the partials to dw in block order, so dw is bitwise
-// reproducible run to run. The row's one block sum alternates between two scratch halves: one
-// barrier per row.
+// partial sums (shared memory, or global scratch for very wide rows) are its alone: no races and
+// no atomics. Each block writes its partial row; a second kernel adds the partials to dw in block
+// order, so dw is bitwise reproducible run to run.
 // LayerNorm follows the same plan, fused forms included: mean and rstd (saved, f32) from two
-// passes over the row, and a backward whose blocks keep dw and db partials side by side (laid out
-// as RMSNorm's), with the row's two sums in one block reduction; its grid has ~1536 threads per SM
-// (GPT-2's rows make small blocks) and the column pass runs 8 lanes per column, each summing every
-// 8th block's partial in order, then the lanes in order.
+// passes over the row, and a backward whose blocks keep dw and db partials side by side (in shared
+// memory laid out so that a warp's lanes hit consecutive words), with the row's two sums in one
+// block reduction; its grid has ~1536 threads per SM (GPT-2's rows make small blocks) and the
+// column pass runs 8 lanes per column, each summing every 8th block's partial in order, then the
+// lanes in order.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -58,39 +57,23 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
   return warp_sum(v);
 }
 
-// V elements from p: 128 bits at once when wide, else one at a time. The fused forms read x and a
-// (or the residual) this way so that the pack layout, and with it the reduction order, is the
-// one the unfused kernel chooses from the other pointers, whatever the alignment of these.
-template <typename T, int V>
-__device__ __forceinline__ Pack<T, V> load_any(const T* p, bool wide) {
-  if (wide) return load<T, V>(p);
-  Pack<T, V> v;
-#pragma unroll
-  for (int k = 0; k < V; ++k) v.v[k] = p[k];
-  return v;
-}
-
 // lanes threads (a warp, or the block) own one row; sum is warp_sum or a block sum. With Add (the
 // block's residual add fused in), the row is h = x + a, rounded to T exactly as cuda::add rounds
 // it and written to hr, and the norm reads those rounded values: the sum of squares sees the same
 // floats in the same order as rms_norm_forward on h would. The second pass reads h back (this
-// thread wrote those very elements) rather than x and a again. With Add, x and a are loaded 128
-// bits wide only when xa_wide.
+// thread wrote those very elements) rather than x and a again.
 template <typename T, int V, bool Add, typename Sum>
 __device__ __forceinline__ void rms_norm_row(T* yr, float* rstd, T* hr, const T* xr, const T* ar,
                                              const T* w, int c, float eps, int lane, int lanes,
-                                             bool xa_wide, Sum sum) {
+                                             Sum sum) {
   float ss = 0;
   for (int j = lane * V; j < c; j += lanes * V) {
-    Pack<T, V> p;
+    Pack<T, V> p = load<T, V>(xr + j);
     if constexpr (Add) {
-      p = load_any<T, V>(xr + j, xa_wide);
-      const Pack<T, V> pa = load_any<T, V>(ar + j, xa_wide);
+      const Pack<T, V> pa = load<T, V>(ar + j);
 #pragma unroll
       for (int k = 0; k < V; ++k) p.v[k] = from_f<T>(to_f(p.v[k]) + to_f(pa.v[k]));
       store<T, V>(hr + j, p);
-    } else {
-      p = load<T, V>(xr + j);
     }
 #pragma unroll
     for (int k = 0; k < V; ++k) {
@@ -113,72 +96,47 @@ __device__ __forceinline__ void rms_norm_row(T* yr, float* rstd, T* hr, const T*
 // One warp per row (short rows). h and a are used only with Add.
 template <typename T, int V, bool Add>
 __global__ void rms_forward_warp(T* y, float* rstd, T* h, const T* x, const T* a, const T* w, int n,
-                                 int c, float eps, bool xa_wide) {
+                                 int c, float eps) {
   const int r =
       static_cast<int>((blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32);
   if (r >= n) return;
   const int64_t off = static_cast<int64_t>(r) * c;
   rms_norm_row<T, V, Add>(y + off, rstd + r, Add ? h + off : nullptr, x + off,
-                          Add ? a + off : nullptr, w, c, eps, threadIdx.x % 32, 32, xa_wide,
+                          Add ? a + off : nullptr, w, c, eps, threadIdx.x % 32, 32,
                           [](float v) { return warp_sum(v); });
 }
 
 // One block per row.
 template <typename T, int V, bool Add>
 __global__ void rms_forward_block(T* y, float* rstd, T* h, const T* x, const T* a, const T* w,
-                                  int c, float eps, bool xa_wide) {
+                                  int c, float eps) {
   __shared__ float scratch[32];
   const int64_t r = blockIdx.x, off = r * c;
   rms_norm_row<T, V, Add>(y + off, rstd + r, Add ? h + off : nullptr, x + off,
-                          Add ? a + off : nullptr, w, c, eps, threadIdx.x, blockDim.x, xa_wide,
+                          Add ? a + off : nullptr, w, c, eps, threadIdx.x, blockDim.x,
                           [&](float v) { return block_sum(v, scratch); });
 }
 
-// block_sum for a loop that calls it once per iteration (parity: the iteration's, 0 or 1), with
-// one barrier where block_sum takes two: scratch holds 2 x 32 floats and iterations alternate
-// halves, so a half is written again only after every thread has passed the next iteration's
-// barrier, and with it its reads of this one. The total is bitwise block_sum's (the same warp
-// sums, the same lane order).
-__device__ __forceinline__ float block_sum_alternating(float v, float* scratch, int parity) {
-  const int lane = threadIdx.x % 32, wid = threadIdx.x / 32, nw = (blockDim.x + 31) / 32;
-  float* half = scratch + 32 * parity;
-  v = warp_sum(v);
-  if (lane == 0) half[wid] = v;
-  __syncthreads();
-  v = lane < nw ? half[lane] : 0.f;
-  return warp_sum(v);
-}
-
 // Blocks stride over rows. partial [gridDim.x, c] (null: no dw) receives each block's dw sums,
-// accumulated in shared memory when smem_acc, else in place in the block's row of partial. In
-// shared memory they are laid out [V][c / V], element k of the pack at column j at
-// k * (c / V) + j / V: a warp's lanes then touch consecutive words (laid out by column, lanes V
-// floats apart, each of the V read-modify-writes per pack was an 8-way bank conflict in bf16,
-// 4-way in f32). In global memory (very wide rows) they stay by column. Either way each sum gets
-// the same additions in the same order, so dw's bits do not depend on the layout.
+// accumulated in shared memory when smem_acc, else in place in the block's row of partial.
 // residual (null: none) is added to dx as add_inplace would after a separate pass: dx rounded to
 // T, then one f32 add (__fadd_rn, so that it never contracts into the product before it; for
-// f32 that rounding is the identity and the product's rounding is what is kept). It is loaded
-// 128 bits wide only when res_wide.
+// f32 that rounding is the identity and the product's rounding is what is kept).
 template <typename T, int V>
 __global__ void rms_backward_rows(T* dx, float* partial, const T* dy, const T* x, const T* w,
-                                  const float* rstd, const T* residual, int n, int c, bool smem_acc,
-                                  bool res_wide) {
+                                  const float* rstd, const T* residual, int n, int c,
+                                  bool smem_acc) {
   extern __shared__ float dyn[];
-  __shared__ float scratch[2 * 32];
+  __shared__ float scratch[32];
   float* acc =
       partial ? (smem_acc ? dyn : partial + static_cast<int64_t>(blockIdx.x) * c) : nullptr;
-  // acc[at(j) + k * k_stride]: column j's pack, element k.
-  const int k_stride = smem_acc ? c / V : 1;
-  auto at = [&](int j) { return smem_acc ? j / V : j; };
   if (acc) {
     for (int j = threadIdx.x * V; j < c; j += blockDim.x * V) {
 #pragma unroll
-      for (int k = 0; k < V; ++k) acc[at(j) + k * k_stride] = 0.f;
+      for (int k = 0; k < V; ++k) acc[j + k] = 0.f;
     }
   }
-  int parity = 0;
-  for (int r = blockIdx.x; r < n; r += gridDim.x, parity ^= 1) {
+  for (int r = blockIdx.x; r < n; r += gridDim.x) {
     const T* dyr = dy + static_cast<int64_t>(r) * c;
     const T* xr = x + static_cast<int64_t>(r) * c;
     T* dxr = dx + static_cast<int64_t>(r) * c;
@@ -190,20 +148,19 @@ __global__ void rms_backward_rows(T* dx, float* partial, const T* dy, const T* x
 #pragma unroll
       for (int k = 0; k < V; ++k) dot += to_f(pw.v[k]) * to_f(pdy.v[k]) * to_f(px.v[k]);
     }
-    // The barrier also orders every read of this dy row before any write of dx (dx may alias dy;
-    // after it each thread reads only the dy elements it then overwrites).
-    const float mean_dot = block_sum_alternating(dot, scratch, parity) * rs / c;
+    // block_sum's barriers also order every read of this dy row before any write of dx.
+    const float mean_dot = block_sum(dot, scratch) * rs / c;
     for (int j = threadIdx.x * V; j < c; j += blockDim.x * V) {
       const Pack<T, V> pdy = load<T, V>(dyr + j), px = load<T, V>(xr + j), pw = load<T, V>(w + j);
       Pack<T, V> pdx;
 #pragma unroll
       for (int k = 0; k < V; ++k) {
         const float g = to_f(pdy.v[k]), xv = to_f(px.v[k]);
-        if (acc) acc[at(j) + k * k_stride] += g * xv * rs;
+        if (acc) acc[j + k] += g * xv * rs;
         pdx.v[k] = from_f<T>(rs * (to_f(pw.v[k]) * g - xv * rs * mean_dot));
       }
       if (resr) {
-        const Pack<T, V> pres = load_any<T, V>(resr + j, res_wide);
+        const Pack<T, V> pres = load<T, V>(resr + j);
 #pragma unroll
         for (int k = 0; k < V; ++k)
           pdx.v[k] = from_f<T>(__fadd_rn(to_f(pdx.v[k]), to_f(pres.v[k])));
@@ -211,36 +168,22 @@ __global__ void rms_backward_rows(T* dx, float* partial, const T* dy, const T* x
       store<T, V>(dxr + j, pdx);
     }
   }
-  if (acc && smem_acc) {  // each thread copies out the sums it alone wrote
+  if (acc && smem_acc) {
     float* out = partial + static_cast<int64_t>(blockIdx.x) * c;
     for (int j = threadIdx.x * V; j < c; j += blockDim.x * V) {
 #pragma unroll
-      for (int k = 0; k < V; ++k) out[j + k] = acc[at(j) + k * k_stride];
+      for (int k = 0; k < V; ++k) out[j + k] = acc[j + k];
     }
   }
 }
 
-// dw[j] += the sum over blocks b, in order, of partial[b, j]. A thread loads kReduceBatch blocks'
-// partials, then adds them in order: the same additions in the same order, with up to 16 loads
-// outstanding where the compiler's own unroll by 4 allowed 4 (at 528 blocks, ~130 L2 round trips
-// one after another).
-constexpr int kReduceBatch = 16;
-
+// dw[j] += the sum over blocks b, in order, of partial[b, j].
 template <typename T>
 __global__ void rms_dw_reduce(T* dw, const float* partial, int blocks, int c) {
   const int j = blockIdx.x * blockDim.x + threadIdx.x;
   if (j >= c) return;
-  const float* col = partial + j;
   float s = 0;
-  int b = 0;
-  for (; b + kReduceBatch <= blocks; b += kReduceBatch) {
-    float v[kReduceBatch];
-#pragma unroll
-    for (int i = 0; i < kReduceBatch; ++i) v[i] = col[static_cast<int64_t>(b + i) * c];
-#pragma unroll
-    for (int i = 0; i < kReduceBatch; ++i) s += v[i];
-  }
-  for (; b < blocks; ++b) s += col[static_cast<int64_t>(b) * c];
+  for (int b = 0; b < blocks; ++b) s += partial[static_cast<int64_t>(b) * c + j];
   dw[j] = from_f<T>(to_f(dw[j]) + s);
 }
 
@@ -248,6 +191,18 @@ __global__ void rms_dw_reduce(T* dw, const float* partial, int blocks, int c) {
 // Mean and variance of the row in two passes over x (the second from L1/L2): the variance as
 // mean((x - mean)^2), never mean(x^2) - mean^2, which cancels catastrophically for rows with a
 // large mean.
+
+// V elements from p: 128 bits at once when wide, else one at a time. The fused forms read x and a
+// (or the residual) this way so that the pack layout, and with it the reduction order, is the
+// one the unfused kernel chooses from the other pointers, whatever the alignment of these.
+template <typename T, int V>
+__device__ __forceinline__ Pack<T, V> load_any(const T* p, bool wide) {
+  if (wide) return load<T, V>(p);
+  Pack<T, V> v;
+#pragma unroll
+  for (int k = 0; k < V; ++k) v.v[k] = p[k];
+  return v;
+}
 
 // lanes threads (a warp, or the block) own one row; sum is warp_sum or a block sum. With Add, as
 // rms_norm_row: h = x + a rounded to T is written to hr in the mean pass and the later passes
@@ -488,27 +443,24 @@ float* partial_scratch(size_t bytes) {
   return static_cast<float*>(s.p);
 }
 
-// The fused form (Add) launches exactly as the plain one on h would, so a row is reduced in the
-// same order.
+// The fused form (Add) launches exactly as the plain one, so a row is reduced in the same order.
 template <typename T, int V, bool Add>
-void forward_v(T* y, float* rstd, T* h, const T* x, const T* a, const T* w, int n, int c, float eps,
-               bool xa_wide) {
+void forward_v(T* y, float* rstd, T* h, const T* x, const T* a, const T* w, int n, int c,
+               float eps) {
   const cudaStream_t stream = cudaStreamPerThread;
   const int units = (c + V - 1) / V;
   if (units <= 32 * 4) {  // short rows: a warp each, 8 rows per block
     const int64_t threads = static_cast<int64_t>(n) * 32;
     rms_forward_warp<T, V, Add>
         <<<static_cast<unsigned>((threads + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
-            y, rstd, h, x, a, w, n, c, eps, xa_wide);
+            y, rstd, h, x, a, w, n, c, eps);
   } else {
-    rms_forward_block<T, V, Add>
-        <<<n, threads_for(units), 0, stream>>>(y, rstd, h, x, a, w, c, eps, xa_wide);
+    rms_forward_block<T, V, Add><<<n, threads_for(units), 0, stream>>>(y, rstd, h, x, a, w, c, eps);
   }
   TUNE_CUDA_CHECK(cudaGetLastError());
 }
 
-// h and a are null for the plain norm. The pack width is chosen from the pointers the plain norm
-// on h checks (y, h, w); x and a only decide how the fused kernel loads them.
+// h and a are null for the plain norm.
 template <typename T>
 void forward_t(void* y, float* rstd, void* h, const void* x, const void* a, const void* w, int n,
                int c, float eps) {
@@ -519,38 +471,33 @@ void forward_t(void* y, float* rstd, void* h, const void* x, const void* a, cons
   auto* at = static_cast<const T*>(a);
   auto* wt = static_cast<const T*>(w);
   const bool add = h != nullptr;
-  const bool wide = c % V == 0 && aligned16(y) && aligned16(add ? h : x) && aligned16(w);
-  const bool xa_wide = aligned16(x) && (!add || aligned16(a));
+  const bool wide = c % V == 0 && aligned16(y) && aligned16(x) && aligned16(w) &&
+                    (!add || (aligned16(h) && aligned16(a)));
   if (add) {
-    if (wide) return forward_v<T, V, true>(yt, rstd, ht, xt, at, wt, n, c, eps, xa_wide);
-    return forward_v<T, 1, true>(yt, rstd, ht, xt, at, wt, n, c, eps, false);
+    if (wide) return forward_v<T, V, true>(yt, rstd, ht, xt, at, wt, n, c, eps);
+    return forward_v<T, 1, true>(yt, rstd, ht, xt, at, wt, n, c, eps);
   }
-  if (wide) return forward_v<T, V, false>(yt, rstd, nullptr, xt, nullptr, wt, n, c, eps, true);
-  forward_v<T, 1, false>(yt, rstd, nullptr, xt, nullptr, wt, n, c, eps, false);
+  if (wide) return forward_v<T, V, false>(yt, rstd, nullptr, xt, nullptr, wt, n, c, eps);
+  forward_v<T, 1, false>(yt, rstd, nullptr, xt, nullptr, wt, n, c, eps);
 }
 
 template <typename T, int V>
 void backward_v(T* dx, T* dw, const T* dy, const T* x, const T* w, const float* rstd,
-                const T* residual, bool res_wide, int n, int c) {
+                const T* residual, int n, int c) {
   const cudaStream_t stream = cudaStreamPerThread;
   const int grid = std::min(n, sm_count() * kBlocksPerSm);
   float* partial = dw ? partial_scratch(static_cast<size_t>(grid) * c * sizeof(float)) : nullptr;
   const bool smem_acc = dw && static_cast<size_t>(c) * sizeof(float) <= kSmemLimit;
   const size_t smem = smem_acc ? static_cast<size_t>(c) * sizeof(float) : 0;
   rms_backward_rows<T, V><<<grid, threads_for((c + V - 1) / V), smem, stream>>>(
-      dx, partial, dy, x, w, rstd, residual, n, c, smem_acc, res_wide);
+      dx, partial, dy, x, w, rstd, residual, n, c, smem_acc);
   TUNE_CUDA_CHECK(cudaGetLastError());
   if (dw) {
-    // Small blocks: the few thousand columns spread over more SMs (c = 4096 is 64 blocks).
-    constexpr int kReduceThreads = 64;
-    rms_dw_reduce<T><<<(c + kReduceThreads - 1) / kReduceThreads, kReduceThreads, 0, stream>>>(
-        dw, partial, grid, c);
+    rms_dw_reduce<T><<<(c + kThreads - 1) / kThreads, kThreads, 0, stream>>>(dw, partial, grid, c);
     TUNE_CUDA_CHECK(cudaGetLastError());
   }
 }
 
-// The pack width is chosen without the residual (as the plain backward chooses it), so the
-// fused form reduces each row in the same order whatever the residual's alignment.
 template <typename T>
 void backward_t(void* dx, void* dw, const void* dy, const void* x, const void* w, const float* rstd,
                 const void* residual, int n, int c) {
@@ -561,10 +508,11 @@ void backward_t(void* dx, void* dw, const void* dy, const void* x, const void* w
   auto* xt = static_cast<const T*>(x);
   auto* wt = static_cast<const T*>(w);
   auto* rt = static_cast<const T*>(residual);
-  if (c % V == 0 && aligned16(dx) && aligned16(dy) && aligned16(x) && aligned16(w)) {
-    backward_v<T, V>(dxt, dwt, dyt, xt, wt, rstd, rt, aligned16(residual), n, c);
+  if (c % V == 0 && aligned16(dx) && aligned16(dy) && aligned16(x) && aligned16(w) &&
+      (!residual || aligned16(residual))) {
+    backward_v<T, V>(dxt, dwt, dyt, xt, wt, rstd, rt, n, c);
   } else {
-    backward_v<T, 1>(dxt, dwt, dyt, xt, wt, rstd, rt, false, n, c);
+    backward_v<T, 1>(dxt, dwt, dyt, xt, wt, rstd, rt, n, c);
   }
 }
 
