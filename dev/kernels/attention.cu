@@ -15,8 +15,13 @@
 // warpgroups 260-273 (1 warpgroup with 128-key tiles: 174, one block per SM); pipelined (S of
 // the next tile and P V of this one in flight together, the softmax between them) 281; at
 // T 8192 311, at B 4 H 16 288. At D 64 the pipelined kernel loses (220 vs 254 for (64, 2)).
-// Next: warp specialization (a producer warp with TMA, 2 consumer warpgroups taking turns),
-// FlashAttention-3's remaining steps.
+// Variant 10 (this file only, 2026-11-23): warp specialization — a loading warpgroup (cp.async,
+// mbarriers, registers 24) and 2 computing warpgroups (240) — 276 vs 284 for 7 at T 4096; with
+// the computing warpgroups taking turns at issuing their products (named barriers, FA3's
+// ping-pong) 275.6 vs 283.7 (T 8192: 303 vs 310): no gain, so the engine keeps 7. ncu on 10
+// (T 4096): issue slots 46% busy, the ALU pipe (integer, address math) the busiest at 39%, MUFU
+// 16%, 35% of stalls on L1TEX scoreboards. Next: TMA loads (no per-chunk address math in any
+// warp), descriptors and masks hoisted out of the loop, then the ping-pong again.
 // Checked against a CPU reference in double on a slice of heads at the small size, and against
 // each other at every size; timed (median of 20, events) in TFLOP/s of the causal half
 // (4 B Hq Tq Tk D / 2 flops).
@@ -30,6 +35,225 @@
 #include "../../src/backend/cuda/attention.cu"
 #include "../../src/backend/cuda/attention_backward.cu"
 #include "../../src/backend/cuda/attention_decode.cu"
+
+// ---- variant 10, a lab-only experiment: the pipelined kernel with warp specialization ----
+namespace tune::cuda {
+namespace attention_wgmma {
+// Shared-memory barriers (mbarrier) for warp-specialized kernels, where one warpgroup loads tiles
+// and the others compute. A phase completes when `count` arrivals have happened; waiters name the
+// phase by its parity (0 for the first, 1 for the second, ...).
+__device__ __forceinline__ void mbarrier_init(uint64_t* bar, uint32_t count) {
+#if TUNE_WGMMA
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(attention_mma::smem_addr(bar)),
+               "r"(count)
+               : "memory");
+#endif
+}
+__device__ __forceinline__ void mbarrier_arrive(uint64_t* bar) {
+#if TUNE_WGMMA
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(attention_mma::smem_addr(bar))
+               : "memory");
+#endif
+}
+// One arrival once every cp.async this thread has issued so far has landed (counted in `count`).
+__device__ __forceinline__ void mbarrier_arrive_cp_async(uint64_t* bar) {
+#if TUNE_WGMMA
+  asm volatile(
+      "cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(attention_mma::smem_addr(bar))
+      : "memory");
+#endif
+}
+__device__ __forceinline__ void mbarrier_wait(uint64_t* bar, uint32_t parity) {
+#if TUNE_WGMMA
+  asm volatile(
+      "{\n"
+      ".reg .pred done;\n"
+      "wait_%=:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra wait_%=;\n"
+      "}\n" ::"r"(attention_mma::smem_addr(bar)),
+      "r"(parity)
+      : "memory");
+#endif
+}
+// Named barriers (ids 1..15; 0 is __syncthreads): `count` threads in all, some waiting (sync),
+// some only signalling (arrive).
+__device__ __forceinline__ void named_sync(int id, int count) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+__device__ __forceinline__ void named_arrive(int id, int count) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+// The registers of this warpgroup's threads: the loading warpgroup gives some up, the computing
+// ones take them (every thread of the warpgroup executes it).
+template <int N>
+__device__ __forceinline__ void release_registers() {
+#if TUNE_WGMMA
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+#endif
+}
+template <int N>
+__device__ __forceinline__ void claim_registers() {
+#if TUNE_WGMMA
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
+#endif
+}
+
+}  // namespace attention_wgmma
+namespace {
+// flash_forward_wgmma_pipelined with warp specialization (FlashAttention-3's producer and
+// consumers): warpgroup 0 only loads — Q, then K/V tiles into three buffers as soon as both
+// computing warpgroups have released one (mbarriers, no block-wide barrier in the loop) — and
+// gives its registers to warpgroups 1 and 2, which compute as the pipelined kernel does (24 + 2 x
+// 240 per thread: the 168 x 3 the launch has, as setmaxnreg needs, or the claim waits forever).
+template <typename T, int DP, int BN>
+__global__ void __launch_bounds__(384, 1)
+    flash_forward_wgmma_specialized(T* out, const T* q, const T* k, const T* v, FlashArgs p) {
+  constexpr int BM = 128, kStages = 3, kLoaders = 128, kComputers = 256;
+  extern __shared__ __align__(1024) unsigned char smem_dyn[];
+  T* sQ = reinterpret_cast<T*>(wg::swizzle_aligned(smem_dyn));  // [BM][DP] swizzled
+  T* sK0 = sQ + BM * DP;                                        // [3][BN][DP]
+  T* sV0 = sK0 + kStages * BN * DP;                             // [3][BN][DP]
+  __shared__ uint64_t q_full, full[kStages], empty[kStages];
+  __shared__ int64_t tile_lo;
+
+  const int h = blockIdx.x;
+  const int64_t b = blockIdx.y;
+  const int64_t i0 = static_cast<int64_t>(gridDim.z - 1 - blockIdx.z) * BM;
+  const QueryTile<T> tile = query_tile(p, q, k, v, h, b, i0, BM);
+  if (threadIdx.x == 0) {
+    tile_lo = first_key_of_tile(p, tile);
+    wg::mbarrier_init(&q_full, kLoaders);
+    for (int st = 0; st < kStages; ++st) {
+      wg::mbarrier_init(&full[st], kLoaders);
+      wg::mbarrier_init(&empty[st], kComputers);
+    }
+  }
+  __syncthreads();
+  const int64_t j_begin = tile_lo, j_end = p.kv_seq - p.q_seq + tile.last_row + 1;
+  const int tiles = static_cast<int>((j_end - j_begin + BN - 1) / BN);
+
+  if (threadIdx.x < kLoaders) {  // warpgroup 0: loads
+    wg::release_registers<24>();
+    wg::load_swizzled<T, DP, BM, kLoaders>(sQ, tile.qh, tile.q_stride, i0, p.q_seq);
+    wg::mbarrier_arrive_cp_async(&q_full);
+    for (int t = 0; t < tiles; ++t) {
+      const int st = t % kStages;
+      if (t >= kStages) wg::mbarrier_wait(&empty[st], (t / kStages - 1) & 1);
+      const int64_t j0 = j_begin + static_cast<int64_t>(t) * BN;
+      wg::load_swizzled<T, DP, BN, kLoaders>(sK0 + st * BN * DP, tile.kh, tile.kv_stride, j0,
+                                             j_end);
+      wg::load_swizzled<T, DP, BN, kLoaders>(sV0 + st * BN * DP, tile.vh, tile.kv_stride, j0,
+                                             j_end);
+      wg::mbarrier_arrive_cp_async(&full[st]);
+    }
+    cp_async_wait_all();
+    return;
+  }
+
+  wg::claim_registers<240>();
+  const int warp = threadIdx.x / 32 - 4, lane = threadIdx.x % 32;
+  // The two computing warpgroups take turns issuing their products (barrier 1 + c is
+  // warpgroup c's turn): one's softmax runs while the other's products are on the tensor cores.
+  const int me = warp / 4;
+  const int issues = tiles + 1;  // S of tile 0, a trip per later tile, the last P V
+  int issued = 0;
+  auto my_turn = [&] { wg::named_sync(1 + me, 256); };
+  auto their_turn = [&] {
+    // Warpgroup 1 does not hand over after its last issue: nobody waits for that turn.
+    if (!(me == 1 && issued + 1 == issues)) wg::named_arrive(2 - me, 256);
+    ++issued;
+  };
+  if (me == 1) wg::named_arrive(1, 256);  // warpgroup 0 goes first
+  const int gid = lane / 4, tig = lane % 4, group_row = (warp / 4) * 64;
+  Rows r = thread_rows(p, b, i0 + warp * 16 + gid);
+  float o[DP / 8][4];
+#pragma unroll
+  for (int n = 0; n < DP / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  float s[BN / 8][4];
+  uint32_t pa[BN / 16][4];
+
+  // Tile 0's S and softmax (O is zero: nothing to rescale). The cp.async writes that the barrier
+  // publishes are read next by wgmma (the async proxy): a proxy fence after each wait.
+  wg::mbarrier_wait(&q_full, 0);
+  wg::mbarrier_wait(&full[0], 0);
+  wg::fence_async_shared();
+  my_turn();
+  wg::fence();
+#pragma unroll
+  for (int kk = 0; kk < DP; kk += 16) {
+    wg::mma_ss<BN, T>(s, wg::k_major<BM>(sQ, group_row, kk), wg::k_major<BN>(sK0, 0, kk), kk > 0);
+  }
+  wg::commit();
+  their_turn();
+  wg::wait<0>();
+  wg::fence_registers(s);
+  softmax_tile<BN>(s, r, j_begin, j_end, p.scale_log2, tig);
+#pragma unroll
+  for (int kt = 0; kt < BN / 16; ++kt) a_fragment<T>(pa[kt], s, kt);
+
+  // Trips t < tiles - 1: S_{t+1} and P_t V_t in flight together; tile t's buffers go back to the
+  // loaders once P_t V_t is done.
+  for (int t = 0; t + 1 < tiles; ++t) {
+    wg::mbarrier_wait(&full[(t + 1) % kStages], ((t + 1) / kStages) & 1);
+    wg::fence_async_shared();
+    const T* sK = sK0 + ((t + 1) % kStages) * BN * DP;
+    const T* sV = sV0 + (t % kStages) * BN * DP;
+    my_turn();
+    wg::fence();
+#pragma unroll
+    for (int kk = 0; kk < DP; kk += 16) {
+      wg::mma_ss<BN, T>(s, wg::k_major<BM>(sQ, group_row, kk), wg::k_major<BN>(sK, 0, kk), kk > 0);
+    }
+    wg::commit();
+#pragma unroll
+    for (int kt = 0; kt < BN / 16; ++kt)
+      wg::mma_rs<DP, T>(o, pa[kt], wg::mn_major<BN>(sV, kt * 16));
+    wg::commit();
+    their_turn();
+    wg::wait<1>();  // S_{t+1} is done; P_t V_t may still run
+    wg::fence_registers(s);
+    const float2 corr = softmax_tile<BN>(s, r, j_begin + static_cast<int64_t>(t + 1) * BN, j_end,
+                                         p.scale_log2, tig);
+    wg::wait<0>();
+    wg::fence_registers(o);
+    wg::fence_registers(pa);
+    wg::mbarrier_arrive(&empty[t % kStages]);
+    rescale<DP>(o, corr);
+#pragma unroll
+    for (int kt = 0; kt < BN / 16; ++kt) a_fragment<T>(pa[kt], s, kt);
+  }
+  const T* sV = sV0 + ((tiles - 1) % kStages) * BN * DP;
+  my_turn();
+  wg::fence();
+#pragma unroll
+  for (int kt = 0; kt < BN / 16; ++kt) wg::mma_rs<DP, T>(o, pa[kt], wg::mn_major<BN>(sV, kt * 16));
+  wg::commit();
+  their_turn();
+  wg::wait<0>();
+  wg::fence_registers(o);
+  wg::fence_registers(pa);
+  write_rows<T, DP>(out, p, r, o, b, h, tig);
+}
+
+template <typename T, int DP, int BN>
+void launch_flash_specialized(void* out, const void* q, const void* k, const void* v,
+                              const DenseShape& s, const FlashArgs& p) {
+  constexpr int BM = 128, kStages = 3;
+  const size_t smem = static_cast<size_t>((BM + 2 * kStages * BN) * DP) * sizeof(T) + 1024;
+  auto kernel = flash_forward_wgmma_specialized<T, DP, BN>;
+  TUNE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(smem)));
+  const dim3 grid(static_cast<unsigned>(s.q_heads), static_cast<unsigned>(s.batch),
+                  static_cast<unsigned>((s.q_seq + BM - 1) / BM));
+  kernel<<<grid, 384, smem, cudaStreamPerThread>>>(static_cast<T*>(out), static_cast<const T*>(q),
+                                                   static_cast<const T*>(k),
+                                                   static_cast<const T*>(v), p);
+  TUNE_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace
+}  // namespace tune::cuda
 
 using namespace tune::cuda;
 
@@ -94,6 +318,15 @@ bool flash_variant(int v, void* out, const void* q, const void* k, const void* v
       return wgmma_pipelined(integral_constant<int, 64>{}, integral_constant<int, 2>{});
     case 9:
       return wgmma_pipelined(integral_constant<int, 64>{}, integral_constant<int, 1>{});
+    case 10:  // warp-specialized: a loading warpgroup, 2 computing ones
+      if (s.head_dim == 128) {
+        launch_flash_specialized<T, 128, 128>(out, q, k, vv, s, p);
+      } else if (s.head_dim == 64) {
+        launch_flash_specialized<T, 64, 128>(out, q, k, vv, s, p);
+      } else {
+        return false;
+      }
+      return true;
     default:
       return false;
   }
@@ -163,7 +396,7 @@ int main(int argc, char** argv) {
       return std::sqrt(num / den);
     };
     std::vector<__nv_bfloat16> g1(nq), g2(nq);
-    for (int v = 1; v <= 9; ++v) {
+    for (int v = 1; v <= 10; ++v) {
       __nv_bfloat16* o = v == 1 ? o1 : o2;
       if (v >= 4 && s.head_dim != 64 && s.head_dim != 128) continue;
       auto call = [&] {
