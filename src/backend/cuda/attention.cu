@@ -488,12 +488,17 @@ __global__ void __launch_bounds__(WGS * 128, 1)
   for (int n = 0; n < DP / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
   float s[BN / 8][4];
   uint32_t pa[BN / 16][4];
+  // The tiles' descriptors, built once (stage st of K or V is st * kStageBytes further on).
+  constexpr uint32_t kStageBytes = BN * DP * sizeof(T);
+  const uint64_t q_desc = wg::k_major<BM>(sQ, group_row, 0), k_desc = wg::k_major<BN>(sK0, 0, 0),
+                 v_desc = wg::mn_major<BN>(sV0, 0);
 
   // Tile 0's S and softmax (O is zero: nothing to rescale).
   wg::fence();
 #pragma unroll
   for (int kk = 0; kk < DP; kk += 16) {
-    wg::mma_ss<BN, T>(s, wg::k_major<BM>(sQ, group_row, kk), wg::k_major<BN>(sK0, 0, kk), kk > 0);
+    wg::mma_ss<BN, T>(s, wg::advance(q_desc, wg::k_major_step<BM>(kk)),
+                      wg::advance(k_desc, wg::k_major_step<BN>(kk)), kk > 0);
   }
   wg::commit();
   wg::wait<0>();
@@ -509,17 +514,18 @@ __global__ void __launch_bounds__(WGS * 128, 1)
     wg::fence_async_shared();
     __syncthreads();
     load_kv(t + 2);
-    const T* sK = sK0 + ((t + 1) % kStages) * BN * DP;
-    const T* sV = sV0 + (t % kStages) * BN * DP;
+    const uint64_t k_t = wg::advance(k_desc, ((t + 1) % kStages) * kStageBytes);
+    const uint64_t v_t = wg::advance(v_desc, (t % kStages) * kStageBytes);
     wg::fence();
 #pragma unroll
     for (int kk = 0; kk < DP; kk += 16) {
-      wg::mma_ss<BN, T>(s, wg::k_major<BM>(sQ, group_row, kk), wg::k_major<BN>(sK, 0, kk), kk > 0);
+      wg::mma_ss<BN, T>(s, wg::advance(q_desc, wg::k_major_step<BM>(kk)),
+                        wg::advance(k_t, wg::k_major_step<BN>(kk)), kk > 0);
     }
     wg::commit();
 #pragma unroll
     for (int kt = 0; kt < BN / 16; ++kt)
-      wg::mma_rs<DP, T>(o, pa[kt], wg::mn_major<BN>(sV, kt * 16));
+      wg::mma_rs<DP, T>(o, pa[kt], wg::advance(v_t, wg::mn_major_step(kt * 16)));
     wg::commit();
     wg::wait<1>();  // S_{t+1} is done; P_t V_t may still run
     wg::fence_registers(s);
@@ -533,10 +539,11 @@ __global__ void __launch_bounds__(WGS * 128, 1)
     for (int kt = 0; kt < BN / 16; ++kt) a_fragment<T>(pa[kt], s, kt);
   }
   // The last tile's P V (its K/V landed before the last trip's barrier, or in the prologue).
-  const T* sV = sV0 + ((tiles - 1) % kStages) * BN * DP;
+  const uint64_t v_last = wg::advance(v_desc, ((tiles - 1) % kStages) * kStageBytes);
   wg::fence();
 #pragma unroll
-  for (int kt = 0; kt < BN / 16; ++kt) wg::mma_rs<DP, T>(o, pa[kt], wg::mn_major<BN>(sV, kt * 16));
+  for (int kt = 0; kt < BN / 16; ++kt)
+    wg::mma_rs<DP, T>(o, pa[kt], wg::advance(v_last, wg::mn_major_step(kt * 16)));
   wg::commit();
   wg::wait<0>();
   wg::fence_registers(o);

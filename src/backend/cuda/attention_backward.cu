@@ -191,14 +191,19 @@ struct Wgmma {
   template <int BN>
   __device__ static void abt2(float (&acc1)[BN / 8][4], const T* sa1, const T* sb1,
                               float (&acc2)[BN / 8][4], const T* sa2, const T* sb2, int, int) {
+    // Descriptors built once and stepped (wg::advance).
+    const uint64_t a1 = wg::k_major<kTile>(sa1, 0, 0), b1 = wg::k_major<BN>(sb1, 0, 0),
+                   a2 = wg::k_major<kTile>(sa2, 0, 0), b2 = wg::k_major<BN>(sb2, 0, 0);
     wg::fence();
 #pragma unroll
     for (int kk = 0; kk < DP; kk += 16) {
-      wg::mma_ss<BN, T>(acc1, wg::k_major<kTile>(sa1, 0, kk), wg::k_major<BN>(sb1, 0, kk), kk > 0);
+      wg::mma_ss<BN, T>(acc1, wg::advance(a1, wg::k_major_step<kTile>(kk)),
+                        wg::advance(b1, wg::k_major_step<BN>(kk)), kk > 0);
     }
 #pragma unroll
     for (int kk = 0; kk < DP; kk += 16) {
-      wg::mma_ss<BN, T>(acc2, wg::k_major<kTile>(sa2, 0, kk), wg::k_major<BN>(sb2, 0, kk), kk > 0);
+      wg::mma_ss<BN, T>(acc2, wg::advance(a2, wg::k_major_step<kTile>(kk)),
+                        wg::advance(b2, wg::k_major_step<BN>(kk)), kk > 0);
     }
     wg::commit();
     wg::wait<0>();
@@ -212,9 +217,11 @@ struct Wgmma {
     uint32_t a[K / 16][4];
 #pragma unroll
     for (int kt = 0; kt < K / 16; ++kt) a_fragment<T>(a[kt], x, kt);
+    const uint64_t b = wg::mn_major<K>(sb, 0);
     wg::fence();
 #pragma unroll
-    for (int kt = 0; kt < K / 16; ++kt) wg::mma_rs<DP, T>(acc, a[kt], wg::mn_major<K>(sb, kt * 16));
+    for (int kt = 0; kt < K / 16; ++kt)
+      wg::mma_rs<DP, T>(acc, a[kt], wg::advance(b, wg::mn_major_step(kt * 16)));
     wg::commit();
     wg::wait<0>();
     wg::fence_registers(acc);
@@ -231,15 +238,14 @@ struct Wgmma {
       a_fragment<T>(a1[kt], x1, kt);
       a_fragment<T>(a2[kt], x2, kt);
     }
+    const uint64_t b1 = wg::mn_major<K>(sb1, 0), b2 = wg::mn_major<K>(sb2, 0);
     wg::fence();
 #pragma unroll
-    for (int kt = 0; kt < K / 16; ++kt) {
-      wg::mma_rs<DP, T>(acc1, a1[kt], wg::mn_major<K>(sb1, kt * 16));
-    }
+    for (int kt = 0; kt < K / 16; ++kt)
+      wg::mma_rs<DP, T>(acc1, a1[kt], wg::advance(b1, wg::mn_major_step(kt * 16)));
 #pragma unroll
-    for (int kt = 0; kt < K / 16; ++kt) {
-      wg::mma_rs<DP, T>(acc2, a2[kt], wg::mn_major<K>(sb2, kt * 16));
-    }
+    for (int kt = 0; kt < K / 16; ++kt)
+      wg::mma_rs<DP, T>(acc2, a2[kt], wg::advance(b2, wg::mn_major_step(kt * 16)));
     wg::commit();
     wg::wait<0>();
     wg::fence_registers(acc1);

@@ -95,6 +95,22 @@ __device__ __forceinline__ uint64_t mn_major(const void* tile, int k) {
   return descriptor(static_cast<const char*>(tile) + k * 128, R * 128, 1024);
 }
 
+// A descriptor moved `bytes` (a multiple of 16) further into shared memory: descriptors hold the
+// address in 16-byte units in their low 14 bits, and shared addresses stay below 2^18, so this is
+// an add — where building one from a pointer is a conversion, a mask and shifts. Loops build their
+// tiles' descriptors once and step them.
+__device__ __forceinline__ uint64_t advance(uint64_t desc, uint32_t bytes) {
+  return desc + (bytes >> 4);
+}
+// The byte steps of k_major (k) and mn_major (rows k) within a tile of R rows.
+template <int R>
+__host__ __device__ constexpr uint32_t k_major_step(int k) {
+  return static_cast<uint32_t>((k / 64) * R * 128 + (k % 64) * 2);
+}
+__host__ __device__ constexpr uint32_t mn_major_step(int k) {
+  return static_cast<uint32_t>(k * 128);
+}
+
 __device__ __forceinline__ void fence() {
 #if TUNE_WGMMA
   asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
