@@ -17,6 +17,9 @@
 // T 8192 311, at B 4 H 16 288. At D 64 the pipelined kernel loses (220 vs 254 for (64, 2)).
 // The pipelined kernel's descriptors built once and stepped by an add (wg::advance) rather than
 // converted from a pointer for every product: 291 (T 4096), 301 (B 4 H 16), 317 (T 8192), +2-4%.
+// The tile loads' address math hoisted (each thread keeps one 16-byte column chunk, so a row step
+// is a pointer add, not a division and a 64-bit multiply per chunk; ncu had the integer pipe the
+// busiest): 357 (T 4096), 362 (B 4 H 16), 408 (T 8192); D 64 (64, 2): 279.
 // Variant 10 (this file only, 2026-11-23): warp specialization — a loading warpgroup (cp.async,
 // mbarriers, registers 24) and 2 computing warpgroups (240) — 276 vs 284 for 7 at T 4096; with
 // the computing warpgroups taking turns at issuing their products (named barriers, FA3's

@@ -31,7 +31,9 @@
 // (launch bounds, 3 blocks per SM) it runs 188 vs 153 at the 1B shape, 202 vs 162 at B 4 T 4096.
 // Matrix descriptors built once per product and stepped by an add (wg::advance) instead of
 // converted from a pointer at every k step: 234 at B 4 H 16 D 128, 231 at the 8B shape T 4096;
-// D 64 unchanged (200, 186 at the 1B shape).
+// D 64 unchanged (200, 186 at the 1B shape). The tile loads' address math hoisted (one column
+// chunk per thread, a pointer add per row step): 276 at B 4 H 16 D 128, 272 at the 8B shape
+// T 4096; D 64 237 (B 4 T 4096), 219 at the 1B shape.
 // Next: 5 products with dQ accumulated in a fixed order (a semaphore per query tile), and 2
 // consumer warpgroups per block. Checked: the forward's lse and out against a CPU reference in
 // double (one head pair, small size), and every backward variant against variant 1 on the GPU

@@ -57,13 +57,22 @@ __device__ __forceinline__ uint32_t chunk_offset(int r, int c) {
 template <typename T, int DP, int R, int THREADS>
 __device__ __forceinline__ void load_swizzled(T* sm, const T* g, int64_t row_stride, int64_t r0,
                                               int64_t limit) {
+  // Each thread copies one 16-byte column chunk of every kRowStep-th row: its column, its first
+  // row and the source pointer's step are fixed, so the loop is an add per chunk, not a division
+  // and a 64-bit multiply.
   constexpr int kChunks = DP / 8;
-  for (int c = threadIdx.x; c < R * kChunks; c += THREADS) {
-    const int r = c / kChunks, col = c % kChunks;
+  static_assert(THREADS % kChunks == 0, "a thread keeps one column chunk");
+  constexpr int kRowStep = THREADS / kChunks;
+  const int col = static_cast<int>(threadIdx.x % kChunks),
+            first = static_cast<int>(threadIdx.x / kChunks);
+  const T* src = g + (r0 + first) * row_stride + col * 8;
+  const int64_t src_step = kRowStep * row_stride;
+#pragma unroll
+  for (int r = first; r < R; r += kRowStep, src += src_step) {
     const int64_t row = r0 + r;
     const bool valid = row < limit && row >= 0;
     attention_mma::cp_async16(reinterpret_cast<char*>(sm) + chunk_offset<R>(r, col),
-                              valid ? g + row * row_stride + col * 8 : g, valid);
+                              valid ? src : g, valid);
   }
 }
 
