@@ -19,7 +19,8 @@
 // converted from a pointer for every product: 291 (T 4096), 301 (B 4 H 16), 317 (T 8192), +2-4%.
 // The tile loads' address math hoisted (each thread keeps one 16-byte column chunk, so a row step
 // is a pointer add, not a division and a 64-bit multiply per chunk; ncu had the integer pipe the
-// busiest): 357 (T 4096), 362 (B 4 H 16), 408 (T 8192); D 64 (64, 2): 279.
+// busiest): 357 (T 4096), 362 (B 4 H 16), 408 (T 8192); D 64 (64, 2): 279. The shared-memory
+// offset stepped too (the swizzle repeats every 8 rows): 355.5, 355.2, D 64 285.
 // Variant 10 (this file only, 2026-11-23): warp specialization — a loading warpgroup (cp.async,
 // mbarriers, registers 24) and 2 computing warpgroups (240) — 276 vs 284 for 7 at T 4096; with
 // the computing warpgroups taking turns at issuing their products (named barriers, FA3's

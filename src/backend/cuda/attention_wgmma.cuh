@@ -63,16 +63,17 @@ __device__ __forceinline__ void load_swizzled(T* sm, const T* g, int64_t row_str
   constexpr int kChunks = DP / 8;
   static_assert(THREADS % kChunks == 0, "a thread keeps one column chunk");
   constexpr int kRowStep = THREADS / kChunks;
-  const int col = static_cast<int>(threadIdx.x % kChunks),
-            first = static_cast<int>(threadIdx.x / kChunks);
+  static_assert(kRowStep % 8 == 0, "the swizzle repeats every 8 rows");
+  const int col = static_cast<int>(threadIdx.x % kChunks);
+  const int first = static_cast<int>(threadIdx.x / kChunks);
   const T* src = g + (r0 + first) * row_stride + col * 8;
   const int64_t src_step = kRowStep * row_stride;
+  char* dst = reinterpret_cast<char*>(sm) + chunk_offset<R>(first, col);
 #pragma unroll
-  for (int r = first; r < R; r += kRowStep, src += src_step) {
+  for (int r = first; r < R; r += kRowStep, src += src_step, dst += kRowStep * 128) {
     const int64_t row = r0 + r;
     const bool valid = row < limit && row >= 0;
-    attention_mma::cp_async16(reinterpret_cast<char*>(sm) + chunk_offset<R>(r, col),
-                              valid ? src : g, valid);
+    attention_mma::cp_async16(dst, valid ? src : g, valid);
   }
 }
 
