@@ -34,7 +34,8 @@
 // D 64 unchanged (200, 186 at the 1B shape). The tile loads' address math hoisted (one column
 // chunk per thread, a pointer add per row step): 276 at B 4 H 16 D 128, 272 at the 8B shape
 // T 4096; D 64 237 (B 4 T 4096), 219 at the 1B shape; the shared-memory offset stepped too:
-// 279.7, 276.2, 240, 223.
+// 279.7, 276.2, 240, 223. The mma.sync kernels' loads the same way (load_padded_rows, shared with
+// the forward): 185 -> 192 at B 4 H 16 D 128, 103 -> 106 at D 256.
 // Next: 5 products with dQ accumulated in a fixed order (a semaphore per query tile), and 2
 // consumer warpgroups per block. Checked: the forward's lse and out against a CPU reference in
 // double (one head pair, small size), and every backward variant against variant 1 on the GPU

@@ -36,7 +36,7 @@ namespace {
 
 using namespace attention_mma;
 
-constexpr int kBM = 64, kWarpsTc = 4;
+constexpr int kBM = 64, kWarpsTc = 4, kThreadsTc = kWarpsTc * 32;
 // K/V buffers per block (flash_forward's STAGES); 1 and 2 measured the same in
 // dev/kernels/attention.cu (the second buffer costs a block per SM at D 128).
 constexpr int kFlashStages = 2;
@@ -60,20 +60,6 @@ __device__ __forceinline__ int64_t first_key(const FlashArgs& p, int64_t b, int6
   int64_t lo = p.window > 0 ? max64(0, a - p.window + 1) : 0;
   if (p.key_start) lo = max64(lo, p.key_start[b * p.q_seq + i]);
   return lo;
-}
-
-// Loads rows [r0, r0 + rows) of a [*, row_stride] head (rows past `limit` zero) into sm
-// [rows][DP + 8]; columns past d zero.
-template <typename T, int DP>
-__device__ __forceinline__ void load_tile(T* sm, const T* g, int64_t row_stride, int64_t r0,
-                                          int rows, int64_t limit, int d) {
-  constexpr int kChunks = DP / 8, kLd = DP + 8;
-  for (int c = threadIdx.x; c < rows * kChunks; c += kWarpsTc * 32) {
-    const int r = c / kChunks, col = (c % kChunks) * 8;
-    const int64_t row = r0 + r;
-    const bool valid = row < limit && row >= 0 && col < d;
-    cp_async16(sm + r * kLd + col, valid ? g + row * row_stride + col : g, valid);
-  }
 }
 
 // One block's query tile: rows [i0, last_row] of (batch b, query head h), and the rows of its
@@ -245,7 +231,7 @@ __device__ __forceinline__ void write_rows(T* out, const FlashArgs& p, Rows& r,
 // STAGES 1: one K and one V buffer, the next K tile loading during softmax and P V. STAGES 2: two
 // of each, the whole next tile loading while this one is computed.
 template <typename T, int DP, int BN, int STAGES>
-__global__ void __launch_bounds__(kWarpsTc * 32)
+__global__ void __launch_bounds__(kThreadsTc)
     flash_forward(T* out, const T* q, const T* k, const T* v, FlashArgs p) {
   constexpr int kLd = DP + 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -262,11 +248,11 @@ __global__ void __launch_bounds__(kWarpsTc * 32)
   const int64_t offset = p.kv_seq - p.q_seq;
   const QueryTile<T> tile = query_tile(p, q, k, v, h, b, i0, kBM);
   if (threadIdx.x == 0) tile_lo = first_key_of_tile(p, tile);
-  load_tile<T, DP>(sQ, tile.qh, tile.q_stride, i0, kBM, p.q_seq, p.d);
+  load_padded_rows<T, DP, kThreadsTc>(sQ, tile.qh, tile.q_stride, i0, kBM, p.q_seq, p.d);
   __syncthreads();
   const int64_t j_begin = tile_lo, j_end = offset + tile.last_row + 1;  // keys [j_begin, j_end)
-  load_tile<T, DP>(sK0, tile.kh, tile.kv_stride, j_begin, BN, j_end, p.d);
-  load_tile<T, DP>(sV0, tile.vh, tile.kv_stride, j_begin, BN, j_end, p.d);
+  load_padded_rows<T, DP, kThreadsTc>(sK0, tile.kh, tile.kv_stride, j_begin, BN, j_end, p.d);
+  load_padded_rows<T, DP, kThreadsTc>(sV0, tile.vh, tile.kv_stride, j_begin, BN, j_end, p.d);
   cp_async_commit();
 
   // This thread's two rows of the warp's 16: gid and gid + 8.
@@ -283,10 +269,10 @@ __global__ void __launch_bounds__(kWarpsTc * 32)
     if constexpr (STAGES == 2) {
       // The buffers of the next tile were last read in the previous trip, which ended in a barrier.
       if (more) {
-        load_tile<T, DP>(sK0 + (stage ^ 1) * BN * kLd, tile.kh, tile.kv_stride, j0 + BN, BN, j_end,
-                         p.d);
-        load_tile<T, DP>(sV0 + (stage ^ 1) * BN * kLd, tile.vh, tile.kv_stride, j0 + BN, BN, j_end,
-                         p.d);
+        load_padded_rows<T, DP, kThreadsTc>(sK0 + (stage ^ 1) * BN * kLd, tile.kh, tile.kv_stride,
+                                            j0 + BN, BN, j_end, p.d);
+        load_padded_rows<T, DP, kThreadsTc>(sV0 + (stage ^ 1) * BN * kLd, tile.vh, tile.kv_stride,
+                                            j0 + BN, BN, j_end, p.d);
       }
       cp_async_commit();
       cp_async_wait_all_but_one();
@@ -313,7 +299,8 @@ __global__ void __launch_bounds__(kWarpsTc * 32)
     }
     if constexpr (STAGES == 1) {
       __syncthreads();  // every warp is done with sK
-      if (more) load_tile<T, DP>(sK, tile.kh, tile.kv_stride, j0 + BN, BN, j_end, p.d);
+      if (more)
+        load_padded_rows<T, DP, kThreadsTc>(sK, tile.kh, tile.kv_stride, j0 + BN, BN, j_end, p.d);
       cp_async_commit();
     }
 
@@ -335,7 +322,8 @@ __global__ void __launch_bounds__(kWarpsTc * 32)
     }
     __syncthreads();  // every warp is done with sV (and, STAGES 2, with sK)
     if constexpr (STAGES == 1) {
-      if (more) load_tile<T, DP>(sV, tile.vh, tile.kv_stride, j0 + BN, BN, j_end, p.d);
+      if (more)
+        load_padded_rows<T, DP, kThreadsTc>(sV, tile.vh, tile.kv_stride, j0 + BN, BN, j_end, p.d);
       cp_async_commit();
     }
   }
@@ -352,7 +340,7 @@ void launch_flash(void* out, const void* q, const void* k, const void* v, const 
                                        static_cast<int>(smem)));
   const dim3 grid(static_cast<unsigned>((s.q_seq + kBM - 1) / kBM),
                   static_cast<unsigned>(s.q_heads), static_cast<unsigned>(s.batch));
-  kernel<<<grid, kWarpsTc * 32, smem, cudaStreamPerThread>>>(
+  kernel<<<grid, kThreadsTc, smem, cudaStreamPerThread>>>(
       static_cast<T*>(out), static_cast<const T*>(q), static_cast<const T*>(k),
       static_cast<const T*>(v), p);
   TUNE_CUDA_CHECK(cudaGetLastError());

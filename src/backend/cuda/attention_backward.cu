@@ -81,20 +81,6 @@ __global__ void attention_delta(float* delta, const T* dout, const T* out, int64
   }
 }
 
-// Rows [r0, r0 + rows) of a head with row stride `stride` (rows >= limit zero) into sm
-// [rows][DP + 8]; columns past d zero.
-template <typename T, int DP>
-__device__ __forceinline__ void load_rows(T* sm, const T* g, int64_t stride, int r0, int rows,
-                                          int limit, int d) {
-  constexpr int kChunks = DP / 8, kLd = DP + 8;
-  for (int c = threadIdx.x; c < rows * kChunks; c += kThreads) {
-    const int r = c / kChunks, col = (c % kChunks) * 8;
-    const int row = r0 + r;
-    const bool valid = row < limit && row >= 0 && col < d;
-    cp_async16(sm + r * kLd + col, valid ? g + row * stride + col : g, valid);
-  }
-}
-
 // acc[n] (16 rows x BN cols of the warp) = A[16 rows of sa] . B[BN rows of sb]^T over DP.
 template <typename T, int DP, int BN>
 __device__ __forceinline__ void mma_abt(float (&acc)[BN / 8][4], const T* sa, const T* sb,
@@ -153,7 +139,7 @@ struct MmaSync {
   __device__ static unsigned char* base(unsigned char* smem) { return smem; }
   template <int ROWS>
   __device__ static void load(T* sm, const T* g, int64_t stride, int r0, int limit, int d) {
-    load_rows<T, DP>(sm, g, stride, r0, ROWS, limit, d);
+    load_padded_rows<T, DP, kThreads>(sm, g, stride, r0, ROWS, limit, d);
   }
   __device__ static void published() {}  // after the cp.async wait, before the barrier
   template <int BN>

@@ -34,6 +34,36 @@ __device__ __forceinline__ void cp_async_wait_all_but_one() {
   asm volatile("cp.async.wait_group 1;\n" ::);
 }
 
+// Rows [r0, r0 + rows) of a head with row stride `stride` (rows outside [0, limit) zero) into
+// sm [rows][DP + 8] by THREADS threads; columns past d zero. Where THREADS is a multiple of the
+// DP / 8 column chunks, each thread keeps one chunk, so its next row is a pointer add (the
+// generic loop's division and 64-bit multiply per chunk kept the integer pipe the busiest).
+template <typename T, int DP, int THREADS>
+__device__ __forceinline__ void load_padded_rows(T* sm, const T* g, int64_t stride, int64_t r0,
+                                                 int rows, int64_t limit, int d) {
+  constexpr int kChunks = DP / 8, kLd = DP + 8;
+  if constexpr (THREADS % kChunks == 0) {
+    constexpr int kRowStep = THREADS / kChunks;
+    const int col = static_cast<int>(threadIdx.x % kChunks) * 8;
+    const int first = static_cast<int>(threadIdx.x / kChunks);
+    const bool col_in = col < d;
+    const T* src = g + (r0 + first) * stride + col;
+    T* dst = sm + first * kLd + col;
+    for (int r = first; r < rows; r += kRowStep, src += kRowStep * stride, dst += kRowStep * kLd) {
+      const int64_t row = r0 + r;
+      const bool valid = col_in && row < limit && row >= 0;
+      cp_async16(dst, valid ? src : g, valid);
+    }
+  } else {
+    for (int c = threadIdx.x; c < rows * kChunks; c += THREADS) {
+      const int r = c / kChunks, col = (c % kChunks) * 8;
+      const int64_t row = r0 + r;
+      const bool valid = row < limit && row >= 0 && col < d;
+      cp_async16(sm + r * kLd + col, valid ? g + row * stride + col : g, valid);
+    }
+  }
+}
+
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
