@@ -90,6 +90,19 @@ void product(const char* op, Tensor& c, const Tensor& a, Transpose ta, const Ten
   });
 }
 
+// matmul_gelu's and its backward's result next to pre: same shape, apart, and on CUDA (where
+// pre is the epilogue's aux) the same dtype. Returns whether they are on CUDA.
+bool check_beside_pre(const char* op, const Arg& out, const Arg& pre) {
+  detail::check_same_shape(op, out, pre);
+  detail::check_no_overlap(op, out, pre);
+  const bool cuda = detail::check_device(op, {out, pre}) == Device::cuda;
+  if (cuda && out.tensor.dtype() != pre.tensor.dtype()) {
+    detail::fail(op, str(out.name, " is ", dtype_name(out.tensor.dtype()), " but ", pre.name,
+                         " is ", dtype_name(pre.tensor.dtype())));
+  }
+  return cuda;
+}
+
 }  // namespace
 
 void matmul(Tensor& c, const Tensor& a, Transpose ta, const Tensor& b, Transpose tb, double alpha,
@@ -100,13 +113,7 @@ void matmul(Tensor& c, const Tensor& a, Transpose ta, const Tensor& b, Transpose
 void matmul_gelu(Tensor& h, Tensor& pre, const Tensor& a, Transpose ta, const Tensor& b,
                  Transpose tb, const Tensor& bias) {
   constexpr const char* op = "matmul_gelu";
-  const Arg ha{"h", h}, pa{"pre", pre};
-  detail::check_same_shape(op, ha, pa);
-  detail::check_no_overlap(op, ha, pa);
-  if (detail::check_device(op, {ha, pa}) == Device::cuda) {
-    if (h.dtype() != pre.dtype())
-      detail::fail(op,
-                   str("h is ", dtype_name(h.dtype()), " but pre is ", dtype_name(pre.dtype())));
+  if (check_beside_pre(op, {"h", h}, {"pre", pre})) {
     product(op, h, a, ta, b, tb, 1.0, 0.0, bias, cuda::Epilogue::gelu, pre);
     return;
   }
@@ -117,13 +124,7 @@ void matmul_gelu(Tensor& h, Tensor& pre, const Tensor& a, Transpose ta, const Te
 void matmul_gelu_backward(Tensor& dpre, const Tensor& a, Transpose ta, const Tensor& b,
                           Transpose tb, const Tensor& pre) {
   constexpr const char* op = "matmul_gelu_backward";
-  const Arg da{"dpre", dpre}, pa{"pre", pre};
-  detail::check_same_shape(op, da, pa);
-  detail::check_no_overlap(op, da, pa);
-  if (detail::check_device(op, {da, pa}) == Device::cuda) {
-    if (dpre.dtype() != pre.dtype())
-      detail::fail(
-          op, str("dpre is ", dtype_name(dpre.dtype()), " but pre is ", dtype_name(pre.dtype())));
+  if (check_beside_pre(op, {"dpre", dpre}, {"pre", pre})) {
     product(op, dpre, a, ta, b, tb, 1.0, 0.0, Tensor(), cuda::Epilogue::dgelu, pre);
     return;
   }

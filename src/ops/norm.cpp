@@ -1,4 +1,6 @@
 // RMSNorm and LayerNorm forward and backward over the last dimension of (N, C) activations.
+#include <utility>
+
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cuda/norm_kernels.h"
 #include "ops/op_checks.h"
@@ -18,6 +20,22 @@ DType check_cuda_norm_dtypes(const char* op, std::initializer_list<Arg> args, co
     detail::fail(op, str(rstd.name, " is ", rstd.tensor.describe(), "; on CUDA it must be f32"));
   }
   return dt;
+}
+
+// A norm backward's optional tensors, each undefined or shaped like its reference (w for dw and
+// db, x for the residual), on x's device and of x's dtype.
+void check_optional(const char* op, std::initializer_list<std::pair<const Arg*, const Arg*>> args,
+                    const Arg& xa, bool cuda) {
+  for (const auto& [g, ref] : args) {
+    if (!g->tensor.defined()) continue;
+    detail::check_same_shape(op, *g, *ref);
+    detail::check_device(op, {*g, xa});
+    if (cuda) {
+      detail::check_cuda_float(op, {*g, xa});
+    } else {
+      detail::check_float(op, {*g, xa});
+    }
+  }
 }
 
 }  // namespace
@@ -83,16 +101,7 @@ void rms_norm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x
   const DType dt = cuda ? check_cuda_norm_dtypes(op, {dxa, dya, xa, wa}, ra)
                         : detail::check_float(op, {dxa, dya, xa, wa, ra});
   // dw is undefined for a frozen weight, residual when there is nothing to add.
-  for (const Arg* g : {&dwa, &resa}) {
-    if (!g->tensor.defined()) continue;
-    detail::check_same_shape(op, *g, g == &dwa ? wa : xa);
-    detail::check_device(op, {*g, xa});
-    if (cuda) {
-      detail::check_cuda_float(op, {*g, xa});
-    } else {
-      detail::check_float(op, {*g, xa});
-    }
-  }
+  check_optional(op, {{&dwa, &wa}, {&resa, &xa}}, xa, cuda);
   const bool with_dw = dw.defined(), with_res = residual.defined();
   if (with_res) detail::check_no_overlap(op, dxa, resa);  // dx may alias dy, not residual
   if (cuda) {
@@ -184,16 +193,7 @@ void layer_norm_backward(Tensor& dx, Tensor& dw, Tensor& db, const Tensor& dy, c
                         : detail::check_float(op, {dxa, dya, xa, wa, ma, ra});
   if (cuda) check_cuda_norm_dtypes(op, {xa}, ma);
   // dw, db are undefined for a frozen weight or bias, residual when there is nothing to add.
-  for (const Arg* g : {&dwa, &dba, &resa}) {
-    if (!g->tensor.defined()) continue;
-    detail::check_same_shape(op, *g, g == &resa ? xa : wa);
-    detail::check_device(op, {*g, xa});
-    if (cuda) {
-      detail::check_cuda_float(op, {*g, xa});
-    } else {
-      detail::check_float(op, {*g, xa});
-    }
-  }
+  check_optional(op, {{&dwa, &wa}, {&dba, &wa}, {&resa, &xa}}, xa, cuda);
   const bool with_res = residual.defined();
   if (with_res) detail::check_no_overlap(op, dxa, resa);  // dx may alias dy, not residual
   if (cuda) {
