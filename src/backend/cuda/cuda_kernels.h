@@ -30,4 +30,15 @@ void gemm(DType dtype, DType c_dtype, Trans ta, Trans tb, int64_t m, int64_t n, 
           int64_t ldc, const void* bias = nullptr, Epilogue epilogue = Epilogue::none,
           void* aux = nullptr);
 
+// `count` products of one shape in one launch (cuBLASLt's strided batch): member i's a, b and c
+// lie i * stride_a, stride_b, stride_c elements past a, b and c (strides >= 0; 0 shares an
+// operand among the members; the members' c must not overlap). No bias or epilogue.
+struct Batch {
+  int count = 1;
+  int64_t stride_a = 0, stride_b = 0, stride_c = 0;
+};
+void gemm_batched(DType dtype, DType c_dtype, Trans ta, Trans tb, int64_t m, int64_t n, int64_t k,
+                  float alpha, const void* a, int64_t lda, const void* b, int64_t ldb, float beta,
+                  void* c, int64_t ldc, const Batch& batch);
+
 }  // namespace tune::cuda

@@ -76,6 +76,10 @@ void gemm(DType, DType, Trans, Trans, int64_t, int64_t, int64_t, float, const vo
           const void*, int64_t, float, void*, int64_t, const void*, Epilogue, void*) {
   no_cuda("cuda::gemm");
 }
+void gemm_batched(DType, DType, Trans, Trans, int64_t, int64_t, int64_t, float, const void*,
+                  int64_t, const void*, int64_t, float, void*, int64_t, const Batch&) {
+  no_cuda("cuda::gemm_batched");
+}
 }  // namespace cuda
 
 }  // namespace tune
