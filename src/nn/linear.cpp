@@ -251,18 +251,36 @@ void Linear::adapters_forward(Context& ctx, const Tensor& x, std::initializer_li
   }
   ops::matmul(xa_t, a_stack, Transpose::no, x, Transpose::yes);
   row = 0;
-  size_t p = 0;
   for (Linear* l : group) {
-    Tensor& y = ys[p++];
     if (l->lora_a_ < 0) continue;
     const int64_t r = l->params_->info(l->lora_a_).shape[0];
     l->x_dropped_ = x;
     l->xa_ = xa_t.narrow(row, r);
     l->a_stack_ = a_stack;
     row += r;
-    ops::matmul(y, l->xa_, Transpose::yes, l->params_->param(l->lora_b_), Transpose::yes,
-                l->lora_scale_, 0.0);
   }
+  const std::vector<Linear*> members(group);
+  for (size_t p = 0; p < members.size(); ++p) {
+    const Linear* l = members[p];
+    if (l->lora_a_ < 0) continue;
+    const Tensor b = l->params_->param(l->lora_b_);
+    if (p + 1 < members.size() && adapters_pair(l, members[p + 1])) {
+      const Linear* next = members[p + 1];
+      ops::matmul_pair(ys[p], ys[p + 1], l->xa_, next->xa_, Transpose::yes, b,
+                       next->params_->param(next->lora_b_), Transpose::yes, l->lora_scale_, 0.0);
+      ++p;
+      continue;
+    }
+    ops::matmul(ys[p], l->xa_, Transpose::yes, b, Transpose::yes, l->lora_scale_, 0.0);
+  }
+}
+
+// Neighbours of a group whose adapters' products have one shape and scale (k|v, gate|up): their
+// products go in pairs (ops::matmul_pair: one launch for two products too small to fill the GPU).
+bool Linear::adapters_pair(const Linear* a, const Linear* b) {
+  return a->lora_a_ >= 0 && b->lora_a_ >= 0 && a->out_ == b->out_ &&
+         a->params_->info(a->lora_a_).shape == b->params_->info(b->lora_a_).shape &&
+         a->lora_scale_ == b->lora_scale_;
 }
 
 void Linear::backward_group(Context& ctx, std::initializer_list<Linear*> group,
@@ -300,17 +318,32 @@ void Linear::adapters_backward(Context& ctx, std::initializer_list<Linear*> grou
   TUNE_ASSERT(a_stack.defined(), "Linear::backward_group: the group was not run by forward_group");
   const Arena::Mark mark = ctx.arena.mark();
   Tensor dxa_t = ctx.arena.alloc({a_stack.size(0), N}, dys.begin()[0].dtype());  // [R, N]
+  const std::vector<Linear*> members(group);
+  std::vector<Tensor> dxa(members.size());  // each adapted member's rows of dxa_t
   int64_t row = 0;
-  const Tensor* dy = dys.begin();
-  for (const Linear* l : group) {
-    const Tensor& d = *dy++;
+  for (size_t p = 0; p < members.size(); ++p) {
+    if (members[p]->lora_a_ < 0) continue;
+    dxa[p] = dxa_t.narrow(row, members[p]->xa_.size(0));
+    row += dxa[p].size(0);
+  }
+  for (size_t p = 0; p < members.size(); ++p) {
+    const Linear* l = members[p];
     if (l->lora_a_ < 0) continue;
-    const int64_t r = l->xa_.size(0);
+    const Tensor& d = dys.begin()[p];
     Tensor db = l->params_->grad(l->lora_b_), b = l->params_->param(l->lora_b_);
+    if (p + 1 < members.size() && adapters_pair(l, members[p + 1])) {
+      const Linear* next = members[p + 1];
+      const Tensor& d_next = dys.begin()[p + 1];
+      Tensor db_next = next->params_->grad(next->lora_b_);
+      ops::matmul_pair(db, db_next, d, d_next, Transpose::yes, l->xa_, next->xa_, Transpose::yes,
+                       l->lora_scale_, 1.0);
+      ops::matmul_pair(dxa[p], dxa[p + 1], b, next->params_->param(next->lora_b_),
+                       Transpose::yes, d, d_next, Transpose::yes, l->lora_scale_, 0.0);
+      ++p;
+      continue;
+    }
     ops::matmul(db, d, Transpose::yes, l->xa_, Transpose::yes, l->lora_scale_, 1.0);
-    Tensor dxa_p = dxa_t.narrow(row, r);
-    ops::matmul(dxa_p, b, Transpose::yes, d, Transpose::yes, l->lora_scale_, 0.0);
-    row += r;
+    ops::matmul(dxa[p], b, Transpose::yes, d, Transpose::yes, l->lora_scale_, 0.0);
   }
   Tensor da_stack = ctx.arena.alloc(a_stack.shape(), a_stack.dtype());  // [R, in]
   ops::matmul(da_stack, dxa_t, Transpose::no, x, Transpose::no);

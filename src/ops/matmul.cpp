@@ -1,6 +1,7 @@
 // matmul: c = alpha * op(a) @ op(b) + beta * c (+ bias) on 2-D tensors; BLAS does the work. And
 // the products with GELU after them (GPT-2's MLP), fused into the product on CUDA.
 #include <climits>
+#include <cstddef>
 
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cuda/cuda_kernels.h"
@@ -21,9 +22,11 @@ cpu::Trans to_cpu(Transpose t) {
 
 // matmul's checks and dispatch, with op naming the caller. An epilogue (CUDA only: on the CPU the
 // callers run it as its op) writes or reads aux, as cuda::gemm says.
+// A batch (CUDA only) runs more products of c's shape, as cuda::gemm_batched says.
 void product(const char* op, Tensor& c, const Tensor& a, Transpose ta, const Tensor& b,
              Transpose tb, double alpha, double beta, const Tensor& bias,
-             cuda::Epilogue epilogue = cuda::Epilogue::none, const Tensor& aux = Tensor()) {
+             cuda::Epilogue epilogue = cuda::Epilogue::none, const Tensor& aux = Tensor(),
+             const cuda::Batch& batch = {}) {
   const Arg ca{"c", c}, aa{"a", a}, ba{"b", b};
   detail::check_rank(op, aa, 2);
   detail::check_rank(op, ba, 2);
@@ -73,6 +76,13 @@ void product(const char* op, Tensor& c, const Tensor& a, Transpose ta, const Ten
     // c may be f32 when a and b are bf16 or f16: full-precision results of low-precision inputs.
     const DType ab = detail::check_cuda_float(op, {aa, ba});
     if (c.dtype() != DType::f32 || ab == DType::f32) detail::check_cuda_float(op, {ca, aa, ba});
+    if (batch.count > 1) {
+      cuda::gemm_batched(ab, c.dtype(), ta == Transpose::yes ? cuda::Trans::yes : cuda::Trans::no,
+                         tb == Transpose::yes ? cuda::Trans::yes : cuda::Trans::no, m, n, k,
+                         static_cast<float>(alpha), a.raw(), a.size(1), b.raw(), b.size(1),
+                         static_cast<float>(beta), c.raw(), n, batch);
+      return;
+    }
     cuda::gemm(ab, c.dtype(), ta == Transpose::yes ? cuda::Trans::yes : cuda::Trans::no,
                tb == Transpose::yes ? cuda::Trans::yes : cuda::Trans::no, m, n, k,
                static_cast<float>(alpha), a.raw(), a.size(1), b.raw(), b.size(1),
@@ -80,7 +90,8 @@ void product(const char* op, Tensor& c, const Tensor& a, Transpose ta, const Ten
                epilogue, aux.defined() ? aux.raw() : nullptr);
     return;
   }
-  TUNE_ASSERT(epilogue == cuda::Epilogue::none, op, ": the CPU runs epilogues as ops");
+  TUNE_ASSERT(epilogue == cuda::Epilogue::none && batch.count == 1, op,
+              ": the CPU runs epilogues as ops and batches product by product");
   const DType dt = detail::check_float(op, {ca, aa, ba});
   detail::dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);
@@ -108,6 +119,38 @@ bool check_beside_pre(const char* op, const Arg& out, const Arg& pre) {
 void matmul(Tensor& c, const Tensor& a, Transpose ta, const Tensor& b, Transpose tb, double alpha,
             double beta, const Tensor& bias) {
   product(kMatmul, c, a, ta, b, tb, alpha, beta, bias);
+}
+
+void matmul_pair(Tensor& c0, Tensor& c1, const Tensor& a0, const Tensor& a1, Transpose ta,
+                 const Tensor& b0, const Tensor& b1, Transpose tb, double alpha, double beta) {
+  constexpr const char* op = "matmul_pair";
+  const Arg c0a{"c0", c0}, c1a{"c1", c1}, a0a{"a0", a0}, a1a{"a1", a1}, b0a{"b0", b0},
+      b1a{"b1", b1};
+  detail::check_same_shape(op, a0a, a1a);
+  detail::check_same_shape(op, b0a, b1a);
+  detail::check_same_shape(op, c0a, c1a);
+  detail::check_no_overlap(op, c1a, c0a);
+  for (const Arg* in : {&a0a, &b0a, &a1a, &b1a}) detail::check_no_overlap(op, c1a, *in);
+  for (const Arg* in : {&a1a, &b1a}) detail::check_no_overlap(op, c0a, *in);
+  // One launch when the second member of each operand lies a whole number of elements past the
+  // first (or is the first): the strided batch's one stride per operand.
+  auto stride = [](const Tensor& x0, const Tensor& x1) -> int64_t {
+    const auto d = static_cast<const char*>(x1.raw()) - static_cast<const char*>(x0.raw());
+    const auto size = static_cast<std::ptrdiff_t>(dtype_size(x0.dtype()));
+    return d >= 0 && d % size == 0 ? d / size : -1;
+  };
+  const cuda::Batch batch{2, stride(a0, a1), stride(b0, b1), stride(c0, c1)};
+  const bool batched = c0.device() == Device::cuda && a0.dtype() == a1.dtype() &&
+                       b0.dtype() == b1.dtype() && c0.dtype() == c1.dtype() &&
+                       a1.device() == Device::cuda && b1.device() == Device::cuda &&
+                       c1.device() == Device::cuda && batch.stride_a >= 0 &&
+                       batch.stride_b >= 0 && batch.stride_c > 0;
+  if (!batched) {
+    product(op, c0, a0, ta, b0, tb, alpha, beta, Tensor());
+    product(op, c1, a1, ta, b1, tb, alpha, beta, Tensor());
+    return;
+  }
+  product(op, c0, a0, ta, b0, tb, alpha, beta, Tensor(), cuda::Epilogue::none, Tensor(), batch);
 }
 
 void matmul_gelu(Tensor& h, Tensor& pre, const Tensor& a, Transpose ta, const Tensor& b,

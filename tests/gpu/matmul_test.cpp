@@ -182,6 +182,65 @@ TEST(CudaMatmul, RmsNormThenProductMatchesCpu) {
   }
 }
 
+// ops::matmul_pair: one strided-batch launch where each operand's second member lies past its
+// first (members of one buffer, a gap between them; or one tensor shared by both), two launches
+// where one lies before (c1 ahead of c0); either way the two products that matmul gives, and the
+// sentinels around and between the outputs untouched.
+TEST(CudaMatmul, PairsMatchTwoProducts) {
+  const int64_t m = 257, n = 33, k = 48, gap = 8;
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    const double tol = dtype == DType::f32 ? 1e-5 : 2e-2;
+    for (Transpose ta : {Transpose::no, Transpose::yes}) {
+      for (Transpose tb : {Transpose::no, Transpose::yes}) {
+        for (int layout = 0; layout < 3; ++layout) {  // 0 ascending, 1 c1 first, 2 a shared
+          SCOPED_TRACE(str(dtype_name(dtype), " ta=", ta == Transpose::yes, " tb=",
+                           tb == Transpose::yes, " layout=", layout));
+          const Shape sa = ta == Transpose::no ? Shape{m, k} : Shape{k, m};
+          const Shape sb = tb == Transpose::no ? Shape{k, n} : Shape{n, k};
+          const Tensor a0 = test::rounded(sa, dtype, 1), b0 = test::rounded(sb, dtype, 3);
+          const Tensor a1 = layout == 2 ? a0 : test::rounded(sa, dtype, 2);
+          const Tensor b1 = test::rounded(sb, dtype, 4);
+          const Tensor c0 = test::rounded({m, n}, dtype, 5), c1 = test::rounded({m, n}, dtype, 6);
+          Tensor ref0 = c0.clone(), ref1 = c1.clone();
+          ops::matmul(ref0, a0, ta, b0, tb, 0.5, 1.0);
+          ops::matmul(ref1, a1, ta, b1, tb, 0.5, 1.0);
+          // Both members of each operand in one device buffer, `gap` elements apart.
+          auto pair_in = [&](const Tensor& x0, const Tensor& x1) {
+            const int64_t size = x0.numel();
+            Tensor host = Tensor::zeros({2 * size + gap}, DType::f64);
+            host.narrow(0, size).copy_from(x0.view({size}));
+            host.narrow(size + gap, size).copy_from(x1.view({size}));
+            Tensor d = test::to_device(host, dtype);
+            return std::pair{d.narrow(0, size).view(x0.shape()),
+                             d.narrow(size + gap, size).view(x0.shape())};
+          };
+          auto [da0, da1] = pair_in(a0, a1);
+          if (layout == 2) da1 = da0;
+          auto [db0, db1] = pair_in(b0, b1);
+          Tensor cs = Tensor::zeros({2 * m * n + gap}, DType::f64);
+          cs.narrow(0, m * n).copy_from((layout == 1 ? c1 : c0).view({m * n}));
+          Tensor between = cs.narrow(m * n, gap);
+          ops::fill(between, test::kSentinel);
+          cs.narrow(m * n + gap, m * n).copy_from((layout == 1 ? c0 : c1).view({m * n}));
+          test::Placed out = test::place({2 * m * n + gap}, dtype, 37, cs);
+          Tensor first = out.view.narrow(0, m * n).view({m, n});
+          Tensor second = out.view.narrow(m * n + gap, m * n).view({m, n});
+          Tensor& dc0 = layout == 1 ? second : first;
+          Tensor& dc1 = layout == 1 ? first : second;
+          ops::matmul_pair(dc0, dc1, da0, da1, ta, db0, db1, tb, 0.5, 1.0);
+          const Tensor got = test::fetch(out, {2 * m * n + gap});
+          const Tensor got0 = got.narrow(layout == 1 ? m * n + gap : 0, m * n).view({m, n});
+          const Tensor got1 = got.narrow(layout == 1 ? 0 : m * n + gap, m * n).view({m, n});
+          EXPECT_LE(test::rel_error(got0, ref0), tol);
+          EXPECT_LE(test::rel_error(got1, ref1), tol);
+          for (int64_t i = 0; i < gap; ++i)
+            EXPECT_EQ(got.item(m * n + i), test::kSentinel) << "between the outputs at " << i;
+        }
+      }
+    }
+  }
+}
+
 TEST(CudaMatmul, RejectsMixedDtypesAndDevices) {
   Tensor a = Tensor::zeros({4, 4}, DType::f32, Device::cuda);
   Tensor b = Tensor::zeros({4, 4}, DType::bf16, Device::cuda);

@@ -100,6 +100,7 @@ class Linear {
                                std::vector<Tensor>& ys);
   static void adapters_backward(Context& ctx, std::initializer_list<Linear*> group,
                                 std::initializer_list<Tensor> dys, Tensor& dx, double beta);
+  static bool adapters_pair(const Linear* a, const Linear* b);
   ParamStore* params_ = nullptr;
   std::string module_;
   int64_t in_ = 0, out_ = 0;

@@ -24,6 +24,14 @@ enum class Transpose : uint8_t { no, yes };
 // c is rounded), the CPU after.
 void matmul(Tensor& c, const Tensor& a, Transpose ta, const Tensor& b, Transpose tb,
             double alpha = 1.0, double beta = 0.0, const Tensor& bias = Tensor());
+// Two products of one shape: c0 = alpha op(a0) @ op(b0) + beta c0 and c1 likewise from a1, b1
+// (LoRA's k|v and gate|up adapters). CUDA runs them in one launch where it can (each operand's
+// second member a whole number of elements past its first, or the same tensor): a product that
+// small costs about as much to launch as to compute. Otherwise, and on the CPU, one after the
+// other, as two matmuls.
+void matmul_pair(Tensor& c0, Tensor& c1, const Tensor& a0, const Tensor& a1, Transpose ta,
+                 const Tensor& b0, const Tensor& b1, Transpose tb, double alpha = 1.0,
+                 double beta = 0.0);
 // A product with GELU-tanh after it (GPT-2's MLP; CUDA runs the activation in the product's
 // epilogue): pre = op(a) @ op(b) + bias (bias optional; pre is what backward needs), h =
 // gelu_tanh(pre) — as matmul then gelu_tanh_forward.
