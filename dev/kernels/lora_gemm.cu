@@ -7,6 +7,16 @@
 // Row-major C [m, n] = alpha op(A) op(B) + beta C as the engine describes it (A [m, k] or, with
 // ta, [k, m]; the same for B), issued as cuBLASLt's column-major C^T = op(B)^T op(A)^T.
 // Timed: median of 20 launches (events), after 3 warm-up launches.
+// Found (H100, 2026-11-23): the adapters' products run at ~1 TB/s, a launch's worth each (~13 us
+// whatever their size below ~16 MB): pairs of one shape (k|v, gate|up) as one strided batch of 2
+// take about what one takes (k|v adapter y 26.2 -> 13.2 us, k|v dB 27.0 -> 13.3, gate|up dxa^T
+// 67.0 -> 49.3; ~89 us per layer, ~2.8 ms per 8B step), which nn::Linear's groups now do
+// (ops::matmul_pair). The heuristic's first choice is not always the fastest candidate: y_q
+// ([2048, 4096] from k 16, a transposed) 77 us where another takes 20, the q and o projections
+// 115 us where another takes 101. Choosing by timing at the first call (kept in a per-GPU file
+// so that resumed runs choose alike) gained ~0.6% of the 8B step but moved the 300-step bf16
+// loss curve from 0.2-0.4% to 1.0-3.8% off the CPU's (3.8% while candidates that add split-K
+// partial sums in bf16 were allowed) and was dropped.
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>

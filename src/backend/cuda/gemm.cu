@@ -11,7 +11,6 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_kernels.h"
 #include "backend/cuda/elementwise_kernels.h"
-#include "backend/cuda/gemm_plans.h"
 #include "backend/cuda/gemv_kernels.h"
 
 namespace tune::cuda {
@@ -88,19 +87,39 @@ uint32_t alignment(const void* p) {
 
 namespace {
 
-// One product's descriptors and the heuristic's candidate algorithms, best first by its
-// estimate; `chosen` (see choose_algo) is the one every call of the key runs.
-constexpr int kCandidates = 8;
-
-struct Plan {
-  Descriptors d;
-  // A plain array: a std::vector of cublasLtMatmulAlgo_t crashes nvcc 13's front end.
-  cublasLtMatmulAlgo_t candidates[kCandidates]{};
-  int count = 0;
-  int chosen = -1;  // not chosen yet
+// What cuBLASLt's heuristic depends on: asked once per distinct product, then remembered (a
+// training step runs the same few hundred products every step, and the query costs tens of
+// microseconds of host time each).
+struct Key {
+  DType dtype, c_dtype;
+  Trans ta, tb;
+  int64_t m, n, k, lda, ldb, ldc;
+  uint32_t align_a, align_b, align_c;
+  bool bias;
+  Epilogue epilogue;
+  int batch;  // a strided batch's members (1: one product) and their strides
+  int64_t stride_a, stride_b, stride_c;
+  bool operator==(const Key&) const = default;
+};
+struct KeyHash {
+  size_t operator()(const Key& k) const {
+    size_t h = 0;
+    for (int64_t v : {int64_t(k.dtype), int64_t(k.c_dtype), int64_t(k.ta), int64_t(k.tb), k.m, k.n,
+                      k.k, k.lda, k.ldb, k.ldc, int64_t(k.align_a), int64_t(k.align_b),
+                      int64_t(k.align_c), int64_t(k.bias), int64_t(k.epilogue), int64_t(k.batch),
+                      k.stride_a, k.stride_b, k.stride_c})
+      h = h * 1000003u ^ std::hash<int64_t>()(v);
+    return h;
+  }
 };
 
-std::shared_ptr<Plan> make_plan(const GemmKey& key) {
+// One product's descriptors and its chosen algorithm, kept for every later call of the same key.
+struct Plan {
+  Descriptors d;
+  cublasLtMatmulAlgo_t algo{};
+};
+
+std::shared_ptr<Plan> make_plan(const Key& key) {
   auto plan = std::make_shared<Plan>();
   Descriptors& d = plan->d;
   const cudaDataType_t type = data_type(key.dtype), c_type = data_type(key.c_dtype);
@@ -160,85 +179,17 @@ std::shared_ptr<Plan> make_plan(const GemmKey& key) {
     TUNE_CUBLAS_CHECK(
         cublasLtMatmulPreferenceSetAttribute(d.pref, attribute, value, sizeof(uint32_t)));
   }
-  cublasLtMatmulHeuristicResult_t heuristic[kCandidates]{};
+  cublasLtMatmulHeuristicResult_t heuristic{};
   int found = 0;
-  TUNE_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt().handle, d.op, d.a, d.b, d.c, d.c, d.pref,
-                                                   kCandidates, heuristic, &found));
+  TUNE_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt().handle, d.op, d.a, d.b, d.c, d.c, d.pref, 1,
+                                                   &heuristic, &found));
   TUNE_CHECK(found > 0, "cuda::gemm: cuBLASLt has no algorithm for ", dtype_name(key.dtype), " -> ",
              dtype_name(key.c_dtype), " (", key.m, " x ", key.k, ") @ (", key.k, " x ", key.n, ")");
-  for (int i = 0; i < found; ++i) plan->candidates[plan->count++] = heuristic[i].algo;
+  plan->algo = heuristic.algo;
   return plan;
 }
 
-// ---- Choosing among the candidates ----
-//
-// cuBLASLt's heuristic puts a good algorithm first for most products, not for all: for the 8B
-// LoRA step's adapter product y_q = (x A^T) B^T ([2048, 4096] from k = 16, the first operand
-// transposed) its first choice runs 77 us where its fourth runs 20, and the q and o projections'
-// [2048, 4096] += x W^T run 115 us where another candidate runs 101 (dev/kernels/lora_gemm.cu,
-// H100). So the first call of each product times the heuristic's first kCandidates algorithms on
-// the call's own operands and keeps the fastest (the output is restored when beta != 0, or simply
-// written again by the real call). A different choice rounds differently: the choices go to a plan
-// file (gemm_plans.h) that later processes read, so that a resumed run rounds as the run it
-// resumes did.
-
-// Beyond this, a product with beta != 0 keeps the heuristic's choice rather than save and
-// restore its output around the timing (the weight gradients of full fine-tuning: large,
-// compute-bound products that the heuristic serves well).
-constexpr size_t kMaxSavedOutputBytes = size_t{64} << 20;
-
-// `run(algo)` queues the product with one candidate (its status: a candidate may refuse).
-template <typename Run>
-int choose_algo(const GemmKey& key, const Plan& plan, Run&& run, void* c, size_t c_span_bytes,
-                bool reads_c) {
-  const int count = plan.count;
-  if (count == 1 || !gemm_tuning_enabled()) return 0;
-  GemmPlanFile& file = GemmPlanFile::of_current_device();
-  int known = 0;
-  if (file.find(key, count, known)) return known;
-  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  TUNE_CUDA_CHECK(cudaStreamIsCapturing(cudaStreamPerThread, &capture));
-  if (capture != cudaStreamCaptureStatusNone) return 0;  // a graph being recorded: no timing
-  if (reads_c && c_span_bytes > kMaxSavedOutputBytes) return 0;
-
-  cudaStream_t stream = cudaStreamPerThread;
-  void* saved = nullptr;
-  if (reads_c) {
-    TUNE_CUDA_CHECK(cudaMallocAsync(&saved, c_span_bytes, stream));
-    TUNE_CUDA_CHECK(cudaMemcpyAsync(saved, c, c_span_bytes, cudaMemcpyDeviceToDevice, stream));
-  }
-  cudaEvent_t start, stop;
-  TUNE_CUDA_CHECK(cudaEventCreate(&start));
-  TUNE_CUDA_CHECK(cudaEventCreate(&stop));
-  constexpr int kRepeats = 3;
-  int best = -1;
-  float best_ms = 0.f;
-  for (int i = 0; i < count; ++i) {
-    if (run(plan.candidates[i]) != CUBLAS_STATUS_SUCCESS) continue;  // warm-up
-    TUNE_CUDA_CHECK(cudaEventRecord(start, stream));
-    for (int r = 0; r < kRepeats; ++r) TUNE_CUBLAS_CHECK(run(plan.candidates[i]));
-    TUNE_CUDA_CHECK(cudaEventRecord(stop, stream));
-    TUNE_CUDA_CHECK(cudaEventSynchronize(stop));
-    float ms = 0.f;
-    TUNE_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-    if (best < 0 || ms < best_ms) {
-      best = i;
-      best_ms = ms;
-    }
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  if (reads_c) {
-    TUNE_CUDA_CHECK(cudaMemcpyAsync(c, saved, c_span_bytes, cudaMemcpyDeviceToDevice, stream));
-    TUNE_CUDA_CHECK(cudaFreeAsync(saved, stream));
-  }
-  if (best < 0) return 0;  // none ran: the real call reports the heuristic's first
-  file.record(key, {count, best});
-  return best;
-}
-
-// The product through cuBLASLt: its plan (descriptors and candidates) made once per key, the
-// algorithm chosen at the key's first call (choose_algo).
+// The product through cuBLASLt, its plan made once per key.
 void lt_matmul(DType dtype, DType c_dtype, Trans ta, Trans tb, int64_t m, int64_t n, int64_t k,
                float alpha, const void* a, int64_t lda, const void* b, int64_t ldb, float beta,
                void* c, int64_t ldc, const void* bias, Epilogue epilogue, void* aux,
@@ -248,26 +199,27 @@ void lt_matmul(DType dtype, DType c_dtype, Trans ta, Trans tb, int64_t m, int64_
     const void* second = static_cast<const char*>(p) + stride * dtype_size(t);
     return std::min(alignment(p), batch.count > 1 ? alignment(second) : 256u);
   };
-  const GemmKey key{dtype,
-                    c_dtype,
-                    ta,
-                    tb,
-                    m,
-                    n,
-                    k,
-                    lda,
-                    ldb,
-                    ldc,
-                    aligned(a, batch.stride_a, dtype),
-                    aligned(b, batch.stride_b, dtype),
-                    aligned(c, batch.stride_c, c_dtype),
-                    bias != nullptr,
-                    epilogue,
-                    batch.count,
-                    batch.count > 1 ? batch.stride_a : 0,
-                    batch.count > 1 ? batch.stride_b : 0,
-                    batch.count > 1 ? batch.stride_c : 0};
-  thread_local std::unordered_map<GemmKey, std::shared_ptr<Plan>, GemmKeyHash> plans;
+  const bool batched = batch.count > 1;
+  const Key key{dtype,
+                c_dtype,
+                ta,
+                tb,
+                m,
+                n,
+                k,
+                lda,
+                ldb,
+                ldc,
+                aligned(a, batch.stride_a, dtype),
+                aligned(b, batch.stride_b, dtype),
+                aligned(c, batch.stride_c, c_dtype),
+                bias != nullptr,
+                epilogue,
+                batch.count,
+                batched ? batch.stride_a : 0,
+                batched ? batch.stride_b : 0,
+                batched ? batch.stride_c : 0};
+  thread_local std::unordered_map<Key, std::shared_ptr<Plan>, KeyHash> plans;
   if (plans.size() > 4096) plans.clear();  // shapes that keep changing (serving's prefills)
   std::shared_ptr<Plan>& plan = plans[key];
   if (!plan) plan = make_plan(key);
@@ -282,17 +234,8 @@ void lt_matmul(DType dtype, DType c_dtype, Trans ta, Trans tb, int64_t m, int64_
         d.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
   }
   // k == 0 is a valid product (C = beta C); cuBLASLt handles it.
-  auto run = [&](const cublasLtMatmulAlgo_t& algo) {
-    return cublasLtMatmul(h.handle, d.op, &alpha, b, d.a, a, d.b, &beta, c, d.c, c, d.c, &algo,
-                          h.workspace, kWorkspaceBytes, cudaStreamPerThread);
-  };
-  if (plan->chosen < 0) {
-    const size_t span =
-        static_cast<size_t>((batch.count - 1) * batch.stride_c + (m - 1) * ldc + n) *
-        dtype_size(c_dtype);
-    plan->chosen = choose_algo(key, *plan, run, c, span, beta != 0.f);
-  }
-  TUNE_CUBLAS_CHECK(run(plan->candidates[plan->chosen]));
+  TUNE_CUBLAS_CHECK(cublasLtMatmul(h.handle, d.op, &alpha, b, d.a, a, d.b, &beta, c, d.c, c, d.c,
+                                   &plan->algo, h.workspace, kWorkspaceBytes, cudaStreamPerThread));
 }
 
 }  // namespace
