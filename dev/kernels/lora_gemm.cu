@@ -15,8 +15,9 @@
 // ([2048, 4096] from k 16, a transposed) 77 us where another takes 20, the q and o projections
 // 115 us where another takes 101. Choosing by timing at the first call (kept in a per-GPU file
 // so that resumed runs choose alike) gained ~0.6% of the 8B step but moved the 300-step bf16
-// loss curve from 0.2-0.4% to 1.0-3.8% off the CPU's (3.8% while candidates that add split-K
-// partial sums in bf16 were allowed) and was dropped.
+// loss curve (tests/e2e/cuda_loss_curve.py) to 3.8% off the f32 CPU run's, and to 1.0-1.5% with
+// only f32 split-K reductions allowed, timed or not: that curve moves with any change of
+// algorithm (0.41% before the pairs, 0.90% with them), and the choosing was dropped.
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -195,6 +196,42 @@ int main() {
       adapter_best += best * p.count;
     }
   }
+  // The heuristic's first choice when split-K may add partial sums only in f32 (none|compute) or
+  // not split at all (none), against its first choice with every reduction allowed (the engine),
+  // and how that one splits: SPLITK_NUM, REDUCTION_SCHEME (1 in place, 2 f32, 4 output dtype).
+  std::printf("\n%-34s %9s %6s %5s %9s %9s\n", "first choice by reductions", "all_us", "splitK",
+              "red", "f32_us", "none_us");
+  double by_mask[3] = {0, 0, 0};
+  for (const Product& p : products) {
+    float t[3];
+    int splitk = 0, scheme = 0;
+    const uint32_t masks[3] = {CUBLASLT_REDUCTION_SCHEME_MASK,
+                               CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE,
+                               CUBLASLT_REDUCTION_SCHEME_NONE};
+    for (int v = 0; v < 3; ++v) {
+      Setup s = describe(p);
+      LT(cublasLtMatmulPreferenceSetAttribute(s.pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                                              &masks[v], sizeof masks[v]));
+      cublasLtMatmulHeuristicResult_t result;
+      int found = 0;
+      LT(cublasLtMatmulAlgoGetHeuristic(handle, s.op, s.a, s.b, s.c, s.c, s.pref, 1, &result,
+                                        &found));
+      t[v] = found ? time_algo(s, result.algo, a, b, c, p.beta) : -1.f;
+      by_mask[v] += t[v] * p.count;
+      if (v == 0) {
+        size_t written = 0;
+        cublasLtMatmulAlgoConfigGetAttribute(&result.algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splitk,
+                                             sizeof splitk, &written);
+        cublasLtMatmulAlgoConfigGetAttribute(&result.algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME,
+                                             &scheme, sizeof scheme, &written);
+      }
+    }
+    std::printf("%-34s %9.1f %6d %5d %9.1f %9.1f\n", p.name, t[0] * 1e3, splitk, scheme,
+                t[1] * 1e3, t[2] * 1e3);
+  }
+  std::printf("per layer by reductions allowed: all %.3f ms, f32 %.3f ms, none %.3f ms\n",
+              by_mask[0], by_mask[1], by_mask[2]);
+
   // Pairs of same-shaped products (k|v, gate|up) as one strided batch of 2 against two calls.
   std::printf("\n%-34s %9s %9s %9s %9s\n", "pair", "2x_eng_us", "2x_best", "batch_eng", "batch_best");
   for (const Product& p : products) {
