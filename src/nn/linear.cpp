@@ -196,6 +196,8 @@ void Linear::lora_backward(Context& ctx, const Tensor& dy, Tensor& dx, double be
 //   dB_p            += scale_p dy_p^T (xa_p^T)^T     dxa_p^T = scale_p B_p^T dy_p^T
 //   dA_stack [R, in] = dxa^T x  (added to each dA_p)  dx  (+)= (dxa^T)^T A_stack
 // (y_p and dx are written first; the base products then add to them, see base_forward.)
+// Neighbours with adapters of one shape (k|v, gate|up) run their y_p, dB_p and dxa_p products in
+// pairs (adapters_pair).
 
 bool Linear::shares_adapters(std::initializer_list<Linear*> group) {
   const Linear* first = *group.begin();
