@@ -23,9 +23,9 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <utility>
 #include <cstdio>
 #include <cstdlib>
+#include <utility>
 #include <vector>
 
 #define CK(x)                                                                        \
@@ -36,13 +36,13 @@
       std::exit(1);                                                                  \
     }                                                                                \
   } while (0)
-#define LT(x)                                                                      \
-  do {                                                                             \
-    cublasStatus_t s_ = (x);                                                       \
-    if (s_ != CUBLAS_STATUS_SUCCESS) {                                             \
+#define LT(x)                                                                             \
+  do {                                                                                    \
+    cublasStatus_t s_ = (x);                                                              \
+    if (s_ != CUBLAS_STATUS_SUCCESS) {                                                    \
       std::printf("cuBLAS %s at %s:%d\n", cublasLtGetStatusName(s_), __FILE__, __LINE__); \
-      std::exit(1);                                                                \
-    }                                                                              \
+      std::exit(1);                                                                       \
+    }                                                                                     \
   } while (0)
 
 struct Product {
@@ -167,8 +167,8 @@ int main() {
   CK(cudaMemset(a, 0, 2 * big * 2));
   CK(cudaMemset(b, 0, 2 * size_t{F} * D * 2));
   CK(cudaMemset(c, 0, 2 * big * 2));
-  std::printf("%-34s %3s %9s %9s %6s %8s %8s %7s\n", "product", "x", "engine_us", "best_us", "algos",
-              "GB/s_eng", "TFLOP/s", "gain_us");
+  std::printf("%-34s %3s %9s %9s %6s %8s %8s %7s\n", "product", "x", "engine_us", "best_us",
+              "algos", "GB/s_eng", "TFLOP/s", "gain_us");
   double total_engine = 0, total_best = 0, adapter_engine = 0, adapter_best = 0;
   for (const Product& p : products) {
     Setup s = describe(p);
@@ -205,9 +205,10 @@ int main() {
   for (const Product& p : products) {
     float t[3];
     int splitk = 0, scheme = 0;
-    const uint32_t masks[3] = {CUBLASLT_REDUCTION_SCHEME_MASK,
-                               CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE,
-                               CUBLASLT_REDUCTION_SCHEME_NONE};
+    const uint32_t masks[3] = {
+        CUBLASLT_REDUCTION_SCHEME_MASK,
+        CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE,
+        CUBLASLT_REDUCTION_SCHEME_NONE};
     for (int v = 0; v < 3; ++v) {
       Setup s = describe(p);
       LT(cublasLtMatmulPreferenceSetAttribute(s.pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
@@ -226,14 +227,15 @@ int main() {
                                              &scheme, sizeof scheme, &written);
       }
     }
-    std::printf("%-34s %9.1f %6d %5d %9.1f %9.1f\n", p.name, t[0] * 1e3, splitk, scheme,
-                t[1] * 1e3, t[2] * 1e3);
+    std::printf("%-34s %9.1f %6d %5d %9.1f %9.1f\n", p.name, t[0] * 1e3, splitk, scheme, t[1] * 1e3,
+                t[2] * 1e3);
   }
   std::printf("per layer by reductions allowed: all %.3f ms, f32 %.3f ms, none %.3f ms\n",
               by_mask[0], by_mask[1], by_mask[2]);
 
   // Pairs of same-shaped products (k|v, gate|up) as one strided batch of 2 against two calls.
-  std::printf("\n%-34s %9s %9s %9s %9s\n", "pair", "2x_eng_us", "2x_best", "batch_eng", "batch_best");
+  std::printf("\n%-34s %9s %9s %9s %9s\n", "pair", "2x_eng_us", "2x_best", "batch_eng",
+              "batch_best");
   for (const Product& p : products) {
     if (p.count != 2 || p.name[0] == 'f' && p.beta != 0 && p.n == D) continue;
     const int64_t sa = p.m * p.k, sb = p.k * p.n, sc = p.m * p.n;
@@ -256,8 +258,9 @@ int main() {
     std::printf("%-34s %9.1f %9.1f %9.1f %9.1f\n", p.name, times[0][0] * 1e3, times[0][1] * 1e3,
                 times[1][0] * 1e3, times[1][1] * 1e3);
   }
-  std::printf("per layer: all products %.3f ms (best algos %.3f); adapter products %.3f ms (%.3f)\n",
-              total_engine, total_best, adapter_engine, adapter_best);
+  std::printf(
+      "per layer: all products %.3f ms (best algos %.3f); adapter products %.3f ms (%.3f)\n",
+      total_engine, total_best, adapter_engine, adapter_best);
   std::printf("x 32 layers: %.1f ms (%.1f); adapters %.1f ms (%.1f)\n", 32 * total_engine,
               32 * total_best, 32 * adapter_engine, 32 * adapter_best);
   return 0;

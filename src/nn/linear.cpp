@@ -339,8 +339,8 @@ void Linear::adapters_backward(Context& ctx, std::initializer_list<Linear*> grou
       Tensor db_next = next->params_->grad(next->lora_b_);
       ops::matmul_pair(db, db_next, d, d_next, Transpose::yes, l->xa_, next->xa_, Transpose::yes,
                        l->lora_scale_, 1.0);
-      ops::matmul_pair(dxa[p], dxa[p + 1], b, next->params_->param(next->lora_b_),
-                       Transpose::yes, d, d_next, Transpose::yes, l->lora_scale_, 0.0);
+      ops::matmul_pair(dxa[p], dxa[p + 1], b, next->params_->param(next->lora_b_), Transpose::yes,
+                       d, d_next, Transpose::yes, l->lora_scale_, 0.0);
       ++p;
       continue;
     }

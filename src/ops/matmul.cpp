@@ -143,8 +143,8 @@ void matmul_pair(Tensor& c0, Tensor& c1, const Tensor& a0, const Tensor& a1, Tra
   const bool batched = c0.device() == Device::cuda && a0.dtype() == a1.dtype() &&
                        b0.dtype() == b1.dtype() && c0.dtype() == c1.dtype() &&
                        a1.device() == Device::cuda && b1.device() == Device::cuda &&
-                       c1.device() == Device::cuda && batch.stride_a >= 0 &&
-                       batch.stride_b >= 0 && batch.stride_c > 0;
+                       c1.device() == Device::cuda && batch.stride_a >= 0 && batch.stride_b >= 0 &&
+                       batch.stride_c > 0;
   if (!batched) {
     product(op, c0, a0, ta, b0, tb, alpha, beta, Tensor());
     product(op, c1, a1, ta, b1, tb, alpha, beta, Tensor());

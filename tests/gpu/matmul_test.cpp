@@ -193,8 +193,8 @@ TEST(CudaMatmul, PairsMatchTwoProducts) {
     for (Transpose ta : {Transpose::no, Transpose::yes}) {
       for (Transpose tb : {Transpose::no, Transpose::yes}) {
         for (int layout = 0; layout < 3; ++layout) {  // 0 ascending, 1 c1 first, 2 a shared
-          SCOPED_TRACE(str(dtype_name(dtype), " ta=", ta == Transpose::yes, " tb=",
-                           tb == Transpose::yes, " layout=", layout));
+          SCOPED_TRACE(str(dtype_name(dtype), " ta=", ta == Transpose::yes,
+                           " tb=", tb == Transpose::yes, " layout=", layout));
           const Shape sa = ta == Transpose::no ? Shape{m, k} : Shape{k, m};
           const Shape sb = tb == Transpose::no ? Shape{k, n} : Shape{n, k};
           const Tensor a0 = test::rounded(sa, dtype, 1), b0 = test::rounded(sb, dtype, 3);

@@ -104,10 +104,10 @@ struct Key {
 struct KeyHash {
   size_t operator()(const Key& k) const {
     size_t h = 0;
-    for (int64_t v : {int64_t(k.dtype), int64_t(k.c_dtype), int64_t(k.ta), int64_t(k.tb), k.m, k.n,
-                      k.k, k.lda, k.ldb, k.ldc, int64_t(k.align_a), int64_t(k.align_b),
-                      int64_t(k.align_c), int64_t(k.bias), int64_t(k.epilogue), int64_t(k.batch),
-                      k.stride_a, k.stride_b, k.stride_c})
+    for (int64_t v :
+         {int64_t(k.dtype), int64_t(k.c_dtype), int64_t(k.ta), int64_t(k.tb), k.m, k.n, k.k, k.lda,
+          k.ldb, k.ldc, int64_t(k.align_a), int64_t(k.align_b), int64_t(k.align_c), int64_t(k.bias),
+          int64_t(k.epilogue), int64_t(k.batch), k.stride_a, k.stride_b, k.stride_c})
       h = h * 1000003u ^ std::hash<int64_t>()(v);
     return h;
   }
@@ -161,8 +161,8 @@ std::shared_ptr<Plan> make_plan(const Key& key) {
   if (key.batch > 1) {  // d.a describes b and d.b describes a (the swap above)
     for (const auto& [layout, stride] :
          {std::pair{d.a, key.stride_b}, {d.b, key.stride_a}, {d.c, key.stride_c}}) {
-      TUNE_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(
-          layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &key.batch, sizeof key.batch));
+      TUNE_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
+                                                         &key.batch, sizeof key.batch));
       TUNE_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(
           layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof stride));
     }
@@ -275,8 +275,8 @@ void gemm(DType dtype, DType c_dtype, Trans ta, Trans tb, int64_t m, int64_t n, 
 void gemm_batched(DType dtype, DType c_dtype, Trans ta, Trans tb, int64_t m, int64_t n, int64_t k,
                   float alpha, const void* a, int64_t lda, const void* b, int64_t ldb, float beta,
                   void* c, int64_t ldc, const Batch& batch) {
-  TUNE_CHECK(batch.count == 1 || (batch.count > 1 && batch.stride_a >= 0 &&
-                                   batch.stride_b >= 0 && batch.stride_c > 0),
+  TUNE_CHECK(batch.count == 1 || (batch.count > 1 && batch.stride_a >= 0 && batch.stride_b >= 0 &&
+                                  batch.stride_c > 0),
              "cuda::gemm_batched: ", batch.count, " members with strides ", batch.stride_a, ", ",
              batch.stride_b, ", ", batch.stride_c, " (a count >= 1, strides >= 0, c's > 0)");
   if (m == 0 || n == 0) return;
