@@ -616,28 +616,11 @@ void check_sizes(const char* what, int64_t n, int64_t c) {
   throw Error(str(what, ": ", dtype_name(t), " is not supported (f32, bf16, f16)"));
 }
 
-}  // namespace
-
-void rms_norm_forward(DType dtype, void* y, float* rstd, const void* x, const void* w, int64_t n,
-                      int64_t c, float eps) {
-  check_sizes("cuda::rms_norm_forward", n, c);
-  if (n == 0) return;
-  const int ni = static_cast<int>(n), ci = static_cast<int>(c);
-  switch (dtype) {
-    case DType::f32:
-      return forward_t<float>(y, rstd, nullptr, x, nullptr, w, ni, ci, eps);
-    case DType::bf16:
-      return forward_t<__nv_bfloat16>(y, rstd, nullptr, x, nullptr, w, ni, ci, eps);
-    case DType::f16:
-      return forward_t<__half>(y, rstd, nullptr, x, nullptr, w, ni, ci, eps);
-    default:
-      bad_dtype("cuda::rms_norm_forward", dtype);
-  }
-}
-
-void add_rms_norm_forward(DType dtype, void* h, void* y, float* rstd, const void* x, const void* a,
-                          const void* w, int64_t n, int64_t c, float eps) {
-  check_sizes("cuda::add_rms_norm_forward", n, c);
+// The plain and the residual-add forms of each norm's forward (h and a null: no residual), with
+// `what` naming the entry point in errors.
+void rms_forward(const char* what, DType dtype, void* y, float* rstd, void* h, const void* x,
+                 const void* a, const void* w, int64_t n, int64_t c, float eps) {
+  check_sizes(what, n, c);
   if (n == 0) return;
   const int ni = static_cast<int>(n), ci = static_cast<int>(c);
   switch (dtype) {
@@ -648,8 +631,38 @@ void add_rms_norm_forward(DType dtype, void* h, void* y, float* rstd, const void
     case DType::f16:
       return forward_t<__half>(y, rstd, h, x, a, w, ni, ci, eps);
     default:
-      bad_dtype("cuda::add_rms_norm_forward", dtype);
+      bad_dtype(what, dtype);
   }
+}
+
+void layer_forward(const char* what, DType dtype, void* y, float* mean, float* rstd, void* h,
+                   const void* x, const void* a, const void* w, const void* b, int64_t n, int64_t c,
+                   float eps) {
+  check_sizes(what, n, c);
+  if (n == 0) return;
+  const int ni = static_cast<int>(n), ci = static_cast<int>(c);
+  switch (dtype) {
+    case DType::f32:
+      return layer_forward_t<float>(y, mean, rstd, h, x, a, w, b, ni, ci, eps);
+    case DType::bf16:
+      return layer_forward_t<__nv_bfloat16>(y, mean, rstd, h, x, a, w, b, ni, ci, eps);
+    case DType::f16:
+      return layer_forward_t<__half>(y, mean, rstd, h, x, a, w, b, ni, ci, eps);
+    default:
+      bad_dtype(what, dtype);
+  }
+}
+
+}  // namespace
+
+void rms_norm_forward(DType dtype, void* y, float* rstd, const void* x, const void* w, int64_t n,
+                      int64_t c, float eps) {
+  rms_forward("cuda::rms_norm_forward", dtype, y, rstd, nullptr, x, nullptr, w, n, c, eps);
+}
+
+void add_rms_norm_forward(DType dtype, void* h, void* y, float* rstd, const void* x, const void* a,
+                          const void* w, int64_t n, int64_t c, float eps) {
+  rms_forward("cuda::add_rms_norm_forward", dtype, y, rstd, h, x, a, w, n, c, eps);
 }
 
 void rms_norm_backward(DType dtype, void* dx, void* dw, const void* dy, const void* x,
@@ -672,37 +685,14 @@ void rms_norm_backward(DType dtype, void* dx, void* dw, const void* dy, const vo
 
 void layer_norm_forward(DType dtype, void* y, float* mean, float* rstd, const void* x,
                         const void* w, const void* b, int64_t n, int64_t c, float eps) {
-  check_sizes("cuda::layer_norm_forward", n, c);
-  if (n == 0) return;
-  const int ni = static_cast<int>(n), ci = static_cast<int>(c);
-  switch (dtype) {
-    case DType::f32:
-      return layer_forward_t<float>(y, mean, rstd, nullptr, x, nullptr, w, b, ni, ci, eps);
-    case DType::bf16:
-      return layer_forward_t<__nv_bfloat16>(y, mean, rstd, nullptr, x, nullptr, w, b, ni, ci, eps);
-    case DType::f16:
-      return layer_forward_t<__half>(y, mean, rstd, nullptr, x, nullptr, w, b, ni, ci, eps);
-    default:
-      bad_dtype("cuda::layer_norm_forward", dtype);
-  }
+  layer_forward("cuda::layer_norm_forward", dtype, y, mean, rstd, nullptr, x, nullptr, w, b, n, c,
+                eps);
 }
 
 void add_layer_norm_forward(DType dtype, void* h, void* y, float* mean, float* rstd, const void* x,
                             const void* a, const void* w, const void* b, int64_t n, int64_t c,
                             float eps) {
-  check_sizes("cuda::add_layer_norm_forward", n, c);
-  if (n == 0) return;
-  const int ni = static_cast<int>(n), ci = static_cast<int>(c);
-  switch (dtype) {
-    case DType::f32:
-      return layer_forward_t<float>(y, mean, rstd, h, x, a, w, b, ni, ci, eps);
-    case DType::bf16:
-      return layer_forward_t<__nv_bfloat16>(y, mean, rstd, h, x, a, w, b, ni, ci, eps);
-    case DType::f16:
-      return layer_forward_t<__half>(y, mean, rstd, h, x, a, w, b, ni, ci, eps);
-    default:
-      bad_dtype("cuda::add_layer_norm_forward", dtype);
-  }
+  layer_forward("cuda::add_layer_norm_forward", dtype, y, mean, rstd, h, x, a, w, b, n, c, eps);
 }
 
 void layer_norm_backward(DType dtype, void* dx, void* dw, void* db, const void* dy, const void* x,
