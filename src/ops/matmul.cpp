@@ -76,18 +76,18 @@ void product(const char* op, Tensor& c, const Tensor& a, Transpose ta, const Ten
     // c may be f32 when a and b are bf16 or f16: full-precision results of low-precision inputs.
     const DType ab = detail::check_cuda_float(op, {aa, ba});
     if (c.dtype() != DType::f32 || ab == DType::f32) detail::check_cuda_float(op, {ca, aa, ba});
+    const cuda::Trans cta = ta == Transpose::yes ? cuda::Trans::yes : cuda::Trans::no;
+    const cuda::Trans ctb = tb == Transpose::yes ? cuda::Trans::yes : cuda::Trans::no;
     if (batch.count > 1) {
-      cuda::gemm_batched(ab, c.dtype(), ta == Transpose::yes ? cuda::Trans::yes : cuda::Trans::no,
-                         tb == Transpose::yes ? cuda::Trans::yes : cuda::Trans::no, m, n, k,
-                         static_cast<float>(alpha), a.raw(), a.size(1), b.raw(), b.size(1),
-                         static_cast<float>(beta), c.raw(), n, batch);
+      cuda::gemm_batched(ab, c.dtype(), cta, ctb, m, n, k, static_cast<float>(alpha), a.raw(),
+                         a.size(1), b.raw(), b.size(1), static_cast<float>(beta), c.raw(), n,
+                         batch);
       return;
     }
-    cuda::gemm(ab, c.dtype(), ta == Transpose::yes ? cuda::Trans::yes : cuda::Trans::no,
-               tb == Transpose::yes ? cuda::Trans::yes : cuda::Trans::no, m, n, k,
-               static_cast<float>(alpha), a.raw(), a.size(1), b.raw(), b.size(1),
-               static_cast<float>(beta), c.raw(), n, bias.defined() ? bias.raw() : nullptr,
-               epilogue, aux.defined() ? aux.raw() : nullptr);
+    cuda::gemm(ab, c.dtype(), cta, ctb, m, n, k, static_cast<float>(alpha), a.raw(), a.size(1),
+               b.raw(), b.size(1), static_cast<float>(beta), c.raw(), n,
+               bias.defined() ? bias.raw() : nullptr, epilogue,
+               aux.defined() ? aux.raw() : nullptr);
     return;
   }
   TUNE_ASSERT(epilogue == cuda::Epilogue::none && batch.count == 1, op,
@@ -140,11 +140,10 @@ void matmul_pair(Tensor& c0, Tensor& c1, const Tensor& a0, const Tensor& a1, Tra
     return d >= 0 && d % size == 0 ? d / size : -1;
   };
   const cuda::Batch batch{2, stride(a0, a1), stride(b0, b1), stride(c0, c1)};
-  const bool batched = c0.device() == Device::cuda && a0.dtype() == a1.dtype() &&
-                       b0.dtype() == b1.dtype() && c0.dtype() == c1.dtype() &&
-                       a1.device() == Device::cuda && b1.device() == Device::cuda &&
-                       c1.device() == Device::cuda && batch.stride_a >= 0 && batch.stride_b >= 0 &&
-                       batch.stride_c > 0;
+  bool batched = a0.dtype() == a1.dtype() && b0.dtype() == b1.dtype() && c0.dtype() == c1.dtype() &&
+                 batch.stride_a >= 0 && batch.stride_b >= 0 && batch.stride_c > 0;
+  for (const Arg* t : {&a0a, &a1a, &b0a, &b1a, &c0a, &c1a})
+    batched = batched && t->tensor.device() == Device::cuda;
   if (!batched) {
     product(op, c0, a0, ta, b0, tb, alpha, beta, Tensor());
     product(op, c1, a1, ta, b1, tb, alpha, beta, Tensor());
