@@ -19,20 +19,42 @@ using test::Placed;
 using test::rounded;
 using test::to_device;
 
+// i64 ids as id_type.
+Tensor as_id_type(const Tensor& ids, DType id_type) {
+  if (id_type == DType::i64) return ids;
+  const int64_t n = ids.numel();
+  Tensor i32 = Tensor::empty({n}, DType::i32);
+  for (int64_t i = 0; i < n; ++i) i32.data<int32_t>()[i] = static_cast<int32_t>(ids.item(i));
+  return i32;
+}
+
 Tensor ids_of(DType id_type, int64_t n, int64_t vocab, uint64_t seed) {
   // Few distinct ids (vocab / 3 + 1 of them) so that rows repeat.
   Tensor ids = test::randint({n}, vocab / 3 + 1, seed);
   for (int64_t i = 0; i < n; ++i) ids.data<int64_t>()[i] *= 3;
-  if (id_type == DType::i64) return ids;
-  Tensor i32 = Tensor::empty({n}, DType::i32);
-  for (int64_t i = 0; i < n; ++i) i32.data<int32_t>()[i] = static_cast<int32_t>(ids.item(i));
-  return i32;
+  return as_id_type(ids, id_type);
 }
 
 Tensor ids_to_device(const Tensor& ids) {
   Tensor d = Tensor::empty(ids.shape(), ids.dtype(), Device::cuda);
   d.copy_from(ids);
   return d;
+}
+
+// The backward into a table of `vocab` rows that holds values already, on the device against the
+// CPU: within f32_tol in f32, the storage dtype's rounding of one addition otherwise.
+void expect_backward_matches(DType dtype, const Tensor& ids, int64_t vocab, int64_t c, int64_t pad,
+                             uint64_t seed, double f32_tol) {
+  const int64_t n = ids.numel();
+  const Tensor dout = rounded({n, c}, dtype, seed);
+  const Tensor dtable0 = rounded({vocab, c}, dtype, seed + 1);
+  Tensor dtable_ref = dtable0.clone();
+  ops::embedding_backward(dtable_ref, dout, ids);
+  Placed dtable = place({vocab, c}, dtype, pad, dtable0);
+  Placed dout_dev = place({n, c}, dtype, pad, dout);
+  ops::embedding_backward(dtable.view, dout_dev.view, ids_to_device(ids));
+  const double tol = dtype == DType::f32 ? f32_tol : (dtype == DType::bf16 ? 8e-3 : 1e-3);
+  EXPECT_LE(test::rel_error(fetch(dtable, {vocab, c}, "dtable"), dtable_ref), tol);
 }
 
 void check(DType dtype, DType id_type, int64_t n, int64_t c, int64_t pad) {
@@ -51,15 +73,7 @@ void check(DType dtype, DType id_type, int64_t n, int64_t c, int64_t pad) {
   ops::embedding_forward(out.view, ids_dev, table_dev.view);
   EXPECT_EQ(test::max_abs_diff(fetch(out, {n, c}, "out"), out_ref), 0.0);
 
-  const Tensor dout = rounded({n, c}, dtype, seed + 2);
-  const Tensor dtable0 = rounded({vocab, c}, dtype, seed + 3);
-  Tensor dtable_ref = dtable0.clone();
-  ops::embedding_backward(dtable_ref, dout, ids);
-  Placed dtable = place({vocab, c}, dtype, pad, dtable0);
-  Placed dout_dev = place({n, c}, dtype, pad, dout);
-  ops::embedding_backward(dtable.view, dout_dev.view, ids_dev);
-  const double tol = dtype == DType::f32 ? 1e-6 : (dtype == DType::bf16 ? 8e-3 : 1e-3);
-  EXPECT_LE(test::rel_error(fetch(dtable, {vocab, c}, "dtable"), dtable_ref), tol);
+  expect_backward_matches(dtype, ids, vocab, c, pad, seed + 2, 1e-6);
 }
 
 // Long runs of one id, the backward's segments after its sort: few ids over many rows, GPT-2's
@@ -74,22 +88,8 @@ void check_repeats(DType dtype, DType id_type, int64_t n, int64_t vocab, bool pa
   if (pad_rows) {
     for (int64_t i = 0; i < n; i += 2) ids.data<int64_t>()[i] = vocab - 1;
   }
-  if (id_type == DType::i32) {
-    Tensor i32 = Tensor::empty({n}, DType::i32);
-    for (int64_t i = 0; i < n; ++i) i32.data<int32_t>()[i] = static_cast<int32_t>(ids.item(i));
-    ids = i32;
-  }
-  const Tensor ids_dev = ids_to_device(ids);
-  const Tensor dout = rounded({n, c}, dtype, seed + 1);
-  const Tensor dtable0 = rounded({vocab, c}, dtype, seed + 2);
-  Tensor dtable_ref = dtable0.clone();
-  ops::embedding_backward(dtable_ref, dout, ids);
-  Placed dtable = place({vocab, c}, dtype, pad, dtable0);
-  Placed dout_dev = place({n, c}, dtype, pad, dout);
-  ops::embedding_backward(dtable.view, dout_dev.view, ids_dev);
   // f32: a run of 32768 rows is summed in f32, so its rounding grows past one addition's.
-  const double tol = dtype == DType::f32 ? 1e-5 : (dtype == DType::bf16 ? 8e-3 : 1e-3);
-  EXPECT_LE(test::rel_error(fetch(dtable, {vocab, c}, "dtable"), dtable_ref), tol);
+  expect_backward_matches(dtype, as_id_type(ids, id_type), vocab, c, pad, seed + 1, 1e-5);
 }
 
 TEST(CudaEmbedding, BackwardMatchesCpuWithLongRunsOfOneId) {
