@@ -295,7 +295,9 @@ int run(const Options& o) {
   tune::nn::CausalLM& lm = model.lm();
 
   struct Phases {
-    double forward_backward = 0, clip = 0, optimizer = 0;
+    // issue_forward_backward: the host's time to issue forward + backward (before the sync);
+    // near forward_backward, the GPU waits on the host's launches.
+    double forward_backward = 0, issue_forward_backward = 0, clip = 0, optimizer = 0;
   };
   // One training step; with `phases`, a sync after each part to time it.
   auto step = [&](Phases* phases) {
@@ -303,6 +305,7 @@ int run(const Options& o) {
     params.zero_grads();
     ctx.arena.reset();
     const tune::nn::LossResult r = lm.forward_backward(ctx, ids, positions, labels, 0);
+    const auto issued = Clock::now();
     if (phases) sync();
     const auto t1 = Clock::now();
     // As the trainer does: under mixed precision the clipping factor rides along in the update.
@@ -317,7 +320,7 @@ int run(const Options& o) {
     if (phases) {
       sync();
       auto ms = [](Clock::duration d) { return std::chrono::duration<double>(d).count() * 1e3; };
-      *phases = {ms(t1 - t0), ms(t2 - t1), ms(Clock::now() - t2)};
+      *phases = {ms(t1 - t0), ms(issued - t0), ms(t2 - t1), ms(Clock::now() - t2)};
     }
     ++ctx.step;
     return r.mean();
@@ -354,6 +357,7 @@ int run(const Options& o) {
   out["min_step_ms"] = *std::min_element(step_ms.begin(), step_ms.end());
   out["max_step_ms"] = *std::max_element(step_ms.begin(), step_ms.end());
   out["phases_ms"] = {{"forward_backward", phases.forward_backward},
+                      {"issue_forward_backward", phases.issue_forward_backward},
                       {"clip", phases.clip},
                       {"optimizer", phases.optimizer}};
   if (!o.cpu) out["device_in_use_gib"] = static_cast<double>(tune::cuda_memory_in_use()) / kGiB;

@@ -142,8 +142,8 @@ Tensor BatchedDecode::attention(Attention& a, const Tensor& x, const Tensor& pos
   // Every row is its own (batch 1) position: RoPE is row-wise.
   if (a.use_rope_) {
     Tensor q4 = q.view({1, N, H, D}), k4 = k.view({1, N, Hkv, D});
-    lm_.rope_.forward(q4, positions);
-    lm_.rope_.forward(k4, positions);
+    lm_.rope_.forward(q4, positions, ops::Checked::yes);  // by forward_batch, on the host
+    lm_.rope_.forward(k4, positions, ops::Checked::yes);
   }
   Tensor out = ctx_.arena.alloc({N, H * D}, x.dtype());
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));

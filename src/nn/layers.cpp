@@ -168,12 +168,14 @@ RotaryEmbedding::RotaryEmbedding(const RopeConfig& config, int64_t head_dim, int
   sin_ = sin_.to(device);
 }
 
-void RotaryEmbedding::forward(Tensor& x, const Tensor& positions) const {
-  ops::rope_forward(x, cos_, sin_, positions);
+void RotaryEmbedding::forward(Tensor& x, const Tensor& positions,
+                              ops::Checked positions_checked) const {
+  ops::rope_forward(x, cos_, sin_, positions, positions_checked);
 }
 
-void RotaryEmbedding::backward(Tensor& dx, const Tensor& positions) const {
-  ops::rope_backward(dx, cos_, sin_, positions);
+void RotaryEmbedding::backward(Tensor& dx, const Tensor& positions,
+                               ops::Checked positions_checked) const {
+  ops::rope_backward(dx, cos_, sin_, positions, positions_checked);
 }
 
 }  // namespace tune::nn

@@ -27,6 +27,20 @@ Linear make_linear(ParamStore& params, const std::string& module, int64_t in, in
   return l;
 }
 
+// Positions [B, T] (i64, on the host) inside the model's tables, [0, max_positions): checked
+// here once, each layer's RoPE skips its check, which on CUDA waits for the stream
+// (ops::rope_forward), four times a layer in training.
+void check_positions(const Tensor& positions, int64_t max_positions) {
+  const int64_t T = positions.size(1);
+  const int64_t* p = positions.data<int64_t>();
+  for (int64_t i = 0; i < positions.numel(); ++i) {
+    TUNE_CHECK(p[i] >= 0 && p[i] < max_positions, "CausalLM::forward: position ", p[i],
+               " at (b, t) = (", i / T, ", ", i % T, ") is outside [0, ", max_positions,
+               "), the model's max_position_embeddings; split the sequence or use a model "
+               "configured for longer ones");
+  }
+}
+
 // A distinct dropout stream for each Linear: (layer, which projection).
 uint64_t stream_id(int64_t layer, int which) {
   return static_cast<uint64_t>(layer) * 16 + which;
@@ -151,8 +165,8 @@ Tensor Attention::forward(Context& ctx, const Tensor& x, const Tensor& positions
   k_rot_ = k.view({B, T, kv_heads_, D});
   v_saved_ = v.view({B, T, kv_heads_, D});
   if (use_rope_) {
-    rope.forward(q_rot_, positions);
-    rope.forward(k_rot_, positions);
+    rope.forward(q_rot_, positions, ops::Checked::yes);  // by CausalLM::forward_hidden
+    rope.forward(k_rot_, positions, ops::Checked::yes);
   }
   positions_ = positions;
   key_start_ = key_start;
@@ -206,8 +220,8 @@ void Attention::backward(Context& ctx, const Tensor& dy, Tensor& dx, const Rotar
                             probs_, scale);
   }
   if (use_rope_) {
-    rope.backward(dq, positions_);
-    rope.backward(dk, positions_);
+    rope.backward(dq, positions_, ops::Checked::yes);
+    rope.backward(dk, positions_, ops::Checked::yes);
   }
 
   Tensor dq_flat = dq.view({N, heads_ * D}), dk_flat = dk.view({N, kv_heads_ * D});
@@ -253,8 +267,8 @@ Tensor Attention::forward_cached(Context& ctx, const Tensor& x, const Tensor& po
   }
   Tensor q4 = q.view({1, T, heads_, D}), k4 = k.view({1, T, kv_heads_, D});
   if (use_rope_) {
-    rope.forward(q4, positions);
-    rope.forward(k4, positions);
+    rope.forward(q4, positions, ops::Checked::yes);  // by CausalLM::forward_cached
+    rope.forward(k4, positions, ops::Checked::yes);
   }
   Tensor k_new = k_cache.narrow(past, T), v_new = v_cache.narrow(past, T);  // (T, Hkv, D)
   ops::copy(k_new, k.view({T, kv_heads_, D}));
@@ -517,8 +531,11 @@ Tensor CausalLM::forward_hidden(Context& ctx, const Tensor& ids_in, const Tensor
              device_name(ctx.device()), " but the model is on ", device_name(device),
              "; make the context with nn::Context(model device)");
 
-  // Packed documents are found on the host; everything then lives on the model's device.
-  key_start_ = document_key_starts(positions_in.to(Device::cpu));
+  // Packed documents are found on the host, and the positions checked there once for every
+  // layer's RoPE; everything then lives on the model's device.
+  const Tensor host_positions = positions_in.to(Device::cpu);
+  key_start_ = document_key_starts(host_positions);
+  check_positions(host_positions, config_.max_positions);
   if (key_start_.defined()) key_start_ = key_start_.to(device);
   const Tensor ids = ids_in.to(device), positions = positions_in.to(device);
   Tensor x = embed(ctx, ids.view({-1}), positions.view({-1}));  // (B*T, C)

@@ -11,7 +11,7 @@ using detail::Arg;
 namespace {
 
 void rope(const char* op, Tensor& x, const char* x_name, const Tensor& cos, const Tensor& sin,
-          const Tensor& positions, cpu::RopeDirection direction) {
+          const Tensor& positions, cpu::RopeDirection direction, Checked positions_checked) {
   const Arg xa{x_name, x}, ca{"cos", cos}, sa{"sin", sin}, pa{"positions", positions};
   detail::check_rank(op, xa, 4);
   const int64_t b = x.size(0), t = x.size(1), h = x.size(2), d = x.size(3);
@@ -37,7 +37,8 @@ void rope(const char* op, Tensor& x, const char* x_name, const Tensor& cos, cons
     const int64_t bad = cuda::rope(
         dt, positions.dtype(), x.raw(), cos.raw(), sin.raw(), positions.raw(), b, t, h, d, table,
         direction == cpu::RopeDirection::forward ? cuda::RopeDirection::forward
-                                                 : cuda::RopeDirection::backward);
+                                                 : cuda::RopeDirection::backward,
+        positions_checked == Checked::no);
     if (bad >= 0) {
       Tensor host = Tensor::empty(positions.shape(), positions.dtype());
       host.copy_from(positions);
@@ -60,12 +61,15 @@ void rope(const char* op, Tensor& x, const char* x_name, const Tensor& cos, cons
 
 }  // namespace
 
-void rope_forward(Tensor& x, const Tensor& cos, const Tensor& sin, const Tensor& positions) {
-  rope("rope_forward", x, "x", cos, sin, positions, cpu::RopeDirection::forward);
+void rope_forward(Tensor& x, const Tensor& cos, const Tensor& sin, const Tensor& positions,
+                  Checked positions_checked) {
+  rope("rope_forward", x, "x", cos, sin, positions, cpu::RopeDirection::forward, positions_checked);
 }
 
-void rope_backward(Tensor& dx, const Tensor& cos, const Tensor& sin, const Tensor& positions) {
-  rope("rope_backward", dx, "dx", cos, sin, positions, cpu::RopeDirection::backward);
+void rope_backward(Tensor& dx, const Tensor& cos, const Tensor& sin, const Tensor& positions,
+                   Checked positions_checked) {
+  rope("rope_backward", dx, "dx", cos, sin, positions, cpu::RopeDirection::backward,
+       positions_checked);
 }
 
 }  // namespace tune::ops

@@ -1,8 +1,9 @@
 // ops::rope_forward / rope_backward on the GPU against the CPU op in f64 on the same rounded
 // inputs: f32/bf16/f16, i64 and i32 positions (on the device), head dims 64/80/128/256 and odd
 // half-dims (the scalar path), awkward row counts, x inside a sentinel-filled buffer (pad 37
-// misaligns it for packed access, 64 keeps it aligned). f32 within 1e-6, bf16/f16 2e-2. A
-// position outside the tables throws naming it.
+// misaligns it for packed access, 64 keeps it aligned), with the positions checked on the device
+// or by the caller. f32 within 1e-6, bf16/f16 2e-2. A position outside the tables throws naming
+// it.
 #include <gtest/gtest.h>
 
 #include "gpu/gpu_test_util.h"
@@ -58,16 +59,19 @@ void check(DType dtype, DType pos_type, int64_t b, int64_t t, int64_t h, int64_t
   const Tensor pos_dev = on_device(pos);
   const double tol = dtype == DType::f32 ? 1e-6 : 2e-2;
   for (bool forward : {true, false}) {
-    Tensor ref = x.clone();
-    Placed dev = place({b, t, h, d}, dtype, pad, x);
-    if (forward) {
-      ops::rope_forward(ref, cos, sin, pos);
-      ops::rope_forward(dev.view, cos_dev, sin_dev, pos_dev);
-    } else {
-      ops::rope_backward(ref, cos, sin, pos);
-      ops::rope_backward(dev.view, cos_dev, sin_dev, pos_dev);
+    for (ops::Checked checked : {ops::Checked::no, ops::Checked::yes}) {
+      Tensor ref = x.clone();
+      Placed dev = place({b, t, h, d}, dtype, pad, x);
+      if (forward) {
+        ops::rope_forward(ref, cos, sin, pos);
+        ops::rope_forward(dev.view, cos_dev, sin_dev, pos_dev, checked);
+      } else {
+        ops::rope_backward(ref, cos, sin, pos);
+        ops::rope_backward(dev.view, cos_dev, sin_dev, pos_dev, checked);
+      }
+      EXPECT_LE(test::rel_error(fetch(dev, {b, t, h, d}, "x"), ref), tol)
+          << "forward " << forward << " checked by the caller " << (checked == ops::Checked::yes);
     }
-    EXPECT_LE(test::rel_error(fetch(dev, {b, t, h, d}, "x"), ref), tol) << "forward " << forward;
   }
 }
 

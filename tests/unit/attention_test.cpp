@@ -591,5 +591,33 @@ TEST(AttentionPacked, PackedRowEqualsSeparateRowsInLogitsAndGradients) {
   EXPECT_GT(ops::sum_squares(packed_grads), 0.0);
 }
 
+// CausalLM checks every position against its tables once, on the host, before any layer runs (the
+// layers' RoPE on CUDA then skips its own check, which would wait for the device each time).
+TEST(AttentionPositions, CausalLMRejectsAPositionPastItsTables) {
+  nn::TransformerConfig c;
+  c.vocab_size = 13;
+  c.hidden_size = 16;
+  c.intermediate_size = 24;
+  c.num_layers = 1;
+  c.num_heads = 4;
+  c.num_kv_heads = 2;
+  c.head_dim = 4;
+  c.max_positions = 8;
+  nn::ParamStore params;
+  nn::CausalLM lm(params, c, nn::TensorNames{}, nn::BuildOptions{});
+  params.allocate(DType::f64);
+  test::fill_params(params, 910);
+  nn::Context ctx;
+  const Tensor ids = Tensor::from_i64({2, 3}, {1, 2, 3, 4, 5, 6});
+  for (int64_t bad : {8, -1}) {
+    const Tensor pos = Tensor::from_i64({2, 3}, {0, 1, 2, 5, bad, 7});
+    const std::string e = test::error_of([&] { lm.forward(ctx, ids, pos); });
+    EXPECT_TRUE(test::contains(
+        e, str("CausalLM::forward: position ", bad, " at (b, t) = (1, 1) is outside [0, 8)")))
+        << e;
+  }
+  EXPECT_EQ(lm.forward(ctx, ids, Tensor::from_i64({2, 3}, {0, 1, 2, 5, 6, 7})).size(0), 6);
+}
+
 }  // namespace
 }  // namespace tune

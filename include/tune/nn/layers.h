@@ -6,6 +6,7 @@
 
 #include "tune/nn/context.h"
 #include "tune/nn/params.h"
+#include "tune/ops/ops.h"
 
 namespace tune::nn {
 
@@ -118,9 +119,12 @@ class RotaryEmbedding {
   // The tables are computed on the host and stored in `dtype` on `device`.
   RotaryEmbedding(const RopeConfig& config, int64_t head_dim, int64_t max_positions, DType dtype,
                   Device device = Device::cpu);
-  // x [B, T, H, D] in place; positions [B, T] (i64).
-  void forward(Tensor& x, const Tensor& positions) const;
-  void backward(Tensor& dx, const Tensor& positions) const;
+  // x [B, T, H, D] in place; positions [B, T] (i64), checked against the tables unless the
+  // caller checked them (ops::rope_forward says what that saves on CUDA).
+  void forward(Tensor& x, const Tensor& positions,
+               ops::Checked positions_checked = ops::Checked::no) const;
+  void backward(Tensor& dx, const Tensor& positions,
+                ops::Checked positions_checked = ops::Checked::no) const;
   const Tensor& cos() const { return cos_; }
   const Tensor& sin() const { return sin_; }
 

@@ -176,8 +176,10 @@ class Attention {
   Attention(ParamStore& params, const TransformerConfig& c, const TensorNames& names, int64_t layer,
             const BuildOptions& options);
   // x [B*T, C] -> [B*T, C]; positions [B, T] and key_start (document_key_starts, or undefined)
-  // on the model's device. kept (CUDA only; null: nothing kept) is filled or reused as `use`
-  // says; its tensors must have the shapes above.
+  // on the model's device; the positions inside the rotary tables (the caller checks them: on
+  // CUDA the rotations do not, see ops::rope_forward; CausalLM does once per batch). kept (CUDA
+  // only; null: nothing kept) is filled or reused as `use` says; its tensors must have the shapes
+  // above.
   Tensor forward(Context& ctx, const Tensor& x, const Tensor& positions, const Tensor& key_start,
                  const RotaryEmbedding& rope, KeptAttention* kept = nullptr, Kept use = Kept::fill);
   // dx is written (=).

@@ -113,11 +113,17 @@ void add_layer_norm_forward(Tensor& h, Tensor& y, Tensor& mean, Tensor& rstd, co
 // ---- rotary position embedding, Hugging Face's rotate_half convention ----
 // x [B, T, H, D] rotated in place: for i < D/2, with c = cos[pos, i], s = sin[pos, i]:
 //   x1' = x1 * c - x2 * s,  x2' = x2 * c + x1 * s   where x1 = x[..., i], x2 = x[..., i + D/2].
-// cos, sin [P, D/2] (P >= max position + 1); positions [B, T] (i64 or i32; on CUDA checked on
-// the device as embedding's ids are).
-void rope_forward(Tensor& x, const Tensor& cos, const Tensor& sin, const Tensor& positions);
+// cos, sin [P, D/2] (P >= max position + 1); positions [B, T] (i64 or i32). On CUDA they are
+// checked on the device as embedding's ids are, which waits for the stream to read the result:
+// a caller that checked them on the host, once for many calls (CausalLM, for every layer's
+// rotations), passes Checked::yes and nothing waits (a position outside the tables then leaves
+// its row as it is). On the CPU they are always checked.
+enum class Checked : uint8_t { no, yes };
+void rope_forward(Tensor& x, const Tensor& cos, const Tensor& sin, const Tensor& positions,
+                  Checked positions_checked = Checked::no);
 // The transpose of the rotation, in place on dx [B, T, H, D].
-void rope_backward(Tensor& dx, const Tensor& cos, const Tensor& sin, const Tensor& positions);
+void rope_backward(Tensor& dx, const Tensor& cos, const Tensor& sin, const Tensor& positions,
+                   Checked positions_checked = Checked::no);
 
 // ---- causal self-attention with GQA/MQA, a sliding window, packed documents and a KV cache ----
 // q [B, Tq, Hq, D], k and v [B, Tk, Hkv, D] with Tq <= Tk and Hq % Hkv == 0 (query head h reads

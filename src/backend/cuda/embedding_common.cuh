@@ -21,8 +21,10 @@ namespace tune::cuda {
 
 class IndexCheck {
  public:
-  // Arms the word on the calling thread's stream; inside graph capture, leaves it unarmed.
-  IndexCheck() {
+  // Arms the word on the calling thread's stream; unarmed when `armed` is false (the caller checked
+  // the indices on the host) or inside graph capture.
+  explicit IndexCheck(bool armed = true) {
+    if (!armed) return;
     cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
     TUNE_CUDA_CHECK(cudaStreamIsCapturing(cudaStreamPerThread, &st));
     if (st != cudaStreamCaptureStatusNone) return;

@@ -30,10 +30,11 @@ int64_t embedding_backward(DType dtype, DType id_type, void* dtable, const void*
 enum class RopeDirection : uint8_t { forward, backward };
 
 // x [b, t, h, d] rotated in place (HF rotate_half); cos, sin [p, d/2] of x's dtype; positions
-// [b, t] (i32 or i64). Backward applies the transpose. Math in f32. Returns -1 or the flat index
-// of the first position outside [0, p).
+// [b, t] (i32 or i64). Backward applies the transpose. Math in f32. With `check`, returns -1 or
+// the flat index of the first position outside [0, p), which waits for the stream; without, -1
+// (the caller checked them: rows of positions outside [0, p) are left as they are).
 int64_t rope(DType dtype, DType pos_type, void* x, const void* cos, const void* sin,
              const void* positions, int64_t b, int64_t t, int64_t h, int64_t d, int64_t p,
-             RopeDirection direction);
+             RopeDirection direction, bool check);
 
 }  // namespace tune::cuda

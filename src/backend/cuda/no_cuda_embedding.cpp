@@ -15,7 +15,7 @@ int64_t embedding_backward(DType, DType, void*, const void*, const void*, int64_
 }
 
 int64_t rope(DType, DType, void*, const void*, const void*, const void*, int64_t, int64_t, int64_t,
-             int64_t, int64_t, RopeDirection) {
+             int64_t, int64_t, RopeDirection, bool) {
   no_cuda("cuda::rope");
 }
 

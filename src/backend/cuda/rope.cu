@@ -61,10 +61,10 @@ void launch(T* x, const T* cos, const T* sin, const I* pos, int64_t rows, int h,
 
 int64_t rope(DType dtype, DType pos_type, void* x, const void* cos, const void* sin,
              const void* positions, int64_t b, int64_t t, int64_t h, int64_t d, int64_t p,
-             RopeDirection direction) {
+             RopeDirection direction, bool check) {
   const int64_t rows = b * t, half = d / 2;
   if (rows == 0 || h == 0 || half == 0) return -1;
-  const IndexCheck check;
+  const IndexCheck index_check(check);
   const float sign = direction == RopeDirection::forward ? 1.f : -1.f;
   dispatch_storage(dtype, [&](auto tag) {
     using T = decltype(tag);
@@ -81,13 +81,13 @@ int64_t rope(DType dtype, DType pos_type, void* x, const void* cos, const void* 
       };
       const int hh = static_cast<int>(h), hf = static_cast<int>(half);
       if (sizeof(T) == 2 && fits(8)) {
-        launch<T, I, 8>(xp, cp, sp, pp, rows, hh, hf, p, sign, check.flag());
+        launch<T, I, 8>(xp, cp, sp, pp, rows, hh, hf, p, sign, index_check.flag());
       } else if (fits(4)) {
-        launch<T, I, 4>(xp, cp, sp, pp, rows, hh, hf, p, sign, check.flag());
+        launch<T, I, 4>(xp, cp, sp, pp, rows, hh, hf, p, sign, index_check.flag());
       } else if (fits(2)) {
-        launch<T, I, 2>(xp, cp, sp, pp, rows, hh, hf, p, sign, check.flag());
+        launch<T, I, 2>(xp, cp, sp, pp, rows, hh, hf, p, sign, index_check.flag());
       } else {
-        launch<T, I, 1>(xp, cp, sp, pp, rows, hh, hf, p, sign, check.flag());
+        launch<T, I, 1>(xp, cp, sp, pp, rows, hh, hf, p, sign, index_check.flag());
       }
     };
     if (pos_type == DType::i32) {
@@ -97,7 +97,7 @@ int64_t rope(DType dtype, DType pos_type, void* x, const void* cos, const void* 
     }
   });
   TUNE_CUDA_CHECK(cudaGetLastError());
-  return check.first_bad();
+  return index_check.first_bad();
 }
 
 }  // namespace tune::cuda
