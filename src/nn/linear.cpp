@@ -27,15 +27,28 @@ Linear Linear::tied(ParamStore& params, const std::string& module, int weight_in
 }
 
 void Linear::add_lora(const LoraConfig& config, uint64_t dropout_stream) {
+  const std::pair<Linear*, uint64_t> self{this, dropout_stream};
+  add_lora_group(config, {&self, 1});
+}
+
+void Linear::add_lora_group(const LoraConfig& config,
+                            std::span<const std::pair<Linear*, uint64_t>> members) {
   // A is [r, in] and B [out, r] whatever the base layout: PEFT's fan_in_fan_out transposes only
   // the base weight (Conv1D), never the adapter.
-  std::string prefix = "base_model.model." + module_;
-  lora_a_ = params_->add(prefix + ".lora_A.weight", {config.r, in_}, Role::trainable, Decay::yes);
-  lora_b_ = params_->add(prefix + ".lora_B.weight", {out_, config.r}, Role::trainable, Decay::yes);
-  lora_scale_ = config.scale();
-  lora_dropout_ = config.dropout;
-  lora_seed_ = config.seed;
-  dropout_stream_ = dropout_stream;
+  auto prefix = [](const Linear* l) { return "base_model.model." + l->module_; };
+  for (const auto& [l, stream] : members) {
+    TUNE_ASSERT(l->lora_a_ < 0, l->module_, " has an adapter already");
+    l->lora_a_ = l->params_->add(prefix(l) + ".lora_A.weight", {config.r, l->in_}, Role::trainable,
+                                 Decay::yes);
+    l->lora_scale_ = config.scale();
+    l->lora_dropout_ = config.dropout;
+    l->lora_seed_ = config.seed;
+    l->dropout_stream_ = stream;
+  }
+  for (const auto& [l, stream] : members) {
+    l->lora_b_ = l->params_->add(prefix(l) + ".lora_B.weight", {l->out_, config.r}, Role::trainable,
+                                 Decay::yes);
+  }
 }
 
 Tensor Linear::stacked_weight(std::initializer_list<const Linear*> linears) {
@@ -185,32 +198,54 @@ void Linear::lora_backward(Context& ctx, const Tensor& dy, Tensor& dx, double be
 //
 // Each member's base product runs on its own (see shares_adapters in linear.h for why).
 //
-// The adapters: their A's are separate parameters, [r, in] each, declared with their B's in
-// between (so the PEFT names, the export and the checkpoint layout stay as they are), so each
-// step copies them into one [sum r, in] scratch and adds dA back from one: 3 r in elements, next
-// to nothing beside the products. x A_stack^T is taken transposed, xa^T [sum r, N], so that each
-// adapter's share is a block of rows, [r, N], a tensor of its own for its B products (a column
-// block of [N, sum r] would need a row stride the ops do not take); the same for d(xa)^T.
+// The adapters: their A's are parameters of their own, [r, in] each, declared one after another
+// (add_lora_group), so that they lie stacked in the trainable buffer, and their gradients in the
+// gradient buffer: A_stack [sum r, in] and dA_stack are views, read and accumulated in place.
+// x A_stack^T is taken transposed, xa^T [sum r, N], so that each adapter's share is a block of
+// rows, [r, N], a tensor of its own for its B products (a column block of [N, sum r] would need
+// a row stride the ops do not take); the same for d(xa)^T.
 //
 //   xa^T    [R, N]  = A_stack x^T                    y_p     = scale_p (xa_p^T)^T B_p^T
 //   dB_p            += scale_p dy_p^T (xa_p^T)^T     dxa_p^T = scale_p B_p^T dy_p^T
-//   dA_stack [R, in] = dxa^T x  (added to each dA_p)  dx  (+)= (dxa^T)^T A_stack
+//   dA_stack [R, in] += dxa^T x                      dx  (+)= (dxa^T)^T A_stack
 // (y_p and dx are written first; the base products then add to them, see base_forward.)
 // Neighbours with adapters of one shape (k|v, gate|up) run their y_p, dB_p and dxa_p products in
 // pairs (adapters_pair).
 
 bool Linear::shares_adapters(std::initializer_list<Linear*> group) {
+  return stacked_adapter_rows(group, nullptr) > 0;
+}
+
+Tensor Linear::adapter_stack(std::initializer_list<Linear*> group, bool grad) {
+  int64_t begin = 0;
+  const int64_t rows = stacked_adapter_rows(group, &begin);
+  if (rows == 0) return Tensor();
   const Linear* first = *group.begin();
+  const Tensor& buffer = grad ? first->params_->grads() : first->params_->trainable();
+  return buffer.narrow(begin, rows * first->in_).view({rows, first->in_});
+}
+
+int64_t Linear::stacked_adapter_rows(std::initializer_list<Linear*> group, int64_t* begin) {
+  const Linear* first = *group.begin();
+  const ParamStore& params = *first->params_;
   int adapters = 0;
-  bool dropout = false;
+  int64_t start = -1, next = -1, rows = 0;
+  bool stacked = true, dropout = false;
   for (const Linear* l : group) {
     TUNE_ASSERT(l->params_ == first->params_ && l->in_ == first->in_,
                 "a group of Linears reads one input: ", l->module_, " does not fit");
     if (l->lora_a_ < 0) continue;
     ++adapters;
     dropout = dropout || l->lora_dropout_ > 0;
+    const ParamInfo& a = params.info(l->lora_a_);
+    if (start < 0) start = a.offset;
+    stacked = stacked && (next < 0 || a.offset == next);
+    next = a.offset + a.shape[0] * a.shape[1];
+    rows += a.shape[0];
   }
-  return adapters >= 2 && !dropout;
+  if (adapters < 2 || dropout || !stacked) return 0;
+  if (begin) *begin = start;
+  return rows;
 }
 
 std::vector<Tensor> Linear::forward_group(Context& ctx, const Tensor& x,
@@ -237,22 +272,10 @@ std::vector<Tensor> Linear::forward_group(Context& ctx, const Tensor& x,
 void Linear::adapters_forward(Context& ctx, const Tensor& x, std::initializer_list<Linear*> group,
                               std::vector<Tensor>& ys) {
   const int64_t N = x.size(0);
-  int64_t rank_sum = 0;
-  for (const Linear* l : group)
-    if (l->lora_a_ >= 0) rank_sum += l->params_->info(l->lora_a_).shape[0];
-  const DType dtype = (*group.begin())->params_->dtype();
-  Tensor a_stack = ctx.arena.alloc({rank_sum, x.size(1)}, dtype);  // [R, in]
-  Tensor xa_t = ctx.arena.alloc({rank_sum, N}, x.dtype());         // [R, N]
-  int64_t row = 0;
-  for (const Linear* l : group) {
-    if (l->lora_a_ < 0) continue;
-    const Tensor a = l->params_->param(l->lora_a_);
-    Tensor rows = a_stack.narrow(row, a.size(0));
-    ops::copy(rows, a);
-    row += a.size(0);
-  }
+  const Tensor a_stack = adapter_stack(group);                     // [R, in]
+  Tensor xa_t = ctx.arena.alloc({a_stack.size(0), N}, x.dtype());  // [R, N]
   ops::matmul(xa_t, a_stack, Transpose::no, x, Transpose::yes);
-  row = 0;
+  int64_t row = 0;
   for (Linear* l : group) {
     if (l->lora_a_ < 0) continue;
     const int64_t r = l->params_->info(l->lora_a_).shape[0];
@@ -347,15 +370,8 @@ void Linear::adapters_backward(Context& ctx, std::initializer_list<Linear*> grou
     ops::matmul(db, d, Transpose::yes, l->xa_, Transpose::yes, l->lora_scale_, 1.0);
     ops::matmul(dxa[p], b, Transpose::yes, d, Transpose::yes, l->lora_scale_, 0.0);
   }
-  Tensor da_stack = ctx.arena.alloc(a_stack.shape(), a_stack.dtype());  // [R, in]
-  ops::matmul(da_stack, dxa_t, Transpose::no, x, Transpose::no);
-  row = 0;
-  for (const Linear* l : group) {
-    if (l->lora_a_ < 0) continue;
-    Tensor da = l->params_->grad(l->lora_a_);
-    ops::add_inplace(da, da_stack.narrow(row, da.size(0)));
-    row += da.size(0);
-  }
+  Tensor da_stack = adapter_stack(group, true);  // [R, in]
+  ops::matmul(da_stack, dxa_t, Transpose::no, x, Transpose::no, 1.0, 1.0);
   ops::matmul(dx, dxa_t, Transpose::yes, a_stack, Transpose::no, 1.0, beta);
   ctx.arena.release(mark);
 }

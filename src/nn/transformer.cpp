@@ -20,11 +20,21 @@ std::string TensorNames::at(const std::string& pattern, int64_t layer) {
 namespace {
 
 Linear make_linear(ParamStore& params, const std::string& module, int64_t in, int64_t out,
-                   bool bias, const BuildOptions& options, uint64_t stream, bool conv1d = false) {
-  Linear l(params, module, in, out, bias ? Bias::yes : Bias::no, options.base_role, Decay::yes,
-           conv1d ? Layout::in_out : Layout::out_in);
-  if (options.lora && options.lora->targets_module(module)) l.add_lora(*options.lora, stream);
-  return l;
+                   bool bias, const BuildOptions& options, bool conv1d = false) {
+  return Linear(params, module, in, out, bias ? Bias::yes : Bias::no, options.base_role, Decay::yes,
+                conv1d ? Layout::in_out : Layout::out_in);
+}
+
+// The adapters of the Linears the LoRA config targets among `members` (each with its dropout
+// stream): a group that reads one input (q, k, v; gate, up) declares them together, so that
+// their A's lie stacked (Linear::add_lora_group).
+void add_adapters(const BuildOptions& options,
+                  std::initializer_list<std::pair<Linear*, uint64_t>> members) {
+  if (!options.lora) return;
+  std::vector<std::pair<Linear*, uint64_t>> targeted;
+  for (const auto& m : members)
+    if (options.lora->targets_module(m.first->module())) targeted.push_back(m);
+  Linear::add_lora_group(*options.lora, targeted);
 }
 
 // Positions [B, T] (i64, on the host) inside the model's tables, [0, max_positions): checked
@@ -112,17 +122,22 @@ Attention::Attention(ParamStore& params, const TransformerConfig& c, const Tenso
     TUNE_CHECK(kv_heads_ == heads_, "a fused q|k|v projection needs as many kv heads (", kv_heads_,
                ") as heads (", heads_, ")");
     qkv_ = make_linear(params, TensorNames::at(names.qkv, layer), C, 3 * heads_ * D, c.qkv_bias,
-                       options, stream_id(layer, 0), c.conv1d);
+                       options, c.conv1d);
+    add_adapters(options, {{&qkv_, stream_id(layer, 0)}});
   } else {
     q_ = make_linear(params, TensorNames::at(names.q, layer), C, heads_ * D, c.qkv_bias, options,
-                     stream_id(layer, 0), c.conv1d);
+                     c.conv1d);
     k_ = make_linear(params, TensorNames::at(names.k, layer), C, kv_heads_ * D, c.qkv_bias, options,
-                     stream_id(layer, 1), c.conv1d);
+                     c.conv1d);
     v_ = make_linear(params, TensorNames::at(names.v, layer), C, kv_heads_ * D, c.qkv_bias, options,
-                     stream_id(layer, 2), c.conv1d);
+                     c.conv1d);
+    add_adapters(
+        options,
+        {{&q_, stream_id(layer, 0)}, {&k_, stream_id(layer, 1)}, {&v_, stream_id(layer, 2)}});
   }
   o_ = make_linear(params, TensorNames::at(names.o, layer), heads_ * D, C, c.o_bias, options,
-                   stream_id(layer, 3), c.conv1d);
+                   c.conv1d);
+  add_adapters(options, {{&o_, stream_id(layer, 3)}});
   if (c.qk_norm) {
     q_norm_ = std::make_unique<RMSNorm>(params, TensorNames::at(names.q_norm, layer), D,
                                         c.rms_norm_eps, options.base_role);
@@ -340,11 +355,15 @@ Mlp::Mlp(ParamStore& params, const TransformerConfig& c, const TensorNames& name
   const int64_t C = c.hidden_size, F = c.intermediate_size;
   if (kind_ == MlpKind::swiglu)
     gate_ = make_linear(params, TensorNames::at(names.gate, layer), C, F, c.mlp_bias, options,
-                        stream_id(layer, 4), c.conv1d);
-  up_ = make_linear(params, TensorNames::at(names.up, layer), C, F, c.mlp_bias, options,
-                    stream_id(layer, 5), c.conv1d);
-  down_ = make_linear(params, TensorNames::at(names.down, layer), F, C, c.mlp_bias, options,
-                      stream_id(layer, 6), c.conv1d);
+                        c.conv1d);
+  up_ = make_linear(params, TensorNames::at(names.up, layer), C, F, c.mlp_bias, options, c.conv1d);
+  if (kind_ == MlpKind::swiglu)
+    add_adapters(options, {{&gate_, stream_id(layer, 4)}, {&up_, stream_id(layer, 5)}});
+  else
+    add_adapters(options, {{&up_, stream_id(layer, 5)}});
+  down_ =
+      make_linear(params, TensorNames::at(names.down, layer), F, C, c.mlp_bias, options, c.conv1d);
+  add_adapters(options, {{&down_, stream_id(layer, 6)}});
 }
 
 Tensor Mlp::forward(Context& ctx, const Tensor& x) {
@@ -496,8 +515,7 @@ CausalLM::CausalLM(ParamStore& params, const TransformerConfig& c, const TensorN
         Linear(params, names.lm_head, c.hidden_size, c.vocab_size, Bias::no, options.base_role);
   }
   // As in PEFT, the head gets an adapter only when named ("all-linear" leaves it out).
-  if (options.lora && options.lora->targets_module(names.lm_head))
-    lm_head_.add_lora(*options.lora, stream_id(c.num_layers, 7));
+  add_adapters(options, {{&lm_head_, stream_id(c.num_layers, 7)}});
 }
 
 void CausalLM::ensure_rope() {

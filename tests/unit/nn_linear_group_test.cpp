@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "nn_gradcheck.h"
@@ -161,6 +162,31 @@ TEST(LinearGroup, LoraStepMatchesTheLinearsOneByOne) {
     const Step got = train_step(lm, params, nn::Mode::train);
     const Step want = train_step(lm_ref, ref, nn::Mode::eval);
     expect_same_step(params, got, ref, want);
+  }
+}
+
+// A group's adapters run together only when their A's lie stacked in the trainable buffer:
+// declared by add_lora_group with r * in a whole number of the buffer's 16-element alignment (the
+// step then reads A_stack and accumulates dA_stack in place), not one by one with B's in between,
+// nor with padding between them.
+TEST(LinearGroup, AdaptersRunTogetherOnlyWhenTheirAsLieStacked) {
+  LoraConfig lora;
+  lora.r = 4;
+  for (const auto& [in, together, share] :
+       {std::tuple{8, true, true}, {8, false, false}, {7, true, false}}) {
+    SCOPED_TRACE(str("in ", in, together ? ", add_lora_group" : ", add_lora one by one"));
+    ParamStore params;
+    Linear a(params, "a", in, 5, nn::Bias::no, Role::frozen);
+    Linear b(params, "b", in, 6, nn::Bias::no, Role::frozen);
+    if (together) {
+      const std::pair<Linear*, uint64_t> members[] = {{&a, 0}, {&b, 1}};
+      Linear::add_lora_group(lora, members);
+    } else {
+      a.add_lora(lora, 0);
+      b.add_lora(lora, 1);
+    }
+    params.allocate(f64);
+    EXPECT_EQ(Linear::shares_adapters({&a, &b}), share);
   }
 }
 

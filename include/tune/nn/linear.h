@@ -9,7 +9,9 @@
 #pragma once
 
 #include <initializer_list>
+#include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tune/nn/context.h"
@@ -36,6 +38,11 @@ class Linear {
   // Declares PEFT-named "base_model.model.<module>.lora_A.weight" / "lora_B.weight" (trainable).
   // A [r, in] and B [out, r] for either layout (PEFT's fan_in_fan_out leaves them so).
   void add_lora(const LoraConfig& config, uint64_t dropout_stream);
+  // The same for each member of a group that will run together (forward_group), each with its
+  // dropout stream: every A first, in order, then every B, so that the A's lie stacked in the
+  // trainable buffer (see shares_adapters).
+  static void add_lora_group(const LoraConfig& config,
+                             std::span<const std::pair<Linear*, uint64_t>> members);
 
   Tensor forward(Context& ctx, const Tensor& x);
   // The same with the result in `out` (f32 from bf16/f16 x on CUDA: the output head's logits,
@@ -67,7 +74,9 @@ class Linear {
   static void backward_group(Context& ctx, std::initializer_list<Linear*> group,
                              std::initializer_list<Tensor> dys, Tensor& dx, Accumulate accumulate);
   // Whether the group's adapters run together: one x·A^T over the adapters of the group (at least
-  // two, none with dropout: a mask per member would need an input per member). The base products
+  // two, none with dropout: a mask per member would need an input per member; their A's stacked
+  // in the trainable buffer, as add_lora_group declares them when r * in is a whole number of
+  // the buffer's 16-element alignment, as every model's is). The base products
   // stay one per member: stacking them costs a copy of every member's columns out of the stacked
   // result (and of the dy's in), which on an H100 took more than the merged product saved (8B
   // LoRA step 146.9 vs 139.6 ms, 1B 124.6 vs 117.5 ms).
@@ -101,6 +110,12 @@ class Linear {
   static void adapters_backward(Context& ctx, std::initializer_list<Linear*> group,
                                 std::initializer_list<Tensor> dys, Tensor& dx, double beta);
   static bool adapters_pair(const Linear* a, const Linear* b);
+  // The group's A's as one [sum r, in] view of the trainable buffer (of the gradient buffer with
+  // `grad`) when they run together (shares_adapters); undefined otherwise.
+  static Tensor adapter_stack(std::initializer_list<Linear*> group, bool grad = false);
+  // Its rows (sum r), and its first element's offset in the buffers at `begin`; 0 when the
+  // group's adapters do not run together.
+  static int64_t stacked_adapter_rows(std::initializer_list<Linear*> group, int64_t* begin);
   ParamStore* params_ = nullptr;
   std::string module_;
   int64_t in_ = 0, out_ = 0;
@@ -110,7 +125,8 @@ class Linear {
   double lora_scale_ = 0, lora_dropout_ = 0;
   uint64_t lora_seed_ = 0, dropout_stream_ = 0;
   // Saved by forward for backward. Run by forward_group with the adapters together, xa_ is this
-  // adapter's rows of (x A_stack^T)^T, [r, N], and a_stack_ the group's A's stacked [sum r, in].
+  // adapter's rows of (x A_stack^T)^T, [r, N], and a_stack_ the group's A's stacked [sum r, in]
+  // (adapter_stack).
   Tensor x_, x_dropped_, xa_, a_stack_;
 };
 
