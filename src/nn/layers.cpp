@@ -50,9 +50,13 @@ Tensor RMSNorm::add_forward(Context& ctx, const Tensor& x, const Tensor& a, Tens
 
 Tensor RMSNorm::backward(Context& ctx, const Tensor& dy, const Tensor& residual) {
   Tensor dx = ctx.arena.alloc(dy.shape(), dy.dtype());
+  backward(dy, residual, dx);
+  return dx;
+}
+
+void RMSNorm::backward(const Tensor& dy, const Tensor& residual, Tensor& dx) {
   Tensor dw = params_->grad(weight_);
   ops::rms_norm_backward(dx, dw, dy, x_, params_->param(weight_), rstd_, residual);
-  return dx;
 }
 
 LayerNorm::LayerNorm(ParamStore& params, const std::string& module, int64_t dim, double eps,
@@ -86,9 +90,13 @@ Tensor LayerNorm::add_forward(Context& ctx, const Tensor& x, const Tensor& a, Te
 
 Tensor LayerNorm::backward(Context& ctx, const Tensor& dy, const Tensor& residual) {
   Tensor dx = ctx.arena.alloc(dy.shape(), dy.dtype());
+  backward(dy, residual, dx);
+  return dx;
+}
+
+void LayerNorm::backward(const Tensor& dy, const Tensor& residual, Tensor& dx) {
   Tensor dw = params_->grad(weight_), db = params_->grad(bias_);
   ops::layer_norm_backward(dx, dw, db, dy, x_, params_->param(weight_), mean_, rstd_, residual);
-  return dx;
 }
 
 Norm::Norm(ParamStore& params, const std::string& module, int64_t dim, double eps, NormKind kind,

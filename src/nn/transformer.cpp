@@ -466,13 +466,14 @@ Tensor DecoderBlock::residual_mlp(Context& ctx, const Tensor& x, const Tensor& a
   return y;
 }
 
-Tensor DecoderBlock::backward(Context& ctx, const Tensor& dy, const RotaryEmbedding& rope) {
+void DecoderBlock::backward(Context& ctx, const Tensor& dy, const RotaryEmbedding& rope,
+                            Tensor& dx) {
   Tensor dm = ctx.arena.alloc(dy.shape(), dy.dtype());
   mlp_.backward(ctx, dy, dm);
   Tensor dh = mlp_norm_.backward(ctx, dm, dy);  // + dy, the residual
   Tensor da = ctx.arena.alloc(dy.shape(), dy.dtype());
   attn_.backward(ctx, dh, da, rope);
-  return attn_norm_.backward(ctx, da, dh);  // + dh, the residual
+  attn_norm_.backward(da, dh, dx);  // + dh, the residual
 }
 
 Tensor DecoderBlock::forward_cached(Context& ctx, const Tensor& x, const Tensor& positions,
@@ -746,7 +747,7 @@ void CausalLM::backward_hidden(Context& ctx, const Tensor& dxn) {
         KeptAttention* kept = kept_.empty() ? nullptr : &kept_[l];
         blocks_[l]->recompute(ctx, hidden_[l], positions_, key_start_, rope_, kept);
       }
-      ops::copy(dx_in, blocks_[l]->backward(ctx, dx, rope_));
+      blocks_[l]->backward(ctx, dx, rope_, dx_in);
       ctx.arena.release(mark);
       dx = dx_in;
     }
@@ -821,7 +822,7 @@ Tensor CausalLM::backward_blocks_offloaded(Context& ctx, Tensor dx) {
     Tensor dx_in = turns[l % 2];  // the gradient between blocks takes turns in two buffers
     const Arena::Mark mark = ctx.arena.mark();
     blocks_[l]->recompute(ctx, in, positions_, key_start_, rope_, nullptr);  // same masks
-    ops::copy(dx_in, blocks_[l]->backward(ctx, dx, rope_));
+    blocks_[l]->backward(ctx, dx, rope_, dx_in);
     ctx.arena.release(mark);
     dx = dx_in;
   }

@@ -38,6 +38,8 @@ class RMSNorm {
   // With residual defined, returns dx + residual, added in the same pass (the gradient of a
   // residual stream that bypasses the norm).
   Tensor backward(Context& ctx, const Tensor& dy, const Tensor& residual = Tensor());
+  // The same written into dx [N, dim].
+  void backward(const Tensor& dy, const Tensor& residual, Tensor& dx);
   // For kernels that fuse the norm into what follows (ops::rms_norm_matmul).
   Tensor weight() const { return params_->param(weight_); }
   double eps() const { return eps_; }
@@ -61,6 +63,8 @@ class LayerNorm {
   Tensor add_forward(Context& ctx, const Tensor& x, const Tensor& a, Tensor& h);
   // With residual defined, returns dx + residual, added in the same pass.
   Tensor backward(Context& ctx, const Tensor& dy, const Tensor& residual = Tensor());
+  // The same written into dx [N, dim].
+  void backward(const Tensor& dy, const Tensor& residual, Tensor& dx);
 
  private:
   ParamStore* params_ = nullptr;
@@ -89,6 +93,10 @@ class Norm {
   Tensor backward(Context& ctx, const Tensor& dy, const Tensor& residual = Tensor()) {
     return kind_ == NormKind::rms ? rms_.backward(ctx, dy, residual)
                                   : layer_.backward(ctx, dy, residual);
+  }
+  // The same written into dx.
+  void backward(const Tensor& dy, const Tensor& residual, Tensor& dx) {
+    kind_ == NormKind::rms ? rms_.backward(dy, residual, dx) : layer_.backward(dy, residual, dx);
   }
   const RMSNorm* rms() const { return kind_ == NormKind::rms ? &rms_ : nullptr; }
 

@@ -252,7 +252,8 @@ class DecoderBlock {
   // MLP's down projection and the last residual add: backward reads neither).
   void recompute(Context& ctx, const Tensor& x, const Tensor& positions, const Tensor& key_start,
                  const RotaryEmbedding& rope, KeptAttention* kept);
-  Tensor backward(Context& ctx, const Tensor& dy, const RotaryEmbedding& rope);
+  // dx [B*T, C] is written: the gradient of the block's input (not dy's memory).
+  void backward(Context& ctx, const Tensor& dy, const RotaryEmbedding& rope, Tensor& dx);
   // Inference with a KV cache (see Attention::forward_cached).
   Tensor forward_cached(Context& ctx, const Tensor& x, const Tensor& positions,
                         const RotaryEmbedding& rope, Tensor& k_cache, Tensor& v_cache,
