@@ -92,14 +92,26 @@ Tensor Linear::forward(Context& ctx, const Tensor& x, DType out) {
   return y;
 }
 
+Tensor Linear::forward_add(Context& ctx, const Tensor& x, const Tensor& residual) {
+  Tensor y = ctx.arena.alloc({x.size(0), out_}, x.dtype());
+  x_ = x;
+  a_stack_ = Tensor();
+  lora_forward(ctx, x, y, residual);
+  base_forward(y, x, residual);
+  return y;
+}
+
 // The adapter's product is written first and the base product adds to it: the base GEMM reads y
 // in its epilogue, hidden under its arithmetic, where adding the skinny adapter product second
 // would read and write all of y once more (on an H100 ~3 ms of an 8B LoRA step, forward and
-// backward).
-void Linear::base_forward(Tensor& y, const Tensor& x) const {
-  ops::matmul(y, x, Transpose::no, params_->param(weight_),
-              layout_ == Layout::out_in ? Transpose::yes : Transpose::no, 1.0,
-              lora_a_ >= 0 ? 1.0 : 0.0, bias_ >= 0 ? params_->param(bias_) : Tensor());
+// backward). A residual goes into the first product the same way.
+void Linear::base_forward(Tensor& y, const Tensor& x, const Tensor& residual) const {
+  const Tensor w = params_->param(weight_), bias = bias_ >= 0 ? params_->param(bias_) : Tensor();
+  const Transpose tw = layout_ == Layout::out_in ? Transpose::yes : Transpose::no;
+  if (lora_a_ < 0 && residual.defined())
+    ops::matmul_add(y, x, Transpose::no, w, tw, residual, 1.0, bias);
+  else
+    ops::matmul(y, x, Transpose::no, w, tw, 1.0, lora_a_ >= 0 ? 1.0 : 0.0, bias);
 }
 
 Tensor Linear::forward_gelu(Context& ctx, const Tensor& x, Tensor& pre) {
@@ -121,10 +133,14 @@ void Linear::backward_gelu(Context&, const Tensor& dy, Tensor& dx, const Tensor&
                             layout_ == Layout::out_in ? Transpose::no : Transpose::yes, pre);
 }
 
-void Linear::lora_forward(Context& ctx, const Tensor& x, Tensor& y) {
+void Linear::lora_forward(Context& ctx, const Tensor& x, Tensor& y, const Tensor& residual) {
   if (lora_a_ < 0) return;
   lora_input(ctx, x);
-  ops::matmul(y, xa_, Transpose::no, params_->param(lora_b_), Transpose::yes, lora_scale_, 0.0);
+  const Tensor b = params_->param(lora_b_);
+  if (residual.defined())
+    ops::matmul_add(y, xa_, Transpose::no, b, Transpose::yes, residual, lora_scale_);
+  else
+    ops::matmul(y, xa_, Transpose::no, b, Transpose::yes, lora_scale_, 0.0);
 }
 
 void Linear::lora_input(Context& ctx, const Tensor& x) {

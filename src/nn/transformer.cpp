@@ -366,8 +366,9 @@ Mlp::Mlp(ParamStore& params, const TransformerConfig& c, const TensorNames& name
   add_adapters(options, {{&down_, stream_id(layer, 6)}});
 }
 
-Tensor Mlp::forward(Context& ctx, const Tensor& x) {
-  return down_.forward(ctx, activation(ctx, x));
+Tensor Mlp::forward(Context& ctx, const Tensor& x, const Tensor& residual) {
+  const Tensor act = activation(ctx, x);
+  return residual.defined() ? down_.forward_add(ctx, act, residual) : down_.forward(ctx, act);
 }
 
 void Mlp::recompute(Context& ctx, const Tensor& x) {
@@ -460,10 +461,7 @@ void DecoderBlock::recompute(Context& ctx, const Tensor& x, const Tensor& positi
 
 Tensor DecoderBlock::residual_mlp(Context& ctx, const Tensor& x, const Tensor& a) {
   Tensor h = ctx.arena.alloc(x.shape(), x.dtype());
-  Tensor m = mlp_.forward(ctx, mlp_norm_.add_forward(ctx, x, a, h));  // h = x + a
-  Tensor y = ctx.arena.alloc(x.shape(), x.dtype());
-  ops::add(y, h, m);
-  return y;
+  return mlp_.forward(ctx, mlp_norm_.add_forward(ctx, x, a, h), h);  // h = x + a; h + mlp
 }
 
 void DecoderBlock::backward(Context& ctx, const Tensor& dy, const RotaryEmbedding& rope,

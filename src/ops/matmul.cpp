@@ -23,10 +23,11 @@ cpu::Trans to_cpu(Transpose t) {
 // matmul's checks and dispatch, with op naming the caller. An epilogue (CUDA only: on the CPU the
 // callers run it as its op) writes or reads aux, as cuda::gemm says.
 // A batch (CUDA only) runs more products of c's shape, as cuda::gemm_batched says.
+// On CUDA a defined c_in (matmul_add's src) is what beta multiplies instead of c.
 void product(const char* op, Tensor& c, const Tensor& a, Transpose ta, const Tensor& b,
              Transpose tb, double alpha, double beta, const Tensor& bias,
              cuda::Epilogue epilogue = cuda::Epilogue::none, const Tensor& aux = Tensor(),
-             const cuda::Batch& batch = {}) {
+             const cuda::Batch& batch = {}, const Tensor& c_in = Tensor()) {
   const Arg ca{"c", c}, aa{"a", a}, ba{"b", b};
   detail::check_rank(op, aa, 2);
   detail::check_rank(op, ba, 2);
@@ -86,12 +87,12 @@ void product(const char* op, Tensor& c, const Tensor& a, Transpose ta, const Ten
     }
     cuda::gemm(ab, c.dtype(), cta, ctb, m, n, k, static_cast<float>(alpha), a.raw(), a.size(1),
                b.raw(), b.size(1), static_cast<float>(beta), c.raw(), n,
-               bias.defined() ? bias.raw() : nullptr, epilogue,
-               aux.defined() ? aux.raw() : nullptr);
+               bias.defined() ? bias.raw() : nullptr, epilogue, aux.defined() ? aux.raw() : nullptr,
+               c_in.defined() ? c_in.raw() : nullptr);
     return;
   }
-  TUNE_ASSERT(epilogue == cuda::Epilogue::none && batch.count == 1, op,
-              ": the CPU runs epilogues as ops and batches product by product");
+  TUNE_ASSERT(epilogue == cuda::Epilogue::none && batch.count == 1 && !c_in.defined(), op,
+              ": the CPU runs epilogues as ops, batches product by product and adds to c");
   const DType dt = detail::check_float(op, {ca, aa, ba});
   detail::dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);
@@ -119,6 +120,25 @@ bool check_beside_pre(const char* op, const Arg& out, const Arg& pre) {
 void matmul(Tensor& c, const Tensor& a, Transpose ta, const Tensor& b, Transpose tb, double alpha,
             double beta, const Tensor& bias) {
   product(kMatmul, c, a, ta, b, tb, alpha, beta, bias);
+}
+
+void matmul_add(Tensor& c, const Tensor& a, Transpose ta, const Tensor& b, Transpose tb,
+                const Tensor& src, double alpha, const Tensor& bias) {
+  constexpr const char* op = "matmul_add";
+  const Arg ca{"c", c}, sa{"src", src};
+  detail::check_same_shape(op, sa, ca);
+  if (src.dtype() != c.dtype()) {
+    detail::fail(op, str("src is ", dtype_name(src.dtype()), " but c is ", dtype_name(c.dtype()),
+                         "; the sum takes c's dtype"));
+  }
+  const bool same = src.raw() == c.raw();
+  if (!same) detail::check_no_overlap(op, ca, sa);
+  if (detail::check_device(op, {ca, sa}) == Device::cuda && !same) {
+    product(op, c, a, ta, b, tb, alpha, 1.0, bias, cuda::Epilogue::none, Tensor(), {}, src);
+    return;
+  }
+  if (!same) copy(c, src);
+  product(op, c, a, ta, b, tb, alpha, 1.0, bias);
 }
 
 void matmul_pair(Tensor& c0, Tensor& c1, const Tensor& a0, const Tensor& a1, Transpose ta,

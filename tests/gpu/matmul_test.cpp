@@ -1,7 +1,8 @@
 // ops::matmul on the GPU (cuBLASLt) against the CPU in f64: every transpose, alpha and beta, at
 // awkward sizes, with c placed inside a larger buffer whose sentinels must survive untouched.
 // f32 must match to 1e-5 (relative, whole tensor), bf16 and f16 to 2e-2. With a bias: the
-// epilogue's (a 16-byte aligned bias), the separate pass's (misaligned) and the gemv path's.
+// epilogue's (a 16-byte aligned bias), the separate pass's (misaligned) and the gemv path's. And
+// matmul_add, whose source the epilogue reads.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -17,12 +18,13 @@ using test::to_device;
 using ops::Transpose;
 
 // bias_offset >= 0: a bias [n] at that element offset of a device buffer (offset 8 or more
-// elements: 16-byte aligned for 2-byte dtypes; 1: misaligned).
+// elements: 16-byte aligned for 2-byte dtypes; 1: misaligned). With `add`, ops::matmul_add from
+// a source tensor of its own (beta is then 1, the source's).
 void check(DType dtype, int64_t m, int64_t n, int64_t k, Transpose ta, Transpose tb, double alpha,
-           double beta, double tolerance, int64_t bias_offset = -1) {
+           double beta, double tolerance, int64_t bias_offset = -1, bool add = false) {
   SCOPED_TRACE(str(dtype_name(dtype), " m=", m, " n=", n, " k=", k, " ta=", ta == Transpose::yes,
                    " tb=", tb == Transpose::yes, " alpha=", alpha, " beta=", beta,
-                   " bias_offset=", bias_offset));
+                   " bias_offset=", bias_offset, " add=", add));
   const uint64_t seed = static_cast<uint64_t>(m * 1000003 + n * 1009 + k);
   // Inputs rounded to the test dtype first, so the reference sees exactly what the GPU sees.
   const Tensor a = test::randn(ta == Transpose::no ? Shape{m, k} : Shape{k, m}, DType::f32, seed)
@@ -33,9 +35,10 @@ void check(DType dtype, int64_t m, int64_t n, int64_t k, Transpose ta, Transpose
           .to(dtype)
           .to(DType::f64);
   const Tensor c0 = test::randn({m, n}, DType::f32, seed + 2).to(dtype).to(DType::f64);
-  Tensor ref = c0.clone();
+  const Tensor src = test::randn({m, n}, DType::f32, seed + 4).to(dtype).to(DType::f64);
+  Tensor ref = add ? src.clone() : c0.clone();
   const Tensor bias = test::randn({n}, DType::f32, seed + 3).to(dtype).to(DType::f64);
-  ops::matmul(ref, a, ta, b, tb, alpha, beta, bias_offset >= 0 ? bias : Tensor());
+  ops::matmul(ref, a, ta, b, tb, alpha, add ? 1.0 : beta, bias_offset >= 0 ? bias : Tensor());
   Tensor bias_buffer;
   if (bias_offset >= 0) {
     bias_buffer = Tensor::empty({bias_offset + n}, dtype);
@@ -50,8 +53,11 @@ void check(DType dtype, int64_t m, int64_t n, int64_t k, Transpose ta, Transpose
   Tensor buffer = to_device(host_buffer, dtype);
   Tensor c = buffer.narrow(pad, m * n).view({m, n});
   Tensor da = to_device(a, dtype), db = to_device(b, dtype);
-  ops::matmul(c, da, ta, db, tb, alpha, beta,
-              bias_offset >= 0 ? bias_buffer.narrow(bias_offset, n) : Tensor());
+  const Tensor dbias = bias_offset >= 0 ? bias_buffer.narrow(bias_offset, n) : Tensor();
+  if (add)
+    ops::matmul_add(c, da, ta, db, tb, to_device(src, dtype), alpha, dbias);
+  else
+    ops::matmul(c, da, ta, db, tb, alpha, beta, dbias);
 
   Tensor back = Tensor::empty(buffer.shape(), dtype);
   back.copy_from(buffer);
@@ -87,6 +93,22 @@ TEST(CudaMatmul, BiasMatchesCpu) {
       for (int64_t offset : {int64_t{0}, int64_t{8}, int64_t{1}}) {
         check(dtype, s[0], s[1], s[2], Transpose::no, Transpose::yes, 1.0, 0.0, tol, offset);
         check(dtype, s[0], s[1], s[2], Transpose::no, Transpose::no, 0.5, 1.0, tol, offset);
+      }
+    }
+  }
+}
+
+// ops::matmul_add: the source read in cuBLASLt's epilogue (C apart from D), and copied into c
+// first where the product falls back to passes of its own (a misaligned bias) or to the gemv
+// kernel (3 rows times W^T).
+TEST(CudaMatmul, AddFromASourceMatchesCpu) {
+  const int64_t sizes[][3] = {{7, 33, 5}, {257, 64, 33}, {3, 1031, 64}};
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    const double tol = dtype == DType::f32 ? 1e-5 : 2e-2;
+    for (const auto& s : sizes) {
+      for (int64_t offset : {int64_t{-1}, int64_t{8}, int64_t{1}}) {
+        check(dtype, s[0], s[1], s[2], Transpose::no, Transpose::yes, 1.0, 0.0, tol, offset, true);
+        check(dtype, s[0], s[1], s[2], Transpose::yes, Transpose::no, 0.5, 0.0, tol, offset, true);
       }
     }
   }

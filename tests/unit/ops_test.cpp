@@ -105,6 +105,32 @@ TEST(OpsMatmul, EmptyInnerDimensionScalesC) {
   for (int64_t i = 0; i < 6; ++i) EXPECT_EQ(c.item(i), 1.0);
 }
 
+// matmul_add: c = alpha op(a) op(b) + src (+ bias), src apart from c or c itself; a source that
+// only partly overlaps c, or of another dtype, is refused naming it.
+TEST(OpsMatmul, AddFromASourceIsMatmulPlusTheSource) {
+  const Tensor a = randn({5, 3}, DType::f64, 60), b = randn({4, 3}, DType::f64, 61);
+  const Tensor src = randn({5, 4}, DType::f64, 62), bias = randn({4}, DType::f64, 63);
+  Tensor want = src.clone();
+  ops::matmul(want, a, Transpose::no, b, Transpose::yes, 0.5, 1.0, bias);
+  Tensor c = test::full({5, 4}, DType::f64, NAN);
+  ops::matmul_add(c, a, Transpose::no, b, Transpose::yes, src, 0.5, bias);
+  EXPECT_LT(test::max_abs_diff(c, want), 1e-15);
+  Tensor in_place = src.clone();
+  ops::matmul_add(in_place, a, Transpose::no, b, Transpose::yes, in_place, 0.5, bias);
+  EXPECT_LT(test::max_abs_diff(in_place, want), 1e-15);
+
+  Tensor buffer = Tensor::zeros({24}, DType::f64);
+  Tensor c2 = buffer.narrow(0, 20).view({5, 4}), shifted = buffer.narrow(4, 20).view({5, 4});
+  EXPECT_TRUE(test::contains(
+      test::error_of([&] { ops::matmul_add(c2, a, Transpose::no, b, Transpose::yes, shifted); }),
+      "[matmul_add]"));
+  EXPECT_TRUE(test::contains(test::error_of([&] {
+                               ops::matmul_add(c, a, Transpose::no, b, Transpose::yes,
+                                               src.to(DType::f32));
+                             }),
+                             "src is f32 but c is f64"));
+}
+
 // L = <dc, op(a) @ op(b)>: dop(a) = dc op(b)^T and dop(b) = op(a)^T dc, each written with the op
 // itself in the layout a and b are stored in. This is how Linear's backward uses matmul.
 TEST(OpsMatmul, GradientsMatchFiniteDifferencesForAllTransposes) {

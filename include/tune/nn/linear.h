@@ -48,6 +48,9 @@ class Linear {
   // The same with the result in `out` (f32 from bf16/f16 x on CUDA: the output head's logits,
   // whose rounding to bf16 would bias the loss). No bias then.
   Tensor forward(Context& ctx, const Tensor& x, DType out);
+  // residual + forward(x) (residual [N, out] of x's dtype), the residual added in the products
+  // (ops::matmul_add), not in a pass of its own: a block's output, the down projection's.
+  Tensor forward_add(Context& ctx, const Tensor& x, const Tensor& residual);
   void backward(Context& ctx, const Tensor& dy, Tensor& dx, Accumulate accumulate);
   // GPT-2's MLP with GELU-tanh in the products (ops::matmul_gelu; a Linear without an adapter):
   // forward_gelu returns gelu_tanh(forward(x)) and keeps forward(x) in `pre` for backward;
@@ -96,8 +99,9 @@ class Linear {
   // The pieces forward and backward are made of; forward_group and backward_group use them for
   // the members they do not run together. The adapter's pieces run first: lora_forward writes y,
   // base_forward adds to it when there is an adapter; dx is written (beta 0) or added to.
-  void base_forward(Tensor& y, const Tensor& x) const;
-  void lora_forward(Context& ctx, const Tensor& x, Tensor& y);
+  // With residual defined, the first product into y adds it (forward_add).
+  void base_forward(Tensor& y, const Tensor& x, const Tensor& residual = Tensor()) const;
+  void lora_forward(Context& ctx, const Tensor& x, Tensor& y, const Tensor& residual = Tensor());
   void lora_input(Context& ctx, const Tensor& x);  // x_dropped_ and xa_, as lora_forward saves
   void base_backward(const Tensor& dy, Tensor& dx, double beta) const;
   void weight_backward(const Tensor& dy) const;  // dW and db, where trained

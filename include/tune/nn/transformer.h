@@ -218,7 +218,8 @@ class Mlp {
   Mlp() = default;
   Mlp(ParamStore& params, const TransformerConfig& c, const TensorNames& names, int64_t layer,
       const BuildOptions& options);
-  Tensor forward(Context& ctx, const Tensor& x);
+  // With residual defined, residual + the MLP's output, added in the down projection's products.
+  Tensor forward(Context& ctx, const Tensor& x, const Tensor& residual = Tensor());
   // forward for backward's sake (activation checkpointing): saves what backward reads but skips
   // the down projection's product, whose output only the block's output reads.
   void recompute(Context& ctx, const Tensor& x);

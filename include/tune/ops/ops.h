@@ -24,6 +24,11 @@ enum class Transpose : uint8_t { no, yes };
 // c is rounded), the CPU after.
 void matmul(Tensor& c, const Tensor& a, Transpose ta, const Tensor& b, Transpose tb,
             double alpha = 1.0, double beta = 0.0, const Tensor& bias = Tensor());
+// c = alpha * op(a) @ op(b) + src (+ bias): a product added to another tensor of c's shape,
+// dtype and device (a residual stream), which CUDA reads in the product's epilogue instead of
+// adding it in a pass of its own. src may be c itself (matmul with beta 1) but no other part of c.
+void matmul_add(Tensor& c, const Tensor& a, Transpose ta, const Tensor& b, Transpose tb,
+                const Tensor& src, double alpha = 1.0, const Tensor& bias = Tensor());
 // Two products of one shape: c0 = alpha op(a0) @ op(b0) + beta c0 and c1 likewise from a1, b1
 // (LoRA's k|v and gate|up adapters). CUDA runs them in one launch where it can (each operand's
 // second member a whole number of elements past its first, or the same tensor): a product that

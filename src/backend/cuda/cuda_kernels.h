@@ -24,11 +24,13 @@ enum class Trans : uint8_t { no, yes };
 //   Epilogue::gelu:  aux = the result (bias included), c = gelu_tanh(aux) (GPT-2's MLP forward);
 //   Epilogue::dgelu: c = the result * gelu_tanh'(aux) (its backward; no bias).
 // aux [m, n] of c_dtype, row stride n; an epilogue needs beta = 0 and ldc = n.
+// A non-null c_in (laid out as c) is what beta multiplies instead of c: c = alpha op(a) op(b) +
+// beta c_in, read in the product's epilogue (a residual add without a pass of its own).
 enum class Epilogue : uint8_t { none, gelu, dgelu };
 void gemm(DType dtype, DType c_dtype, Trans ta, Trans tb, int64_t m, int64_t n, int64_t k,
           float alpha, const void* a, int64_t lda, const void* b, int64_t ldb, float beta, void* c,
           int64_t ldc, const void* bias = nullptr, Epilogue epilogue = Epilogue::none,
-          void* aux = nullptr);
+          void* aux = nullptr, const void* c_in = nullptr);
 
 // `count` products of one shape in one launch (cuBLASLt's strided batch): member i's a, b and c
 // lie i * stride_a, stride_b, stride_c elements past a, b and c (strides >= 0; 0 shares an

@@ -193,13 +193,16 @@ std::shared_ptr<Plan> make_plan(const Key& key) {
 void lt_matmul(DType dtype, DType c_dtype, Trans ta, Trans tb, int64_t m, int64_t n, int64_t k,
                float alpha, const void* a, int64_t lda, const void* b, int64_t ldb, float beta,
                void* c, int64_t ldc, const void* bias, Epilogue epilogue, void* aux,
-               const Batch& batch) {
+               const Batch& batch, const void* c_in) {
+  if (!c_in) c_in = c;
   // A batch's members are described by the first one's alignment and the second's (the stride).
   auto aligned = [&](const void* p, int64_t stride, DType t) {
     const void* second = static_cast<const char*>(p) + stride * dtype_size(t);
     return std::min(alignment(p), batch.count > 1 ? alignment(second) : 256u);
   };
   const bool batched = batch.count > 1;
+  const uint32_t align_c =
+      std::min(aligned(c, batch.stride_c, c_dtype), aligned(c_in, batch.stride_c, c_dtype));
   const Key key{dtype,
                 c_dtype,
                 ta,
@@ -212,7 +215,7 @@ void lt_matmul(DType dtype, DType c_dtype, Trans ta, Trans tb, int64_t m, int64_
                 ldc,
                 aligned(a, batch.stride_a, dtype),
                 aligned(b, batch.stride_b, dtype),
-                aligned(c, batch.stride_c, c_dtype),
+                align_c,
                 bias != nullptr,
                 epilogue,
                 batch.count,
@@ -234,7 +237,7 @@ void lt_matmul(DType dtype, DType c_dtype, Trans ta, Trans tb, int64_t m, int64_
         d.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
   }
   // k == 0 is a valid product (C = beta C); cuBLASLt handles it.
-  TUNE_CUBLAS_CHECK(cublasLtMatmul(h.handle, d.op, &alpha, b, d.a, a, d.b, &beta, c, d.c, c, d.c,
+  TUNE_CUBLAS_CHECK(cublasLtMatmul(h.handle, d.op, &alpha, b, d.a, a, d.b, &beta, c_in, d.c, c, d.c,
                                    &plan->algo, h.workspace, kWorkspaceBytes, cudaStreamPerThread));
 }
 
@@ -242,8 +245,9 @@ void lt_matmul(DType dtype, DType c_dtype, Trans ta, Trans tb, int64_t m, int64_
 
 void gemm(DType dtype, DType c_dtype, Trans ta, Trans tb, int64_t m, int64_t n, int64_t k,
           float alpha, const void* a, int64_t lda, const void* b, int64_t ldb, float beta, void* c,
-          int64_t ldc, const void* bias, Epilogue epilogue, void* aux) {
+          int64_t ldc, const void* bias, Epilogue epilogue, void* aux, const void* c_in) {
   if (m == 0 || n == 0) return;
+  TUNE_CHECK(!c_in || epilogue == Epilogue::none, "cuda::gemm: c_in takes no epilogue");
   TUNE_CHECK(epilogue == Epilogue::none || (beta == 0.f && ldc == n && aux),
              "cuda::gemm: an epilogue needs beta 0, an unstrided c and aux");
   TUNE_CHECK(epilogue != Epilogue::dgelu || !bias, "cuda::gemm: dgelu takes no bias");
@@ -254,7 +258,14 @@ void gemm(DType dtype, DType c_dtype, Trans ta, Trans tb, int64_t m, int64_t n, 
       c_dtype == dtype && m <= kGemvMaxRows && ta == Trans::no && tb == Trans::yes && k > 0;
   const bool fused = !gemv_rows && (!bias || alignment(bias) >= 16) &&
                      (epilogue == Epilogue::none || (alignment(aux) >= 16 && n % 8 == 0));
-  if (!fused) {  // the product, then the bias and the epilogue as passes of their own
+  if (!fused) {               // the product, then the bias and the epilogue as passes of their own
+    if (c_in && c_in != c) {  // c_in into c first: what follows reads c
+      const size_t row = static_cast<size_t>(n) * dtype_size(c_dtype);
+      TUNE_CUDA_CHECK(cudaMemcpy2DAsync(c, static_cast<size_t>(ldc) * dtype_size(c_dtype), c_in,
+                                        static_cast<size_t>(ldc) * dtype_size(c_dtype), row,
+                                        static_cast<size_t>(m), cudaMemcpyDeviceToDevice,
+                                        cudaStreamPerThread));
+    }
     void* product = epilogue == Epilogue::gelu ? aux : c;
     if (gemv_rows)
       gemv(dtype, m, n, k, alpha, a, lda, b, ldb, beta, product, ldc);
@@ -269,7 +280,7 @@ void gemm(DType dtype, DType c_dtype, Trans ta, Trans tb, int64_t m, int64_t n, 
     return;
   }
   lt_matmul(dtype, c_dtype, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias, epilogue,
-            aux, Batch{});
+            aux, Batch{}, c_in);
 }
 
 void gemm_batched(DType dtype, DType c_dtype, Trans ta, Trans tb, int64_t m, int64_t n, int64_t k,
@@ -293,7 +304,7 @@ void gemm_batched(DType dtype, DType c_dtype, Trans ta, Trans tb, int64_t m, int
     return;
   }
   lt_matmul(dtype, c_dtype, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, nullptr,
-            Epilogue::none, nullptr, batch);
+            Epilogue::none, nullptr, batch, nullptr);
 }
 
 }  // namespace tune::cuda

@@ -73,7 +73,7 @@ void CudaGraph::launch() {
 
 namespace cuda {
 void gemm(DType, DType, Trans, Trans, int64_t, int64_t, int64_t, float, const void*, int64_t,
-          const void*, int64_t, float, void*, int64_t, const void*, Epilogue, void*) {
+          const void*, int64_t, float, void*, int64_t, const void*, Epilogue, void*, const void*) {
   no_cuda("cuda::gemm");
 }
 void gemm_batched(DType, DType, Trans, Trans, int64_t, int64_t, int64_t, float, const void*,
