@@ -32,7 +32,12 @@ python=${PYTHON:-/opt/torch/.venv/bin/python3}
 
 echo "date:    $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "gpu:     $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -1)"
-echo "commit:  $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+# The binaries' commit (scripts/bundle-device.sh writes it); the tree's git metadata otherwise.
+if [[ -f $lib_dir/BUILD_COMMIT ]]; then
+  echo "commit:  $(cat "$lib_dir/BUILD_COMMIT") (the binaries', $lib_dir/BUILD_COMMIT)"
+else
+  echo "commit:  $(git rev-parse --short HEAD 2>/dev/null || echo unknown) (the tree's git metadata)"
+fi
 tune_lines=$(LD_LIBRARY_PATH="$lib_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
   "$bench_dir/cuda_decode" --shape "$shape" --batch "$batches" --runs "$runs")
 echo "$tune_lines" | sed 's/^/tune.cpp:     /'

@@ -71,7 +71,12 @@ fi
 
 echo "date:    $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "gpu:     $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -1)"
-echo "commit:  $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+# The binaries' commit (scripts/bundle-device.sh writes it); the tree's git metadata otherwise.
+if [[ -f $lib_dir/BUILD_COMMIT ]]; then
+  echo "commit:  $(cat "$lib_dir/BUILD_COMMIT") (the binaries', $lib_dir/BUILD_COMMIT)"
+else
+  echo "commit:  $(git rev-parse --short HEAD 2>/dev/null || echo unknown) (the tree's git metadata)"
+fi
 echo "python:  $python"
 
 # A side that crashed or ran out of time without its JSON line still gets one, so the table has

@@ -34,7 +34,12 @@ lib_dir=${LIB_DIR:-build/release}
 
 echo "date:    $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "gpu:     $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -1)"
-echo "commit:  $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+# The binaries' commit (scripts/bundle-device.sh writes it); the tree's git metadata otherwise.
+if [[ -f $lib_dir/BUILD_COMMIT ]]; then
+  echo "commit:  $(cat "$lib_dir/BUILD_COMMIT") (the binaries', $lib_dir/BUILD_COMMIT)"
+else
+  echo "commit:  $(git rev-parse --short HEAD 2>/dev/null || echo unknown) (the tree's git metadata)"
+fi
 echo "config:  GPT-2 124M, batch $batch x $seq, bf16, $steps steps"
 
 # --- tune.cpp ---
