@@ -84,16 +84,15 @@ Tensor Linear::forward(Context& ctx, const Tensor& x) {
 Tensor Linear::forward(Context& ctx, const Tensor& x, DType out) {
   TUNE_CHECK(out == x.dtype() || bias_ < 0, module_, ": a ", dtype_name(out), " result of ",
              dtype_name(x.dtype()), " inputs cannot take the bias");
-  Tensor y = ctx.arena.alloc({x.size(0), out_}, out);
-  x_ = x;
-  a_stack_ = Tensor();
-  lora_forward(ctx, x, y);
-  base_forward(y, x);
-  return y;
+  return run_forward(ctx, x, out, Tensor());
 }
 
 Tensor Linear::forward_add(Context& ctx, const Tensor& x, const Tensor& residual) {
-  Tensor y = ctx.arena.alloc({x.size(0), out_}, x.dtype());
+  return run_forward(ctx, x, x.dtype(), residual);
+}
+
+Tensor Linear::run_forward(Context& ctx, const Tensor& x, DType out, const Tensor& residual) {
+  Tensor y = ctx.arena.alloc({x.size(0), out_}, out);
   x_ = x;
   a_stack_ = Tensor();
   lora_forward(ctx, x, y, residual);

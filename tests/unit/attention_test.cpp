@@ -538,10 +538,8 @@ TEST(AttentionChecks, RejectsBadKeyStartsAndQueriesPastTheKeys) {
       "the 3 queries must be the last of the 2 keys (Tq <= Tk)"));
 }
 
-// A packed row of two documents gives each document's logits as if it ran alone, and the same
-// parameter gradients as the two documents run separately, summed (f64 CausalLM with qk-norm,
-// biases and a window, GQA).
-TEST(AttentionPacked, PackedRowEqualsSeparateRowsInLogitsAndGradients) {
+// A two-layer CausalLM of 13 words, hidden 16, 4 query heads of 4 over 2 kv heads.
+nn::TransformerConfig tiny_lm_config() {
   nn::TransformerConfig c;
   c.vocab_size = 13;
   c.hidden_size = 16;
@@ -551,6 +549,14 @@ TEST(AttentionPacked, PackedRowEqualsSeparateRowsInLogitsAndGradients) {
   c.num_kv_heads = 2;
   c.head_dim = 4;
   c.max_positions = 32;
+  return c;
+}
+
+// A packed row of two documents gives each document's logits as if it ran alone, and the same
+// parameter gradients as the two documents run separately, summed (f64 CausalLM with qk-norm,
+// biases and a window, GQA).
+TEST(AttentionPacked, PackedRowEqualsSeparateRowsInLogitsAndGradients) {
+  nn::TransformerConfig c = tiny_lm_config();
   c.qkv_bias = true;
   c.qk_norm = true;
   c.sliding_window = {0, 4};
@@ -594,14 +600,7 @@ TEST(AttentionPacked, PackedRowEqualsSeparateRowsInLogitsAndGradients) {
 // CausalLM checks every position against its tables once, on the host, before any layer runs (the
 // layers' RoPE on CUDA then skips its own check, which would wait for the device each time).
 TEST(AttentionPositions, CausalLMRejectsAPositionPastItsTables) {
-  nn::TransformerConfig c;
-  c.vocab_size = 13;
-  c.hidden_size = 16;
-  c.intermediate_size = 24;
-  c.num_layers = 1;
-  c.num_heads = 4;
-  c.num_kv_heads = 2;
-  c.head_dim = 4;
+  nn::TransformerConfig c = tiny_lm_config();
   c.max_positions = 8;
   nn::ParamStore params;
   nn::CausalLM lm(params, c, nn::TensorNames{}, nn::BuildOptions{});

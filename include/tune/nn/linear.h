@@ -99,6 +99,8 @@ class Linear {
   // The pieces forward and backward are made of; forward_group and backward_group use them for
   // the members they do not run together. The adapter's pieces run first: lora_forward writes y,
   // base_forward adds to it when there is an adapter; dx is written (beta 0) or added to.
+  // forward and forward_add: y [N, out] of dtype `out`, plus residual when defined.
+  Tensor run_forward(Context& ctx, const Tensor& x, DType out, const Tensor& residual);
   // With residual defined, the first product into y adds it (forward_add).
   void base_forward(Tensor& y, const Tensor& x, const Tensor& residual = Tensor()) const;
   void lora_forward(Context& ctx, const Tensor& x, Tensor& y, const Tensor& residual = Tensor());
